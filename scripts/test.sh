@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Runs the whole test suite on a fresh machine: installs what is missing, then every test
+# of the workspace (unit, integration, interoperability with h5py/pyzmq/PyMUST peers).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+export PLEURA_PYTHON="$PWD/.venv/bin/python"
+cargo test --workspace --locked "$@"

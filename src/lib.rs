@@ -1,0 +1,19 @@
+//! pleura: lung ultrasound reconstruction by diffusion posterior sampling, beside the scanner.
+//!
+//! # Layout
+//!
+//! One module per concept of the domain; data flows top to bottom:
+//!
+//! - [`recording`]: zea HDF5 recordings: typed scan parameters, lazy frame reader,
+//!   incremental crash-safe recorder, pleura's additions under `pleura/`.
+//! - [`config`]: the daemon's TOML configuration (`config/pleura.toml`), strictly parsed.
+//! - [`logging`]: `tracing` set-up (RUST_LOG-style filters, optional JSON lines).
+//!
+//! The `pleura` binary (`src/main.rs`, commands in `src/cli/`) is a thin layer over these:
+//! it parses arguments, reports errors with `anyhow` and calls into the library.
+//! The scanner side (wire protocol codec, C ABI) is the `pleura_bridge` crate in
+//! `firmware-bridge/`.
+
+pub mod config;
+pub mod logging;
+pub mod recording;

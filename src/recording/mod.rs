@@ -1,0 +1,5 @@
+//! zea HDF5 recordings.
+
+pub mod scan;
+
+pub use scan::{Scan, TransmitKind};

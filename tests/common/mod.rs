@@ -1,0 +1,67 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The repository root.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `../shared` beside the repository root (real data shared with CI).
+pub fn shared() -> PathBuf {
+    repo().join("../shared")
+}
+
+/// The real plane-wave disk recording written by h5py.
+pub fn pwi_disk() -> PathBuf {
+    shared().join("data/pwi_disk/pwi_disk.zea.h5")
+}
+
+/// A file in `testdata/`.
+pub fn testdata(name: &str) -> PathBuf {
+    repo().join("testdata").join(name)
+}
+
+/// The Python interpreter with the test peers (h5py, numpy, pyzmq, pymust), as installed
+/// by `scripts/setup.sh`; `PLEURA_PYTHON` overrides it.
+pub fn python() -> PathBuf {
+    match std::env::var_os("PLEURA_PYTHON") {
+        Some(p) => PathBuf::from(p),
+        None => repo().join(".venv/bin/python"),
+    }
+}
+
+/// Runs a Python script with arguments and returns its stdout; panics with its stderr when
+/// it fails, so the test output shows what the peer complained about.
+pub fn run_python(script: &str, args: &[&str]) -> String {
+    let out = Command::new(python())
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e} (run scripts/setup.sh)", python().display()));
+    assert!(
+        out.status.success(),
+        "python failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("python printed non-UTF-8")
+}
+
+/// The `pleura` binary built for this test run.
+pub fn pleura() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_pleura"))
+}
+
+/// A fresh temporary directory removed when dropped.
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().expect("tempdir")
+}
+
+/// Asserts that a path exists, with a message naming it.
+pub fn assert_exists(p: &Path) {
+    assert!(p.exists(), "{} does not exist", p.display());
+}
