@@ -6,7 +6,9 @@ pub mod error;
 mod h5;
 pub mod reader;
 pub mod scan;
+pub mod writer;
 
 pub use error::RecordingError;
 pub use reader::{Frame, GroundTruth, Recording, SampleType};
 pub use scan::{Scan, TransmitKind};
+pub use writer::{GroundTruthGrid, Recorder, RecorderOptions};
