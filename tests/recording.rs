@@ -99,7 +99,11 @@ use pleura::recording::{Frame, GroundTruthGrid, Recorder, RecorderOptions, Scan}
 
 /// A small linear-array scan: `n_tx` steered plane waves, 8 elements, 16 samples.
 fn small_scan(n_tx: usize, n_ch: usize) -> Scan {
-    let n_el = 8;
+    scan_of(n_tx, 16, 8, n_ch)
+}
+
+/// A linear-array scan of `n_tx` steered plane waves.
+fn scan_of(n_tx: usize, n_ax: usize, n_el: usize, n_ch: usize) -> Scan {
     let pitch = 0.3e-3;
     let mut geometry = Array2::zeros((n_el, 3));
     for e in 0..n_el {
@@ -121,7 +125,7 @@ fn small_scan(n_tx: usize, n_ch: usize) -> Scan {
         center_frequency: 5e6,
         demodulation_frequency: if n_ch == 2 { 5e6 } else { 0.0 },
         sound_speed: 1540.0,
-        n_ax: 16,
+        n_ax,
         n_ch,
         initial_times: vec![1e-6; n_tx],
         t0_delays: t0,
@@ -403,4 +407,123 @@ fn recorder_rejects_bad_frames() {
     assert_eq!(rec.n_frames(), 0);
     rec.append(&frame(&scan, 0)).unwrap();
     assert_eq!(rec.finish().unwrap(), 1);
+}
+
+/// Environment variable that turns the kill test's own binary into the writer it kills.
+const KILL_CHILD_FILE: &str = "PLEURA_TEST_KILL_CHILD_FILE";
+
+/// The scan the killed writer records: ~100 kB per int16 frame, so that flushes take time.
+fn kill_scan() -> Scan {
+    scan_of(3, 256, 64, 1)
+}
+
+/// Child side: appends frames until killed, printing each flushed frame count.
+fn kill_child(path: &Path) {
+    use std::io::Write;
+    let scan = kill_scan();
+    let mut opts = options(SampleType::Int16, None);
+    opts.flush_every = Duration::from_millis(20);
+    let mut rec = Recorder::create(path, &scan, opts).unwrap();
+    let started = std::time::Instant::now();
+    let mut stdout = std::io::stdout();
+    let mut reported = 0;
+    // Bounded, so that a child whose parent died does not write forever.
+    while started.elapsed() < Duration::from_secs(30) {
+        let i = rec.n_frames();
+        rec.append(&frame(&scan, i)).unwrap();
+        if rec.flushed_frames() != reported {
+            reported = rec.flushed_frames();
+            writeln!(stdout, "flushed {reported}").unwrap();
+            stdout.flush().unwrap();
+        }
+    }
+}
+
+const CHECK_KILLED: &str = r#"
+import sys, h5py, numpy as np
+path, flushed = sys.argv[1], int(sys.argv[2])
+# The writer died in SWMR-write mode: the file keeps that mark, SWMR readers open it as is.
+f = h5py.File(path, 'r', swmr=True)
+raw = f['data/raw_data']
+n = raw.shape[0]
+assert n >= flushed, (n, flushed)
+assert raw.dtype == np.int16 and raw.shape[1:] == (3, 256, 64, 1), (raw.dtype, raw.shape)
+t, a, e, c = np.meshgrid(np.arange(3), np.arange(256), np.arange(64), np.arange(1), indexing='ij')
+for i in range(flushed):
+    want = (i * 7919 + t * 1009 + a * 101 + e * 13 + c * 5) % 2001 - 1000
+    assert np.array_equal(raw[i], want), f'frame {i} differs'
+seq = f['pleura/sequence_number'][:flushed]
+assert np.array_equal(seq, 1000 + 3 * np.arange(flushed)), seq
+n_frames = int(f['scan/n_frames'][()])
+assert n_frames >= flushed, (n_frames, flushed)
+print(n, n_frames)
+"#;
+
+#[test]
+fn recorder_survives_sigkill() {
+    use rand::Rng;
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+
+    if let Some(path) = std::env::var_os(KILL_CHILD_FILE) {
+        kill_child(Path::new(&path));
+        return;
+    }
+    let dir = common::tempdir();
+    let mut rng = rand::rng();
+    for round in 0..3 {
+        let path = dir.path().join(format!("killed_{round}.zea.h5"));
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "recorder_survives_sigkill",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(KILL_CHILD_FILE, &path)
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        // Kill after a random number of flushes plus a random fraction of a flush period.
+        let kill_after: usize = rng.random_range(2..12);
+        let mut flushed = 0;
+        let mut lines = stdout.lines();
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            if let Some(n) = line.strip_prefix("flushed ") {
+                flushed = n.parse().unwrap();
+                if flushed >= kill_after {
+                    break;
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_micros(rng.random_range(0..20_000)));
+        child.kill().unwrap();
+        for line in lines {
+            if let Some(n) = line.unwrap().strip_prefix("flushed ") {
+                flushed = n.parse().unwrap();
+            }
+        }
+        let status = child.wait().unwrap();
+        assert!(!status.success(), "the writer was killed");
+        assert!(
+            flushed >= kill_after,
+            "writer reported only {flushed} flushed frames"
+        );
+        let out = common::run_python(
+            CHECK_KILLED,
+            &[path.to_str().unwrap(), &flushed.to_string()],
+        );
+        let counts: Vec<usize> = out.split_whitespace().map(|v| v.parse().unwrap()).collect();
+        assert!(counts[0] >= flushed);
+        // pleura opens it too (in SWMR-read mode) and reads the last flushed frame.
+        let rec = Recording::open(&path).unwrap();
+        assert!(!rec.writer_closed());
+        assert!(rec.n_frames() >= flushed);
+        assert_eq!(
+            rec.read_frame(flushed - 1).unwrap(),
+            frame(&kill_scan(), flushed - 1)
+        );
+    }
 }

@@ -99,16 +99,44 @@ fn open_file(path: &Path) -> Result<(File, bool), RecordingError> {
     }
 }
 
-fn read_u64s(ds: &Dataset, field: &str, n: usize) -> Result<Vec<u64>, RecordingError> {
+/// The number of frames of a recording (`scan/n_frames`) and how the per-frame datasets
+/// must agree with it: exactly in a closed file; in a file whose writer died, they may hold
+/// more frames than the last completed flush counted (see `Recorder::flush`).
+#[derive(Clone, Copy)]
+struct FrameCount {
+    n: usize,
+    exact: bool,
+}
+
+impl FrameCount {
+    fn fits(self, len: usize) -> bool {
+        if self.exact {
+            len == self.n
+        } else {
+            len >= self.n
+        }
+    }
+
+    fn text(self) -> String {
+        if self.exact {
+            format!("n_frames = {}", self.n)
+        } else {
+            format!("n_frames >= {}", self.n)
+        }
+    }
+}
+
+fn read_u64s(ds: &Dataset, field: &str, frames: FrameCount) -> Result<Vec<u64>, RecordingError> {
     let shape = ds.shape();
-    if shape != [n] {
+    if shape.len() != 1 || !frames.fits(shape[0]) {
         return Err(RecordingError::shape(
             field,
             shape,
-            format!("[n_frames = {n}]"),
+            format!("[{}]", frames.text()),
         ));
     }
-    match h5::descriptor(ds, field)? {
+    let n = frames.n;
+    let values = match h5::descriptor(ds, field)? {
         TypeDescriptor::Unsigned(_) => ds
             .read_raw::<u64>()
             .map_err(|e| RecordingError::hdf5(field, "read", e)),
@@ -118,6 +146,7 @@ fn read_u64s(ds: &Dataset, field: &str, n: usize) -> Result<Vec<u64>, RecordingE
                 .map_err(|e| RecordingError::hdf5(field, "read", e))?;
             v.iter()
                 .enumerate()
+                .take(n)
                 .map(|(i, &x)| {
                     u64::try_from(x).map_err(|_| {
                         RecordingError::value(format!("{field}[{i}]"), x, "must not be negative")
@@ -130,7 +159,8 @@ fn read_u64s(ds: &Dataset, field: &str, n: usize) -> Result<Vec<u64>, RecordingE
             found: other.to_string(),
             expected: "an integer",
         }),
-    }
+    }?;
+    Ok(values.into_iter().take(n).collect())
 }
 
 fn check_grid(field: &str, v: &[f64]) -> Result<(), RecordingError> {
@@ -180,17 +210,25 @@ impl Recording {
         })?;
         let description =
             h5::string_attr(&file, "description", "@description")?.unwrap_or_default();
-        let scan = Scan::read(&file)?;
+        let mut scan = Scan::read(&file)?;
         let scan_group = h5::group(&file, "scan", "scan")?;
         let n_frames = h5::scalar_count(&scan_group, "n_frames", "scan/n_frames")?;
+        let frames = FrameCount {
+            n: n_frames,
+            exact: writer_closed,
+        };
 
         let data = h5::group(&file, "data", "data")?;
         let raw = h5::dataset(&data, "raw_data", "data/raw_data")?;
         let shape = raw.shape();
-        let expected = [n_frames, scan.n_tx(), scan.n_ax, scan.n_el(), scan.n_ch];
+        let expected = [scan.n_tx(), scan.n_ax, scan.n_el(), scan.n_ch];
         let expected_text = format!(
-            "[n_frames = {}, n_tx = {}, n_ax = {}, n_el = {}, n_ch = {}]",
-            expected[0], expected[1], expected[2], expected[3], expected[4]
+            "[{}, n_tx = {}, n_ax = {}, n_el = {}, n_ch = {}]",
+            frames.text(),
+            expected[0],
+            expected[1],
+            expected[2],
+            expected[3]
         );
         if shape.len() != 5 {
             return Err(RecordingError::shape("data/raw_data", shape, expected_text));
@@ -206,20 +244,21 @@ impl Recording {
                 })
             }
         };
-        if shape[..] != expected[..] {
+        if !frames.fits(shape[0]) || shape[1..] != expected[..] {
             return Err(RecordingError::shape("data/raw_data", shape, expected_text));
         }
         if n_frames == 0 {
             return Err(RecordingError::Empty { shape });
         }
-        if let Some(t) = &scan.time_to_next_transmit {
-            if t.nrows() != n_frames {
+        if let Some(t) = &mut scan.time_to_next_transmit {
+            if !frames.fits(t.nrows()) {
                 return Err(RecordingError::shape(
                     "scan/time_to_next_transmit",
                     t.shape().to_vec(),
-                    format!("[n_frames = {n_frames}, n_tx = {}]", scan.n_tx()),
+                    format!("[{}, n_tx = {}]", frames.text(), scan.n_tx()),
                 ));
             }
+            *t = t.slice(s![..n_frames, ..]).to_owned();
         }
 
         let pleura = if file.link_exists("pleura") {
@@ -232,7 +271,7 @@ impl Recording {
             match &pleura {
                 None => Ok(None),
                 Some(g) => h5::dataset_opt(g, name, &field)?
-                    .map(|ds| read_u64s(&ds, &field, n_frames))
+                    .map(|ds| read_u64s(&ds, &field, frames))
                     .transpose(),
             }
         };
@@ -243,7 +282,7 @@ impl Recording {
             None => Self::timestamps_from_scan(&scan, n_frames),
         };
         let ground_truth = match &pleura {
-            Some(g) if g.link_exists("aeration") => Some(Self::open_ground_truth(g, n_frames)?),
+            Some(g) if g.link_exists("aeration") => Some(Self::open_ground_truth(g, frames)?),
             _ => None,
         };
         Ok(Recording {
@@ -283,7 +322,7 @@ impl Recording {
 
     fn open_ground_truth(
         g: &hdf5::Group,
-        n_frames: usize,
+        frames: FrameCount,
     ) -> Result<GroundTruthLayout, RecordingError> {
         let (grid_x, gx_shape) =
             h5::read_f64(&h5::dataset(g, "grid_x", "pleura/grid_x")?, "pleura/grid_x")?;
@@ -307,12 +346,14 @@ impl Recording {
             });
         }
         let shape = aeration.shape();
-        if shape != [n_frames, grid_z.len(), grid_x.len()] {
+        if shape.len() != 3 || !frames.fits(shape[0]) || shape[1..] != [grid_z.len(), grid_x.len()]
+        {
             return Err(RecordingError::shape(
                 "pleura/aeration",
                 shape,
                 format!(
-                    "[n_frames = {n_frames}, nz = {}, nx = {}]",
+                    "[{}, nz = {}, nx = {}]",
+                    frames.text(),
                     grid_z.len(),
                     grid_x.len()
                 ),
@@ -466,7 +507,7 @@ impl Recording {
         };
         let aeration = g
             .aeration
-            .read::<f32, ndarray::Ix3>()
+            .read_slice::<f32, _, ndarray::Ix3>(s![..self.n_frames, .., ..])
             .map_err(|e| RecordingError::hdf5("pleura/aeration", "read", e))?;
         for (i, frame) in aeration.outer_iter().enumerate() {
             check_aeration(&format!("pleura/aeration[{i}]"), &frame.to_owned())?;

@@ -444,9 +444,6 @@ impl Recorder {
                 .write_slice(&a, s![i, .., ..])
                 .map_err(|e| RecordingError::hdf5(field("pleura/aeration"), "write", e))?;
         }
-        self.n_frames_ds
-            .write_scalar(&(n as i64))
-            .map_err(|e| RecordingError::hdf5("scan/n_frames", "write", e))?;
         self.n_frames = n;
         if self.last_flush.elapsed() >= self.flush_every {
             self.flush()?;
@@ -454,8 +451,16 @@ impl Recorder {
         Ok(())
     }
 
-    /// Writes everything appended so far to disk (H5Fflush).
+    /// Writes everything appended so far to disk. Two H5Fflush calls: the first puts the
+    /// frames and the grown dataset shapes on disk, then `scan/n_frames` is set and flushed,
+    /// so that on disk `scan/n_frames` never counts a frame that is not there in full.
     pub fn flush(&mut self) -> Result<(), RecordingError> {
+        self.file
+            .flush()
+            .map_err(|e| RecordingError::hdf5("/", "flush", e))?;
+        self.n_frames_ds
+            .write_scalar(&(self.n_frames as i64))
+            .map_err(|e| RecordingError::hdf5("scan/n_frames", "write", e))?;
         self.file
             .flush()
             .map_err(|e| RecordingError::hdf5("/", "flush", e))?;
