@@ -71,7 +71,10 @@ pub fn demodulation_frequency(scan: &Scan) -> Result<f64, BeamformError> {
         return Err(BeamformError::scan(
             "demodulation_frequency",
             scan.demodulation_frequency,
-            format!("and center_frequency = {} give no positive frequency", scan.center_frequency),
+            format!(
+                "and center_frequency = {} give no positive frequency",
+                scan.center_frequency
+            ),
         ));
     }
     Ok(fd)
@@ -125,13 +128,25 @@ impl Demodulator {
     /// (fraction of Nyquist, in ]0, 1[).
     pub fn new(n_ax: usize, fs: f64, fd: f64, wn: f64) -> Result<Self, BeamformError> {
         if n_ax < 2 {
-            return Err(BeamformError::scan("n_ax", n_ax, "at least 2 samples are needed"));
+            return Err(BeamformError::scan(
+                "n_ax",
+                n_ax,
+                "at least 2 samples are needed",
+            ));
         }
         if !(fs.is_finite() && fs > 0.0) {
-            return Err(BeamformError::scan("sampling_frequency", fs, "must be > 0 and finite"));
+            return Err(BeamformError::scan(
+                "sampling_frequency",
+                fs,
+                "must be > 0 and finite",
+            ));
         }
         if !(fd.is_finite() && fd > 0.0) {
-            return Err(BeamformError::scan("demodulation_frequency", fd, "must be > 0 and finite"));
+            return Err(BeamformError::scan(
+                "demodulation_frequency",
+                fd,
+                "must be > 0 and finite",
+            ));
         }
         if !(wn > 0.0 && wn < 1.0) {
             return Err(BeamformError::scan(
@@ -151,7 +166,11 @@ impl Demodulator {
         let scale = 2.0 / len as f64;
         let gain = (0..len)
             .map(|k| {
-                let kk = if k <= len / 2 { k as f64 } else { k as f64 - len as f64 };
+                let kk = if k <= len / 2 {
+                    k as f64
+                } else {
+                    k as f64 - len as f64
+                };
                 let w = 2.0 * std::f64::consts::PI * kk / len as f64;
                 (filtfilt_butterworth_gain(w, wn, BUTTERWORTH_ORDER) * scale) as f32
             })
@@ -163,7 +182,9 @@ impl Demodulator {
                 Complex32::new(p.cos() as f32, p.sin() as f32)
             })
             .collect();
-        let scratch_len = forward.get_inplace_scratch_len().max(inverse.get_inplace_scratch_len());
+        let scratch_len = forward
+            .get_inplace_scratch_len()
+            .max(inverse.get_inplace_scratch_len());
         Ok(Self {
             n_ax,
             pad,
@@ -200,10 +221,18 @@ impl Demodulator {
     }
 
     /// Demodulates one RF channel (`n_ax` samples) into `out` (`n_ax` I/Q samples).
-    pub fn demodulate(&self, rf: ArrayView1<f32>, out: &mut [Complex32], scratch: &mut DemodScratch) {
+    pub fn demodulate(
+        &self,
+        rf: ArrayView1<f32>,
+        out: &mut [Complex32],
+        scratch: &mut DemodScratch,
+    ) {
         let n = self.n_ax;
         let pad = self.pad;
-        assert!(rf.len() == n && out.len() == n, "channel length differs from the plan's n_ax");
+        assert!(
+            rf.len() == n && out.len() == n,
+            "channel length differs from the plan's n_ax"
+        );
         let buf = &mut scratch.buf;
         for (i, (&x, &m)) in rf.iter().zip(&self.mix).enumerate() {
             buf[pad + i] = m * x;
@@ -258,7 +287,9 @@ mod tests {
         // A cosine at fd demodulates to a constant of amplitude 1 (factor 2 of rf2iq).
         let (fs, fd, n) = (20e6, 5e6, 400);
         let d = Demodulator::new(n, fs, fd, 0.2).unwrap();
-        let rf = Array1::from_iter((0..n).map(|i| (2.0 * std::f64::consts::PI * fd * i as f64 / fs + 0.3).cos() as f32));
+        let rf = Array1::from_iter(
+            (0..n).map(|i| (2.0 * std::f64::consts::PI * fd * i as f64 / fs + 0.3).cos() as f32),
+        );
         let mut out = vec![Complex32::default(); n];
         d.demodulate(rf.view(), &mut out, &mut d.scratch());
         // Away from the ends (the odd reflection of the 2 fd mixing product rings for a

@@ -33,7 +33,9 @@ pub enum BeamformError {
         reason: String,
     },
     /// A frame's dimensions differ from the scan the plan was built for.
-    #[error("frame dimensions (n_tx, n_ax, n_el, n_ch) = {got:?} do not match the scan's {expected:?}")]
+    #[error(
+        "frame dimensions (n_tx, n_ax, n_el, n_ch) = {got:?} do not match the scan's {expected:?}"
+    )]
     FrameShape {
         expected: [usize; 4],
         got: [usize; 4],
@@ -50,7 +52,11 @@ pub enum BeamformError {
 }
 
 impl BeamformError {
-    pub(crate) fn scan(field: &'static str, value: impl std::fmt::Display, reason: impl Into<String>) -> Self {
+    pub(crate) fn scan(
+        field: &'static str,
+        value: impl std::fmt::Display,
+        reason: impl Into<String>,
+    ) -> Self {
         Self::Scan {
             field,
             value: value.to_string(),

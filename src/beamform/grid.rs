@@ -18,7 +18,15 @@ pub fn linspace(min: f64, max: f64, n: usize) -> Vec<f64> {
         1 => vec![min],
         _ => {
             let step = (max - min) / (n - 1) as f64;
-            (0..n).map(|i| if i == n - 1 { max } else { min + step * i as f64 }).collect()
+            (0..n)
+                .map(|i| {
+                    if i == n - 1 {
+                        max
+                    } else {
+                        min + step * i as f64
+                    }
+                })
+                .collect()
         }
     }
 }
@@ -66,7 +74,11 @@ impl Grid {
         let xs = scan.probe_geometry.column(0);
         let x_min = xs.iter().copied().fold(f64::INFINITY, f64::min);
         let x_max = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-        let t_first = scan.initial_times.iter().copied().fold(f64::INFINITY, f64::min);
+        let t_first = scan
+            .initial_times
+            .iter()
+            .copied()
+            .fold(f64::INFINITY, f64::min);
         let t_end = t_first + (scan.n_ax.max(1) - 1) as f64 / scan.sampling_frequency;
         let z_max = scan.sound_speed * t_end / 2.0;
         let z_min = 2e-3_f64.min(z_max / 2.0);
@@ -121,7 +133,10 @@ mod tests {
     #[test]
     fn bad_axes_name_the_value() {
         let e = Grid::new(vec![0.0, 1.0], vec![0.02, 0.01]).unwrap_err();
-        assert!(e.to_string().contains("axis z") && e.to_string().contains("0.02 then 0.01"), "{e}");
+        assert!(
+            e.to_string().contains("axis z") && e.to_string().contains("0.02 then 0.01"),
+            "{e}"
+        );
         let e = Grid::new(vec![0.0, f64::NAN], vec![0.01]).unwrap_err();
         assert!(e.to_string().contains("NaN"), "{e}");
         let e = Grid::new(vec![], vec![0.01]).unwrap_err();

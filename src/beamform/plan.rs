@@ -120,7 +120,11 @@ struct TxGeometry {
 
 fn check_len(field: &'static str, got: usize, want: usize) -> Result<(), BeamformError> {
     if got != want {
-        return Err(BeamformError::scan(field, format!("{got} entries"), format!("expected {want} (n_tx or n_el)")));
+        return Err(BeamformError::scan(
+            field,
+            format!("{got} entries"),
+            format!("expected {want} (n_tx or n_el)"),
+        ));
     }
     Ok(())
 }
@@ -134,24 +138,48 @@ fn check_scan(scan: &Scan) -> Result<(), BeamformError> {
         return Err(BeamformError::scan("n_el", 0, "no elements"));
     }
     if scan.probe_geometry.ncols() != 3 {
-        return Err(BeamformError::scan("probe_geometry", format!("{} columns", scan.probe_geometry.ncols()), "expected 3 (x, y, z)"));
+        return Err(BeamformError::scan(
+            "probe_geometry",
+            format!("{} columns", scan.probe_geometry.ncols()),
+            "expected 3 (x, y, z)",
+        ));
     }
     if scan.n_ax < 2 {
-        return Err(BeamformError::scan("n_ax", scan.n_ax, "at least 2 samples are needed"));
+        return Err(BeamformError::scan(
+            "n_ax",
+            scan.n_ax,
+            "at least 2 samples are needed",
+        ));
     }
     if scan.n_ch != 1 && scan.n_ch != 2 {
-        return Err(BeamformError::scan("n_ch", scan.n_ch, "must be 1 (RF) or 2 (I/Q)"));
+        return Err(BeamformError::scan(
+            "n_ch",
+            scan.n_ch,
+            "must be 1 (RF) or 2 (I/Q)",
+        ));
     }
     if !(scan.sampling_frequency.is_finite() && scan.sampling_frequency > 0.0) {
-        return Err(BeamformError::scan("sampling_frequency", scan.sampling_frequency, "must be > 0 and finite"));
+        return Err(BeamformError::scan(
+            "sampling_frequency",
+            scan.sampling_frequency,
+            "must be > 0 and finite",
+        ));
     }
     if !(scan.sound_speed.is_finite() && scan.sound_speed > 0.0) {
-        return Err(BeamformError::scan("sound_speed", scan.sound_speed, "must be > 0 and finite"));
+        return Err(BeamformError::scan(
+            "sound_speed",
+            scan.sound_speed,
+            "must be > 0 and finite",
+        ));
     }
     check_len("t0_delays rows", scan.t0_delays.nrows(), n_tx)?;
     check_len("t0_delays columns", scan.t0_delays.ncols(), n_el)?;
     check_len("tx_apodizations rows", scan.tx_apodizations.nrows(), n_tx)?;
-    check_len("tx_apodizations columns", scan.tx_apodizations.ncols(), n_el)?;
+    check_len(
+        "tx_apodizations columns",
+        scan.tx_apodizations.ncols(),
+        n_el,
+    )?;
     check_len("polar_angles", scan.polar_angles.len(), n_tx)?;
     check_len("focus_distances", scan.focus_distances.len(), n_tx)?;
     check_len("transmit_origins rows", scan.transmit_origins.nrows(), n_tx)?;
@@ -172,7 +200,11 @@ fn check_scan(scan: &Scan) -> Result<(), BeamformError> {
     }
     let samples = n_tx as u64 * n_el as u64 * scan.n_ax as u64;
     if samples >= u32::MAX as u64 {
-        return Err(BeamformError::scan("n_ax", scan.n_ax, format!("n_tx x n_el x n_ax = {samples} samples per frame exceeds 2^32")));
+        return Err(BeamformError::scan(
+            "n_ax",
+            scan.n_ax,
+            format!("n_tx x n_el x n_ax = {samples} samples per frame exceeds 2^32"),
+        ));
     }
     Ok(())
 }
@@ -201,7 +233,9 @@ impl DasPlan {
         };
 
         let pg = &scan.probe_geometry;
-        let el: Vec<[f64; 3]> = (0..n_el).map(|e| [pg[[e, 0]], pg[[e, 1]], pg[[e, 2]]]).collect();
+        let el: Vec<[f64; 3]> = (0..n_el)
+            .map(|e| [pg[[e, 0]], pg[[e, 1]], pg[[e, 2]]])
+            .collect();
         let z_front = el.iter().map(|p| p[2]).fold(f64::NEG_INFINITY, f64::max);
         if grid.z()[0] <= z_front {
             return Err(BeamformError::OutsideFieldOfView {
@@ -213,9 +247,15 @@ impl DasPlan {
 
         let mut txs = Vec::with_capacity(n_tx);
         for k in 0..n_tx {
-            let firing: Vec<usize> = (0..n_el).filter(|&e| scan.tx_apodizations[[k, e]] != 0.0).collect();
+            let firing: Vec<usize> = (0..n_el)
+                .filter(|&e| scan.tx_apodizations[[k, e]] != 0.0)
+                .collect();
             if firing.is_empty() {
-                return Err(BeamformError::scan("tx_apodizations", format!("row {k} all zero"), "transmit fires no element"));
+                return Err(BeamformError::scan(
+                    "tx_apodizations",
+                    format!("row {k} all zero"),
+                    "transmit fires no element",
+                ));
             }
             let fdist = scan.focus_distances[k];
             // zea's sign(focus_distance): 0 for 0, and +-1; the focal depth relative to the
@@ -229,7 +269,12 @@ impl DasPlan {
             };
             let focal_z = scan.transmit_origins[[k, 2]] + scan.polar_angles[k].cos() * fdist;
             let t0c = (0..n_el).map(|e| scan.t0_delays[[k, e]] * c).collect();
-            txs.push(TxGeometry { firing, t0c, focal_z, sign });
+            txs.push(TxGeometry {
+                firing,
+                t0c,
+                focal_z,
+                sign,
+            });
         }
 
         let (nx, nz) = (grid.nx(), grid.nz());
@@ -256,7 +301,11 @@ impl DasPlan {
                     }
                     for (k, tx) in txs.iter().enumerate() {
                         let in_front = tx.sign * (z - tx.focal_z) <= 0.0;
-                        let mut d = if in_front { f64::INFINITY } else { f64::NEG_INFINITY };
+                        let mut d = if in_front {
+                            f64::INFINITY
+                        } else {
+                            f64::NEG_INFINITY
+                        };
                         for &e in &tx.firing {
                             let v = tx.t0c[e] + rx[e];
                             d = if in_front { d.min(v) } else { d.max(v) };
@@ -299,7 +348,9 @@ impl DasPlan {
                 return Err(BeamformError::OutsideFieldOfView {
                     axis: "z",
                     value: zs[iz],
-                    reason: format!("no recorded sample reaches this depth (n_ax = {n_ax}, fs = {fs} Hz)"),
+                    reason: format!(
+                        "no recorded sample reaches this depth (n_ax = {n_ax}, fs = {fs} Hz)"
+                    ),
                 });
             }
         }
@@ -321,7 +372,10 @@ impl DasPlan {
         let lut = (0..=FRAC_STEPS)
             .map(|q| {
                 let fr = q as f64 / FRAC_STEPS as f64;
-                [cis(theta * fr) * (1.0 - fr) as f32, cis(-theta * (1.0 - fr)) * fr as f32]
+                [
+                    cis(theta * fr) * (1.0 - fr) as f32,
+                    cis(-theta * (1.0 - fr)) * fr as f32,
+                ]
             })
             .collect();
         let row_phase = zs
@@ -359,44 +413,56 @@ impl DasPlan {
 
     /// Bytes held by the plan's tables.
     pub fn table_bytes(&self) -> usize {
-        self.taps.len() * std::mem::size_of::<Tap>() + self.offsets.len() * std::mem::size_of::<usize>()
+        self.taps.len() * std::mem::size_of::<Tap>()
+            + self.offsets.len() * std::mem::size_of::<usize>()
     }
 
     /// Loads a frame (n_tx, n_ax, n_el, n_ch) into `channels` as (tx, el, ax) I/Q samples
     /// with their demodulation phase undone (see [`DasPlan`]).
-    fn load(&self, frame: ArrayView4<f32>, channels: &mut [Complex32]) -> Result<(), BeamformError> {
+    fn load(
+        &self,
+        frame: ArrayView4<f32>,
+        channels: &mut [Complex32],
+    ) -> Result<(), BeamformError> {
         let [n_tx, n_ax, n_el, n_ch] = self.dims;
         let got = frame.dim();
         let got = [got.0, got.1, got.2, got.3];
         if got != self.dims {
-            return Err(BeamformError::FrameShape { expected: self.dims, got });
+            return Err(BeamformError::FrameShape {
+                expected: self.dims,
+                got,
+            });
         }
-        if let Some(((tx, ax, el, ch), &value)) = frame.indexed_iter().find(|(_, v)| !v.is_finite()) {
-            return Err(BeamformError::NonFinite { tx, ax, el, ch, value });
+        if let Some(((tx, ax, el, ch), &value)) = frame.indexed_iter().find(|(_, v)| !v.is_finite())
+        {
+            return Err(BeamformError::NonFinite {
+                tx,
+                ax,
+                el,
+                ch,
+                value,
+            });
         }
         let _ = n_ch;
-        channels
-            .par_chunks_mut(n_ax)
-            .enumerate()
-            .for_each_init(
-                || self.demod.as_ref().map(|d| d.scratch()),
-                |scratch, (ch_i, out)| {
-                    let (tx, e) = (ch_i / n_el, ch_i % n_el);
-                    match (self.input, &self.demod, scratch) {
-                        (Input::Rf, Some(d), Some(s)) => {
-                            d.demodulate(frame.slice(ndarray::s![tx, .., e, 0]), out, s);
-                        }
-                        _ => {
-                            for (n, o) in out.iter_mut().enumerate() {
-                                *o = Complex32::new(frame[[tx, n, e, 0]], frame[[tx, n, e, 1]]);
-                            }
+        channels.par_chunks_mut(n_ax).enumerate().for_each_init(
+            || self.demod.as_ref().map(|d| d.scratch()),
+            |scratch, (ch_i, out)| {
+                let (tx, e) = (ch_i / n_el, ch_i % n_el);
+                match (self.input, &self.demod, scratch) {
+                    (Input::Rf, Some(d), Some(s)) => {
+                        d.demodulate(frame.slice(ndarray::s![tx, .., e, 0]), out, s);
+                    }
+                    _ => {
+                        for (n, o) in out.iter_mut().enumerate() {
+                            *o = Complex32::new(frame[[tx, n, e, 0]], frame[[tx, n, e, 1]]);
                         }
                     }
-                    for (o, r) in out.iter_mut().zip(&self.remix) {
-                        *o *= r;
-                    }
-                },
-            );
+                }
+                for (o, r) in out.iter_mut().zip(&self.remix) {
+                    *o *= r;
+                }
+            },
+        );
         debug_assert_eq!(channels.len(), n_tx * n_el * n_ax);
         Ok(())
     }
@@ -453,7 +519,10 @@ impl Beamformer {
     /// Beamforms one frame (n_tx, n_ax, n_el, n_ch) coherently over its transmits and
     /// returns the I/Q image, shape (nz, nx). A frame with a NaN or infinite sample is an
     /// error ([`BeamformError::NonFinite`]); the beamformer stays usable.
-    pub fn beamform(&mut self, frame: ArrayView4<f32>) -> Result<ArrayView2<'_, Complex32>, BeamformError> {
+    pub fn beamform(
+        &mut self,
+        frame: ArrayView4<f32>,
+    ) -> Result<ArrayView2<'_, Complex32>, BeamformError> {
         self.plan.load(frame, &mut self.channels)?;
         self.plan.sum(&self.channels, &mut self.iq);
         Ok(self.iq_view())
@@ -468,12 +537,19 @@ impl Beamformer {
     }
 
     /// Beamforms one frame and writes its envelope |I/Q| into `out` (nz, nx).
-    pub fn envelope_into(&mut self, frame: ArrayView4<f32>, mut out: ArrayViewMut2<f32>) -> Result<(), BeamformError> {
+    pub fn envelope_into(
+        &mut self,
+        frame: ArrayView4<f32>,
+        mut out: ArrayViewMut2<f32>,
+    ) -> Result<(), BeamformError> {
         let (nz, nx) = (self.plan.grid.nz(), self.plan.grid.nx());
         if out.dim() != (nz, nx) {
             return Err(BeamformError::Grid {
                 axis: "output",
-                reason: format!("envelope buffer is {:?}, grid is (nz, nx) = ({nz}, {nx})", out.dim()),
+                reason: format!(
+                    "envelope buffer is {:?}, grid is (nz, nx) = ({nz}, {nx})",
+                    out.dim()
+                ),
             });
         }
         let iq = self.beamform(frame)?;
@@ -488,7 +564,11 @@ mod tests {
 
     #[test]
     fn apodization_windows() {
-        for a in [Apodization::Rect, Apodization::Hann, Apodization::Tukey(0.5)] {
+        for a in [
+            Apodization::Rect,
+            Apodization::Hann,
+            Apodization::Tukey(0.5),
+        ] {
             assert_eq!(a.weight(0.0), 1.0);
             assert_eq!(a.weight(1.01), 0.0);
         }
@@ -498,7 +578,9 @@ mod tests {
         // Half-way down the taper: 0.5 (1 + cos(pi / 2)) = 0.5.
         assert!((Apodization::Tukey(0.5).weight(0.75) - 0.5).abs() < 1e-15);
         assert_eq!(Apodization::Tukey(0.0).weight(1.0), 1.0);
-        assert!((Apodization::Tukey(1.0).weight(0.3) - Apodization::Hann.weight(0.3)).abs() < 1e-15);
+        assert!(
+            (Apodization::Tukey(1.0).weight(0.3) - Apodization::Hann.weight(0.3)).abs() < 1e-15
+        );
     }
 
     #[test]

@@ -37,7 +37,9 @@ pub struct LinearArray {
 pub fn linear_array_scan(array: &LinearArray, transmits: &[Transmit]) -> Scan {
     let n = array.n_el;
     let c = array.sound_speed;
-    let xe: Vec<f64> = (0..n).map(|i| (i as f64 - (n as f64 - 1.0) / 2.0) * array.pitch).collect();
+    let xe: Vec<f64> = (0..n)
+        .map(|i| (i as f64 - (n as f64 - 1.0) / 2.0) * array.pitch)
+        .collect();
     let mut probe_geometry = Array2::zeros((n, 3));
     for (i, &x) in xe.iter().enumerate() {
         probe_geometry[[i, 0]] = x;
@@ -94,13 +96,15 @@ pub struct GaussianPulse {
 impl GaussianPulse {
     /// The envelope's standard deviation, s.
     pub fn sigma(&self) -> f64 {
-        (2.0 * std::f64::consts::LN_2).sqrt() / (std::f64::consts::PI * self.bandwidth * self.center_frequency)
+        (2.0 * std::f64::consts::LN_2).sqrt()
+            / (std::f64::consts::PI * self.bandwidth * self.center_frequency)
     }
 
     /// The pulse at time `t`.
     pub fn at(&self, t: f64) -> f64 {
         let s = self.sigma();
-        (-t * t / (2.0 * s * s)).exp() * (2.0 * std::f64::consts::PI * self.center_frequency * t).cos()
+        (-t * t / (2.0 * s * s)).exp()
+            * (2.0 * std::f64::consts::PI * self.center_frequency * t).cos()
     }
 }
 
@@ -122,10 +126,14 @@ pub fn simulate_rf(scan: &Scan, scatterers: &[Scatterer], pulse: &GaussianPulse)
     let mut rf = Array4::<f64>::zeros((n_tx, n_ax, n_el, 1));
     let pg = &scan.probe_geometry;
     for k in 0..n_tx {
-        let firing: Vec<usize> = (0..n_el).filter(|&j| scan.tx_apodizations[[k, j]] != 0.0).collect();
+        let firing: Vec<usize> = (0..n_el)
+            .filter(|&j| scan.tx_apodizations[[k, j]] != 0.0)
+            .collect();
         let norm = 1.0 / firing.len().max(1) as f64;
         for s in scatterers {
-            let dist: Vec<f64> = (0..n_el).map(|e| (s.x - pg[[e, 0]]).hypot(s.z - pg[[e, 2]])).collect();
+            let dist: Vec<f64> = (0..n_el)
+                .map(|e| (s.x - pg[[e, 0]]).hypot(s.z - pg[[e, 2]]))
+                .collect();
             for &j in &firing {
                 let a = s.amplitude * scan.tx_apodizations[[k, j]] * norm;
                 let t_tx = scan.t0_delays[[k, j]] + dist[j] / c;
