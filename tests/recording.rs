@@ -710,3 +710,116 @@ fn malformed_files_give_errors_naming_field_and_value() {
     );
     assert!(rec.ground_truth().is_err());
 }
+
+#[test]
+fn bundled_testdata_is_the_first_frames_of_pwi_disk() {
+    let small = Recording::open(common::testdata("pwi_disk_4frames.zea.h5")).unwrap();
+    let full = Recording::open(common::pwi_disk()).unwrap();
+    assert_eq!(small.n_frames(), 4);
+    assert_eq!(small.scan(), &{
+        let mut s = full.scan().clone();
+        s.time_to_next_transmit = s
+            .time_to_next_transmit
+            .map(|t| t.slice(ndarray::s![..4, ..]).to_owned());
+        s
+    });
+    for i in 0..4 {
+        assert_eq!(small.read_frame(i).unwrap(), full.read_frame(i).unwrap());
+    }
+    let size = std::fs::metadata(common::testdata("pwi_disk_4frames.zea.h5"))
+        .unwrap()
+        .len();
+    assert!(size < 1_000_000, "testdata is {size} bytes");
+}
+
+#[test]
+fn info_prints_a_summary_and_json() {
+    let path = common::testdata("pwi_disk_4frames.zea.h5");
+    let out = common::pleura().arg("info").arg(&path).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    for needle in [
+        "verasonics-linear-128 on Verasonics Vantage",
+        "elements:      128, pitch 0.298 mm, element width 0.262 mm",
+        "centre 5.000 MHz, sampling 6.667 MHz, demodulation 5.000 MHz, bandwidth 15 %",
+        "sound speed:   1480 m/s",
+        "334 per channel, RF (int16)",
+        "0: plane        0.00 deg",
+        "frames:        4, duration 0.000400 s (10000.0 frames/s)",
+        "ground truth:  none",
+    ] {
+        assert!(
+            text.contains(needle),
+            "info output lacks {needle:?}:\n{text}"
+        );
+    }
+
+    // A recording with steered transmits, I/Q samples and ground truth, as JSON.
+    let dir = common::tempdir();
+    let rec_path = dir.path().join("gt.zea.h5");
+    let scan = small_scan(3, 2);
+    let grid = GroundTruthGrid {
+        grid_x: vec![-1e-3, 0.0, 1e-3],
+        grid_z: vec![4e-3, 5e-3],
+    };
+    let mut rec =
+        Recorder::create(&rec_path, &scan, options(SampleType::Float32, Some(grid))).unwrap();
+    for i in 0..2 {
+        rec.append_with_ground_truth(&frame(&scan, i), aeration(i, 2, 3).view())
+            .unwrap();
+    }
+    rec.finish().unwrap();
+    let out = common::pleura()
+        .args(["info", "--json"])
+        .arg(&rec_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["n_frames"], 2);
+    assert_eq!(v["n_elements"], 8);
+    assert_eq!(v["signal"], "I/Q");
+    assert_eq!(v["sample_type"], "float32");
+    assert_eq!(v["size_bytes"], std::fs::metadata(&rec_path).unwrap().len());
+    let angles: Vec<f64> = v["transmits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["polar_angle_deg"].as_f64().unwrap())
+        .collect();
+    assert_eq!(angles.len(), 3);
+    for (a, want) in angles.iter().zip([-10.0, 0.0, 10.0]) {
+        assert!((a - want).abs() < 1e-9, "angle {a} != {want}");
+    }
+    assert_eq!(v["transmits"][0]["kind"], "plane");
+    assert_eq!(v["ground_truth"]["nx"], 3);
+    assert_eq!(v["ground_truth"]["nz"], 2);
+    // 2 frames at 3 transmits of 1e-4 s each.
+    assert!((v["duration_s"].as_f64().unwrap() - 6e-4).abs() < 1e-12);
+
+    // An invalid file: failure, with the field and value on stderr.
+    let bad = dir.path().join("bad.h5");
+    common::run_python(
+        "import sys, h5py, shutil\n\
+         shutil.copy(sys.argv[1], sys.argv[2])\n\
+         f = h5py.File(sys.argv[2], 'r+')\n\
+         del f['scan/sound_speed']\n\
+         f['scan/sound_speed'] = -1540.0",
+        &[path.to_str().unwrap(), bad.to_str().unwrap()],
+    );
+    let out = common::pleura().arg("info").arg(&bad).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("scan/sound_speed") && err.contains("-1540"),
+        "{err}"
+    );
+}

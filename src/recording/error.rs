@@ -7,14 +7,14 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum RecordingError {
     /// The file could not be opened or created as HDF5.
-    #[error("cannot open {path} as HDF5: {source}")]
+    #[error("cannot open {path} as HDF5")]
     Open {
         path: PathBuf,
         #[source]
         source: hdf5::Error,
     },
     /// An HDF5 operation on a field failed.
-    #[error("{field}: {op} failed: {source}")]
+    #[error("{field}: {op} failed")]
     Hdf5 {
         field: String,
         op: &'static str,

@@ -288,7 +288,7 @@ impl Scan {
         for i in 0..n {
             let dy = (g[[i, 1]] - g[[0, 1]]).abs();
             let dz = (g[[i, 2]] - g[[0, 2]]).abs();
-            if !(span > 0.0) || dy > line_tol || dz > line_tol {
+            if span <= 0.0 || dy > line_tol || dz > line_tol {
                 return Err(RecordingError::value(
                     format!("{FIELD}[{i}]"),
                     format!("({}, {}, {})", num(g[[i, 0]]), num(g[[i, 1]]), num(g[[i, 2]])),
