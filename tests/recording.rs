@@ -375,6 +375,29 @@ fn round_trip_through_h5py() {
 }
 
 #[test]
+fn dropping_the_recorder_keeps_every_frame() {
+    let dir = common::tempdir();
+    let path = dir.path().join("dropped.zea.h5");
+    let scan = small_scan(3, 1);
+    let mut opts = options(SampleType::Int16, None);
+    opts.flush_every = Duration::from_secs(3600);
+    let mut rec = Recorder::create(&path, &scan, opts).unwrap();
+    for i in 0..3 {
+        rec.append(&frame(&scan, i)).unwrap();
+    }
+    assert_eq!(
+        rec.flushed_frames(),
+        0,
+        "no flush within the hour-long period"
+    );
+    drop(rec);
+    let read = Recording::open(&path).unwrap();
+    assert!(read.writer_closed());
+    assert_eq!(read.n_frames(), 3);
+    assert_eq!(read.read_frame(2).unwrap(), frame(&scan, 2));
+}
+
+#[test]
 fn recorder_rejects_bad_frames() {
     let dir = common::tempdir();
     let scan = small_scan(3, 1);
@@ -573,6 +596,15 @@ def both(*ms):
 
 raw2 = src['data/raw_data'][:2]
 write('valid')
+def variants(f):
+    # Other ways h5py users store the same things.
+    f.attrs['probe_name'] = np.bytes_('fixed-ascii-probe')
+    f.attrs['us_machine'] = np.array('fixed-unicode'.encode(), dtype='S')
+    replace('scan/sound_speed', np.float64(1480.0))(f)
+    replace('scan/n_ax', np.int32(334))(f)
+    replace('scan/sampling_frequency', np.array([6.6666665e6], np.float32))(f)
+    replace('scan/n_el', np.float64(128.0))(f)
+write('h5py_variants', variants)
 write('reversed_elements', geometry(lambda g: g.__setitem__(slice(None), g[::-1].copy())))
 write('missing_fs', lambda f: f['scan'].__delitem__('sampling_frequency'))
 write('missing_scan', lambda f: f.__delitem__('scan'))
@@ -618,6 +650,10 @@ fn malformed_files_give_errors_naming_field_and_value() {
 
     let valid = open("valid").unwrap();
     assert_eq!(valid.n_frames(), 2);
+    let variants = open("h5py_variants").unwrap();
+    assert_eq!(variants.probe_name(), "fixed-ascii-probe");
+    assert_eq!(variants.us_machine(), "fixed-unicode");
+    assert_eq!(variants.scan(), valid.scan());
     let reversed = open("reversed_elements").unwrap();
     assert!(
         close(reversed.scan().pitch(), 0.298e-3, 1e-4),

@@ -469,30 +469,25 @@ impl Recorder {
         Ok(())
     }
 
-    /// Flushes and closes the file; returns the number of frames written.
+    /// Flushes and closes the file; returns the number of frames written. (Dropping the
+    /// recorder also flushes and closes, but can only log a failure.)
     pub fn finish(mut self) -> Result<usize, RecordingError> {
         self.flush()?;
-        let n = self.n_frames;
-        let Recorder {
-            file,
-            raw,
-            n_frames_ds,
-            sequence_number,
-            timestamp_ns,
-            time_to_next_transmit,
-            ground_truth,
-            ..
-        } = self;
-        drop((
-            raw,
-            n_frames_ds,
-            sequence_number,
-            timestamp_ns,
-            time_to_next_transmit,
-            ground_truth,
-        ));
-        file.close()
-            .map_err(|e| RecordingError::hdf5("/", "close", e))?;
-        Ok(n)
+        Ok(self.n_frames)
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        if self.flushed_frames != self.n_frames {
+            if let Err(e) = self.flush() {
+                tracing::error!(
+                    path = %self.path.display(),
+                    error = %e,
+                    cause = ?std::error::Error::source(&e),
+                    "flushing the recording on drop failed"
+                );
+            }
+        }
     }
 }
