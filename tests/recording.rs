@@ -427,6 +427,24 @@ fn recorder_rejects_bad_frames() {
         err.to_string().contains("without a ground-truth grid"),
         "{err}"
     );
+    f.data[[1, 2, 3, 0]] = f32::NAN;
+    assert!(rec.append(&f).unwrap_err().to_string().contains("NaN"));
+    let mut floats = Recorder::create(
+        dir.path().join("bad_f32.zea.h5"),
+        &scan,
+        options(SampleType::Float32, None),
+    )
+    .unwrap();
+    let mut f = frame(&scan, 0);
+    f.data[[2, 15, 7, 0]] = f32::INFINITY;
+    let err = floats.append(&f).unwrap_err().to_string();
+    assert!(
+        err.contains("data/raw_data[0, 2, 15, 7, 0]") && err.contains("inf"),
+        "{err}"
+    );
+    f.data[[2, 15, 7, 0]] = 0.25;
+    floats.append(&f).unwrap();
+    assert_eq!(floats.finish().unwrap(), 1);
     assert_eq!(rec.n_frames(), 0);
     rec.append(&frame(&scan, 0)).unwrap();
     assert_eq!(rec.finish().unwrap(), 1);
