@@ -53,9 +53,15 @@ fn parse_axis(flag: &str, v: &str) -> Result<(f64, f64, usize)> {
     if parts.len() != 3 {
         bail!("{flag} {v:?}: expected MIN,MAX,N");
     }
-    let min: f64 = parts[0].parse().with_context(|| format!("{flag} MIN {:?}", parts[0]))?;
-    let max: f64 = parts[1].parse().with_context(|| format!("{flag} MAX {:?}", parts[1]))?;
-    let n: usize = parts[2].parse().with_context(|| format!("{flag} N {:?}", parts[2]))?;
+    let min: f64 = parts[0]
+        .parse()
+        .with_context(|| format!("{flag} MIN {:?}", parts[0]))?;
+    let max: f64 = parts[1]
+        .parse()
+        .with_context(|| format!("{flag} MAX {:?}", parts[1]))?;
+    let n: usize = parts[2]
+        .parse()
+        .with_context(|| format!("{flag} N {:?}", parts[2]))?;
     if n < 1 {
         bail!("{flag} N = 0: at least one point is needed");
     }
@@ -64,7 +70,8 @@ fn parse_axis(flag: &str, v: &str) -> Result<(f64, f64, usize)> {
 
 fn write_png(path: &Path, image: &Array2<u8>) -> Result<()> {
     let (h, w) = image.dim();
-    let file = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let file =
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
     let mut enc = png::Encoder::new(std::io::BufWriter::new(file), w as u32, h as u32);
     enc.set_color(png::ColorType::Grayscale);
     enc.set_depth(png::BitDepth::Eight);
@@ -76,7 +83,8 @@ fn write_png(path: &Path, image: &Array2<u8>) -> Result<()> {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let rec = Recording::open(&args.input).with_context(|| format!("opening {}", args.input.display()))?;
+    let rec = Recording::open(&args.input)
+        .with_context(|| format!("opening {}", args.input.display()))?;
     let scan = rec.scan().clone();
     let default = Grid::default_for(&scan)?;
     let x = match &args.grid_x {
@@ -111,24 +119,42 @@ pub fn run(args: Args) -> Result<()> {
         "beamforming"
     );
 
-    let out = hdf5::File::create(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
-    let env_ds = out.new_dataset::<f32>().shape([n_frames, nz, nx]).create("envelope")?;
-    let bmode_ds = out.new_dataset::<u8>().shape([n_frames, nz, nx]).create("bmode")?;
-    out.new_dataset::<f64>().shape([nx]).create("grid_x")?.write_raw(grid.x())?;
-    out.new_dataset::<f64>().shape([nz]).create("grid_z")?.write_raw(grid.z())?;
+    let out = hdf5::File::create(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let env_ds = out
+        .new_dataset::<f32>()
+        .shape([n_frames, nz, nx])
+        .create("envelope")?;
+    let bmode_ds = out
+        .new_dataset::<u8>()
+        .shape([n_frames, nz, nx])
+        .create("bmode")?;
+    out.new_dataset::<f64>()
+        .shape([nx])
+        .create("grid_x")?
+        .write_raw(grid.x())?;
+    out.new_dataset::<f64>()
+        .shape([nz])
+        .create("grid_z")?
+        .write_raw(grid.z())?;
 
     let bar = ProgressBar::new(n_frames as u64);
-    bar.set_style(ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} frames ({per_sec}, eta {eta})")?.progress_chars("=> "));
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} frames ({per_sec}, eta {eta})")?
+            .progress_chars("=> "),
+    );
     bar.set_message("beamforming");
     let mut env = Array2::<f32>::zeros((nz, nx));
     let mut failed = vec![0u8; n_frames];
     let mut global_max = 0.0f32;
     for i in 0..n_frames {
-        let frame = rec.read_frame(i).with_context(|| format!("reading frame {i}"))?;
+        let frame = rec
+            .read_frame(i)
+            .with_context(|| format!("reading frame {i}"))?;
         match bf.envelope_into(frame.data.view(), env.view_mut()) {
             Ok(()) => global_max = global_max.max(max_of(env.view())),
             Err(e @ BeamformError::NonFinite { .. }) => {
-                bar.suspend(|| tracing::warn!(frame = i, "skipped: {e}"));
+                bar.suspend(|| tracing::warn!("frame {i} skipped: {e}"));
                 failed[i] = 1;
                 env.fill(0.0);
             }
@@ -138,7 +164,10 @@ pub fn run(args: Args) -> Result<()> {
         bar.inc(1);
     }
     bar.finish_and_clear();
-    out.new_dataset::<u8>().shape([n_frames]).create("failed")?.write_raw(failed.as_slice())?;
+    out.new_dataset::<u8>()
+        .shape([n_frames])
+        .create("failed")?
+        .write_raw(failed.as_slice())?;
     let n_failed = failed.iter().filter(|&&f| f != 0).count();
     if n_failed == n_frames {
         bail!("all {n_frames} frames failed (non-finite samples); no B-mode written");

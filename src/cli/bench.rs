@@ -7,7 +7,9 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use ndarray::{Array2, Array4};
-use pleura::beamform::sim::{linear_array_scan, simulate_rf, GaussianPulse, LinearArray, Scatterer, Transmit};
+use pleura::beamform::sim::{
+    linear_array_scan, simulate_rf, GaussianPulse, LinearArray, Scatterer, Transmit,
+};
 use pleura::beamform::{Apodization, Beamformer, DasOptions, Grid};
 use pleura::recording::{Recording, Scan};
 
@@ -84,7 +86,11 @@ fn pwi_disk_case(path: &Path, n_frames: usize) -> Result<Case> {
     let scan = rec.scan().clone();
     let n = n_frames.min(rec.n_frames());
     let frames = (0..n)
-        .map(|i| rec.read_frame(i).map(|f| f.data).with_context(|| format!("frame {i} of {}", path.display())))
+        .map(|i| {
+            rec.read_frame(i)
+                .map(|f| f.data)
+                .with_context(|| format!("frame {i} of {}", path.display()))
+        })
         .collect::<Result<Vec<_>>>()?;
     Ok(Case {
         name: "pwi_disk (1 PW)".into(),
@@ -154,7 +160,10 @@ fn write_zea(path: &Path, scan: &Scan, frame: &Array4<f32>, n_frames: usize) -> 
     let f = hdf5::File::create(path)?;
     let (n_tx, n_ax, n_el, n_ch) = frame.dim();
     let data = f.create_group("data")?;
-    let raw = data.new_dataset::<f32>().shape([n_frames, n_tx, n_ax, n_el, n_ch]).create("raw_data")?;
+    let raw = data
+        .new_dataset::<f32>()
+        .shape([n_frames, n_tx, n_ax, n_el, n_ch])
+        .create("raw_data")?;
     let one = frame.as_standard_layout();
     let all: Vec<f32> = (0..n_frames).flat_map(|_| one.iter().copied()).collect();
     raw.write_raw(all.as_slice())?;
@@ -168,7 +177,10 @@ fn write_zea(path: &Path, scan: &Scan, frame: &Array4<f32>, n_frames: usize) -> 
     scalar("sound_speed", scan.sound_speed)?;
     let matrix = |name: &str, a: &Array2<f64>| -> Result<()> {
         let v = a.as_standard_layout();
-        let d = s.new_dataset::<f64>().shape([a.nrows(), a.ncols()]).create(name)?;
+        let d = s
+            .new_dataset::<f64>()
+            .shape([a.nrows(), a.ncols()])
+            .create(name)?;
         d.write_raw(v.as_slice().context("contiguous")?)?;
         Ok(())
     };
@@ -206,7 +218,9 @@ fn time_pleura(case: &Case, repeats: usize) -> Result<PleuraTimes> {
             best = Some(PleuraTimes {
                 plan_s,
                 cold_s,
-                warm_frame_s: best.as_ref().map_or(warm_frame_s, |b| b.warm_frame_s.min(warm_frame_s)),
+                warm_frame_s: best
+                    .as_ref()
+                    .map_or(warm_frame_s, |b| b.warm_frame_s.min(warm_frame_s)),
             });
         } else if let Some(b) = best.as_mut() {
             b.warm_frame_s = b.warm_frame_s.min(warm_frame_s);
@@ -220,15 +234,34 @@ fn time_pymust(args: &BeamformArgs, case: &Case) -> Result<PymustTimes> {
     let out = Command::new(&args.python)
         .arg(&args.pymust_script)
         .arg(&case.file)
-        .args([x[0], x[x.len() - 1], x.len() as f64, z[0], z[z.len() - 1], z.len() as f64, case.options.f_number].map(|v| v.to_string()))
+        .args(
+            [
+                x[0],
+                x[x.len() - 1],
+                x.len() as f64,
+                z[0],
+                z[z.len() - 1],
+                z.len() as f64,
+                case.options.f_number,
+            ]
+            .map(|v| v.to_string()),
+        )
         .arg(case.frames.len().to_string())
         .output()
         .with_context(|| format!("running {}", args.python.display()))?;
     if !out.status.success() {
-        bail!("PyMUST bench failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "PyMUST bench failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("PyMUST bench output")?;
-    let get = |k: &str| v[k].as_f64().with_context(|| format!("PyMUST bench output lacks {k}"));
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).context("PyMUST bench output")?;
+    let get = |k: &str| {
+        v[k].as_f64()
+            .with_context(|| format!("PyMUST bench output lacks {k}"))
+    };
     Ok(PymustTimes {
         rf2iq_s: get("rf2iq_s")?,
         build_s: get("build_s")?,
@@ -239,7 +272,10 @@ fn time_pymust(args: &BeamformArgs, case: &Case) -> Result<PymustTimes> {
 fn beamform(args: BeamformArgs) -> Result<()> {
     let tmp = std::env::temp_dir().join(format!("pleura-bench-beamform-{}", std::process::id()));
     std::fs::create_dir_all(&tmp)?;
-    let cases = [pwi_disk_case(&args.pwi_disk, args.frames)?, synthetic_case(&tmp, args.frames)?];
+    let cases = [
+        pwi_disk_case(&args.pwi_disk, args.frames)?,
+        synthetic_case(&tmp, args.frames)?,
+    ];
     println!(
         "threads: {} (rayon); timings: best of {} runs; ns/px-ch = time per frame / (pixels x elements x transmits)",
         rayon::current_num_threads(),
