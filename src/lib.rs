@@ -15,5 +15,8 @@
 //! `firmware-bridge/`.
 
 pub mod config;
+pub mod grid;
 pub mod logging;
+pub mod operator;
 pub mod recording;
+pub mod simulate;

@@ -1,0 +1,3 @@
+//! Simulation of lung ultrasound recordings: probe, phantoms, RF through the operator.
+
+pub mod probe;
