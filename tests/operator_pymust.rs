@@ -89,8 +89,12 @@ fn point_scatterer_matches_pymust_simus() {
     let txs: Vec<serde_json::Value> = serde_json::from_str(out.trim()).expect("simus json");
     // Grid of 0.1 mm pixels around the scatterer, which sits on pixel (10, 10).
     let grid = Grid::new(
-        (0..21).map(|i| SCATTERER.0 + (i as f64 - 10.0) * 0.1e-3).collect(),
-        (0..21).map(|i| SCATTERER.1 + (i as f64 - 10.0) * 0.1e-3).collect(),
+        (0..21)
+            .map(|i| SCATTERER.0 + (i as f64 - 10.0) * 0.1e-3)
+            .collect(),
+        (0..21)
+            .map(|i| SCATTERER.1 + (i as f64 - 10.0) * 0.1e-3)
+            .collect(),
     )
     .expect("grid");
     // Diverging: PyMUST's virtual source for a 60 deg opening sits aperture/2/tan(30 deg)
