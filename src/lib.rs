@@ -15,6 +15,7 @@
 //! `firmware-bridge/`.
 
 pub mod config;
+pub mod eval;
 pub mod grid;
 pub mod logging;
 pub mod operator;
