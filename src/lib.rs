@@ -14,6 +14,7 @@
 //! The scanner side (wire protocol codec, C ABI) is the `pleura_bridge` crate in
 //! `firmware-bridge/`.
 
+pub mod baseline;
 pub mod config;
 pub mod eval;
 pub mod grid;
