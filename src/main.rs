@@ -28,6 +28,10 @@ struct Cli {
 enum Command {
     /// Validate a zea recording and print a summary of it.
     Info(cli::info::Args),
+    /// Delay-and-sum a recording to envelope and B-mode images (HDF5, optional PNGs).
+    Beamform(cli::beamform::Args),
+    /// Throughput benchmarks printing a table.
+    Bench(cli::bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -35,6 +39,8 @@ fn main() -> ExitCode {
     logging::init(cli.log.as_deref(), cli.log_format);
     let result = match cli.command {
         Command::Info(args) => cli::info::run(args),
+        Command::Beamform(args) => cli::beamform::run(args),
+        Command::Bench(args) => cli::bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

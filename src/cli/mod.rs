@@ -1,3 +1,5 @@
 //! One module per subcommand: its clap arguments (`Args`) and its `run`.
 
+pub mod beamform;
+pub mod bench;
 pub mod info;
