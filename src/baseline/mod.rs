@@ -12,6 +12,7 @@
 //!
 //! Neither rule looks at the ground truth. Results are projected onto [0, 1].
 
+pub mod das;
 pub mod tv;
 
 use candle_core::{DType, Tensor};
