@@ -32,6 +32,12 @@ enum Command {
     Beamform(cli::beamform::Args),
     /// Throughput benchmarks printing a table.
     Bench(cli::bench::Args),
+    /// Simulate a lung recording (zea layout + ground truth) or a set of phantom images.
+    Simulate(cli::simulate::Args),
+    /// Classical baseline reconstruction (DAS, Tikhonov, TV) of a recording.
+    ReconstructBaseline(cli::reconstruct_baseline::Args),
+    /// Metrics of a reconstruction against simulated ground truth.
+    Eval(cli::eval::Args),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +47,9 @@ fn main() -> ExitCode {
         Command::Info(args) => cli::info::run(args),
         Command::Beamform(args) => cli::beamform::run(args),
         Command::Bench(args) => cli::bench::run(args),
+        Command::Simulate(args) => cli::simulate::run(args),
+        Command::ReconstructBaseline(args) => cli::reconstruct_baseline::run(args),
+        Command::Eval(args) => cli::eval::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,4 +2,7 @@
 
 pub mod beamform;
 pub mod bench;
+pub mod eval;
 pub mod info;
+pub mod reconstruct_baseline;
+pub mod simulate;
