@@ -17,3 +17,6 @@
 pub mod config;
 pub mod logging;
 pub mod recording;
+
+/// The wire protocol codec, shared with the scanner side (`firmware-bridge/src/protocol.rs`).
+pub use pleura_bridge::protocol;
