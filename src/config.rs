@@ -27,6 +27,7 @@ pub enum ConfigError {
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub log: LogConfig,
+    pub daemon: DaemonConfig,
 }
 
 /// `[log]`: logging.
@@ -37,6 +38,61 @@ pub struct LogConfig {
     pub filter: Option<String>,
     /// `text` or `json`.
     pub format: LogFormat,
+}
+
+/// Where the daemon's ingest socket attaches.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum IngestMode {
+    /// Connect to the scanner bridge's PUB socket (reconnects when it restarts).
+    #[default]
+    Connect,
+    /// Bind, and let bridges connect.
+    Bind,
+}
+
+/// The per-frame processing stage of the daemon's worker.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StageKind {
+    /// No processing: results carry sequence number and latency only.
+    #[default]
+    None,
+}
+
+/// `[daemon]`: `pleura serve` (see `config/pleura.toml` for each field).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DaemonConfig {
+    pub ingest: String,
+    pub ingest_mode: IngestMode,
+    pub publish: String,
+    pub admin: String,
+    pub key_file: Option<PathBuf>,
+    pub queue_capacity: usize,
+    pub stage: StageKind,
+    pub status_interval_ms: u64,
+    pub shutdown_deadline_ms: u64,
+    pub reject_log_interval_ms: u64,
+    pub max_streams: usize,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            ingest: "tcp://127.0.0.1:5555".into(),
+            ingest_mode: IngestMode::Connect,
+            publish: "tcp://127.0.0.1:5556".into(),
+            admin: "127.0.0.1:9464".into(),
+            key_file: None,
+            queue_capacity: 2,
+            stage: StageKind::None,
+            status_interval_ms: 1000,
+            shutdown_deadline_ms: 5000,
+            reject_log_interval_ms: 1000,
+            max_streams: 16,
+        }
+    }
 }
 
 impl Config {
@@ -67,6 +123,11 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/pleura.toml");
         let cfg = Config::load(&path).expect("config/pleura.toml must parse");
         assert_eq!(cfg.log.format, LogFormat::Text);
+        assert_eq!(
+            cfg.daemon,
+            DaemonConfig::default(),
+            "the toml documents the defaults"
+        );
     }
 
     #[test]

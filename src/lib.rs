@@ -8,6 +8,11 @@
 //!   incremental crash-safe recorder, pleura's additions under `pleura/`.
 //! - [`config`]: the daemon's TOML configuration (`config/pleura.toml`), strictly parsed.
 //! - [`logging`]: `tracing` set-up (RUST_LOG-style filters, optional JSON lines).
+//! - [`protocol`] (from `pleura_bridge`) and [`wire`]: the ZeroMQ wire protocol
+//!   (`docs/protocol.md`) and its conversions to pleura's types.
+//! - [`pipeline`]: the per-frame processing stage shared by replay and the daemon.
+//! - [`daemon`]: `pleura serve`, ZeroMQ in -> validation -> worker -> ZeroMQ out;
+//!   [`metrics`]: its counters and the admin HTTP server.
 //!
 //! The `pleura` binary (`src/main.rs`, commands in `src/cli/`) is a thin layer over these:
 //! it parses arguments, reports errors with `anyhow` and calls into the library.
@@ -15,8 +20,12 @@
 //! `firmware-bridge/`.
 
 pub mod config;
+pub mod daemon;
 pub mod logging;
+pub mod metrics;
+pub mod pipeline;
 pub mod recording;
+pub mod wire;
 
 /// The wire protocol codec, shared with the scanner side (`firmware-bridge/src/protocol.rs`).
 pub use pleura_bridge::protocol;

@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use pleura::logging::{self, LogFormat};
 
 #[derive(Parser)]
-#[command(name = "pleura", version, about = "Lung ultrasound reconstruction by diffusion posterior sampling")]
+#[command(
+    name = "pleura",
+    version,
+    about = "Lung ultrasound reconstruction by diffusion posterior sampling"
+)]
 struct Cli {
     /// Log filter (RUST_LOG syntax, e.g. "debug" or "info,pleura::beamform=debug").
     #[arg(long, global = true)]
@@ -24,6 +28,8 @@ struct Cli {
 enum Command {
     /// Validate a zea recording and print a summary of it.
     Info(cli::info::Args),
+    /// Run the live daemon: RF frames in over ZeroMQ, results out (docs/protocol.md).
+    Serve(cli::serve::Args),
 }
 
 fn main() -> ExitCode {
@@ -31,6 +37,7 @@ fn main() -> ExitCode {
     logging::init(cli.log.as_deref(), cli.log_format);
     let result = match cli.command {
         Command::Info(args) => cli::info::run(args),
+        Command::Serve(args) => cli::serve::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

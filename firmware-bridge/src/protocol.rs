@@ -128,7 +128,9 @@ pub enum DecodeError {
     UnknownDtype { found: u8 },
     #[error("truncated payload: header says {expected} bytes, part has {found}")]
     Truncated { expected: u64, found: u64 },
-    #[error("shape {shape:?} of {dtype} needs {needed} bytes, header says payload_len {payload_len}")]
+    #[error(
+        "shape {shape:?} of {dtype} needs {needed} bytes, header says payload_len {payload_len}"
+    )]
     ShapeLength {
         shape: Vec<u32>,
         dtype: &'static str,
@@ -287,7 +289,8 @@ pub enum FieldData {
 }
 
 impl FieldData {
-    fn dtype(&self) -> Dtype {
+    /// The element type.
+    pub fn dtype(&self) -> Dtype {
         match self {
             FieldData::I16(_) => Dtype::I16,
             FieldData::F32(_) => Dtype::F32,
@@ -296,13 +299,19 @@ impl FieldData {
         }
     }
 
-    fn len(&self) -> usize {
+    /// Number of values.
+    pub fn len(&self) -> usize {
         match self {
             FieldData::I16(v) => v.len(),
             FieldData::F32(v) => v.len(),
             FieldData::F64(v) => v.len(),
             FieldData::U8(v) => v.len(),
         }
+    }
+
+    /// Whether there are no values.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -333,7 +342,10 @@ impl Field {
     /// [`MAX_NDIM`] dimensions, and as many values as the shape holds.
     pub fn check(&self) -> Result<(), String> {
         if self.name.is_empty() || self.name.len() > 255 || !self.name.is_ascii() {
-            return Err(format!("field name {:?} must be 1..=255 ASCII bytes", self.name));
+            return Err(format!(
+                "field name {:?} must be 1..=255 ASCII bytes",
+                self.name
+            ));
         }
         if self.shape.len() > MAX_NDIM {
             return Err(format!(
@@ -370,9 +382,15 @@ impl Field {
             out.extend_from_slice(&d.to_le_bytes());
         }
         match &self.data {
-            FieldData::I16(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-            FieldData::F32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
-            FieldData::F64(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            FieldData::I16(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            FieldData::F32(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            FieldData::F64(v) => v
+                .iter()
+                .for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
             FieldData::U8(v) => out.extend_from_slice(v),
         }
     }
@@ -390,7 +408,8 @@ impl Field {
         }
         let name = String::from_utf8_lossy(name).into_owned();
         let dtype_code = r.u8("field dtype")?;
-        let dtype = Dtype::from_u8(dtype_code).ok_or(DecodeError::UnknownDtype { found: dtype_code })?;
+        let dtype =
+            Dtype::from_u8(dtype_code).ok_or(DecodeError::UnknownDtype { found: dtype_code })?;
         let ndim = r.u8("field ndim")? as usize;
         if ndim > MAX_NDIM {
             return Err(malformed(format!("field {name}: {ndim} dimensions")));
@@ -409,7 +428,11 @@ impl Field {
             .ok_or_else(|| malformed(format!("field {name}: data shorter than shape {shape:?}")))?;
         let raw = r.take(nbytes as usize, "field data")?;
         let data = match dtype {
-            Dtype::I16 => FieldData::I16(raw.chunks_exact(2).map(|c| i16::from_le_bytes([c[0], c[1]])).collect()),
+            Dtype::I16 => FieldData::I16(
+                raw.chunks_exact(2)
+                    .map(|c| i16::from_le_bytes([c[0], c[1]]))
+                    .collect(),
+            ),
             Dtype::F32 => FieldData::F32(
                 raw.chunks_exact(4)
                     .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
@@ -503,7 +526,9 @@ impl FrameHeader {
     pub fn shape_bytes(&self) -> Option<u64> {
         self.shape
             .iter()
-            .try_fold(self.dtype.size() as u64, |acc, &d| acc.checked_mul(d as u64))
+            .try_fold(self.dtype.size() as u64, |acc, &d| {
+                acc.checked_mul(d as u64)
+            })
     }
 
     /// The 80-byte part 0 (`flags` says whether a tag follows).
@@ -783,7 +808,9 @@ fn expect_header(part0: &[u8], len: usize, kind: &str) -> Result<(), DecodeError
         )));
     }
     if le_u32(part0, 12) != 0 {
-        return Err(malformed(format!("{kind} header: reserved bytes 12..16 are not zero")));
+        return Err(malformed(format!(
+            "{kind} header: reserved bytes 12..16 are not zero"
+        )));
     }
     Ok(())
 }
@@ -816,9 +843,12 @@ fn decode_frame<'a>(parts: &[&'a [u8]]) -> Result<FrameMessage<'a>, DecodeError>
     let (h, payload) = (parts[0], parts[1]);
     expect_header(h, FRAME_HEADER_LEN, "frame")?;
     let dtype_code = h[72];
-    let dtype = Dtype::from_u8(dtype_code).ok_or(DecodeError::UnknownDtype { found: dtype_code })?;
+    let dtype =
+        Dtype::from_u8(dtype_code).ok_or(DecodeError::UnknownDtype { found: dtype_code })?;
     if h[73..76] != [0, 0, 0] {
-        return Err(malformed("frame header: reserved bytes 73..76 are not zero"));
+        return Err(malformed(
+            "frame header: reserved bytes 73..76 are not zero",
+        ));
     }
     let mut shape = [0u32; 4];
     for (i, d) in shape.iter_mut().enumerate() {
@@ -874,7 +904,10 @@ fn decode_result(parts: &[&[u8]]) -> Result<ResultMessage, DecodeError> {
     for part in fields {
         let (f, used) = Field::decode(part)?;
         if used != part.len() {
-            return Err(malformed(format!("result field {}: trailing bytes", f.name)));
+            return Err(malformed(format!(
+                "result field {}: trailing bytes",
+                f.name
+            )));
         }
         out.push(f);
     }
@@ -955,10 +988,7 @@ mod tests {
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(b"Jefe").unwrap();
         mac.update(b"what do ya want for nothing?");
         let tag: [u8; 32] = mac.finalize().into_bytes().into();
-        assert_eq!(
-            tag[..8],
-            [0x5b, 0xdc, 0xc1, 0x46, 0xbf, 0x60, 0x75, 0x4e]
-        );
+        assert_eq!(tag[..8], [0x5b, 0xdc, 0xc1, 0x46, 0xbf, 0x60, 0x75, 0x4e]);
     }
 
     #[test]
@@ -966,10 +996,16 @@ mod tests {
         let good = frame_parts(1, None);
         let mut bad_crc = good.clone();
         bad_crc[1][3] ^= 0x40;
-        assert_eq!(decode(&refs(&bad_crc), Auth::None).unwrap_err().reason(), "crc");
+        assert_eq!(
+            decode(&refs(&bad_crc), Auth::None).unwrap_err().reason(),
+            "crc"
+        );
         let mut trunc = good.clone();
         trunc[1].truncate(10);
-        assert_eq!(decode(&refs(&trunc), Auth::None).unwrap_err().reason(), "truncated");
+        assert_eq!(
+            decode(&refs(&trunc), Auth::None).unwrap_err().reason(),
+            "truncated"
+        );
         let mut ver = good.clone();
         ver[0][4] = 2;
         assert_eq!(
@@ -978,11 +1014,20 @@ mod tests {
         );
         let mut shape = good.clone();
         shape[0][56] = 2;
-        assert_eq!(decode(&refs(&shape), Auth::None).unwrap_err().reason(), "shape_mismatch");
+        assert_eq!(
+            decode(&refs(&shape), Auth::None).unwrap_err().reason(),
+            "shape_mismatch"
+        );
         let mut magic = good.clone();
         magic[0][0] = b'X';
-        assert_eq!(decode(&refs(&magic), Auth::None).unwrap_err().reason(), "malformed");
-        assert_eq!(decode(&refs(&good[..1]), Auth::None).unwrap_err().reason(), "malformed");
+        assert_eq!(
+            decode(&refs(&magic), Auth::None).unwrap_err().reason(),
+            "malformed"
+        );
+        assert_eq!(
+            decode(&refs(&good[..1]), Auth::None).unwrap_err().reason(),
+            "malformed"
+        );
         assert_eq!(decode(&[], Auth::None).unwrap_err().reason(), "malformed");
     }
 
@@ -1025,7 +1070,10 @@ mod tests {
             decode(&refs(&signed), Auth::Required(&other)).unwrap_err(),
             DecodeError::BadSignature
         );
-        assert_eq!(decode(&refs(&signed), Auth::None).unwrap_err(), DecodeError::NoKey);
+        assert_eq!(
+            decode(&refs(&signed), Auth::None).unwrap_err(),
+            DecodeError::NoKey
+        );
     }
 
     #[test]
@@ -1035,7 +1083,11 @@ mod tests {
             stream_id: 3,
             scan_id: 42,
             fields: vec![
-                Field::f64("probe_geometry", vec![2, 3], vec![-1.0, 0.0, 0.0, 1.0, 0.0, 0.0]),
+                Field::f64(
+                    "probe_geometry",
+                    vec![2, 3],
+                    vec![-1.0, 0.0, 0.0, 1.0, 0.0, 0.0],
+                ),
                 Field::scalar("sound_speed", 1540.0),
                 Field::f64("focus_distances", vec![1], vec![f64::INFINITY]),
             ],
@@ -1043,7 +1095,10 @@ mod tests {
         for key in [None, Some(&k)] {
             let parts = encode_scan(&scan, key);
             let auth = key.map_or(Auth::None, Auth::Required);
-            assert_eq!(decode(&refs(&parts), auth).unwrap(), Message::Scan(scan.clone()));
+            assert_eq!(
+                decode(&refs(&parts), auth).unwrap(),
+                Message::Scan(scan.clone())
+            );
         }
         let result = ResultMessage {
             scan_id: 42,
@@ -1066,7 +1121,10 @@ mod tests {
         };
         let parts = encode_result(&result, None);
         assert_eq!(parts.len(), 3);
-        assert_eq!(decode(&refs(&parts), Auth::None).unwrap(), Message::Result(result));
+        assert_eq!(
+            decode(&refs(&parts), Auth::None).unwrap(),
+            Message::Result(result)
+        );
         let status = StatusMessage {
             published_ns: 99,
             json: "{\"frames_in\":3}".into(),
@@ -1112,7 +1170,11 @@ mod tests {
             &ScanMessage {
                 stream_id: 1,
                 scan_id: 2,
-                fields: vec![Field::f64("t0_delays", vec![1, 4], vec![0.0, 1e-6, 2e-6, 3e-6])],
+                fields: vec![Field::f64(
+                    "t0_delays",
+                    vec![1, 4],
+                    vec![0.0, 1e-6, 2e-6, 3e-6],
+                )],
             },
             None,
         );
@@ -1120,7 +1182,13 @@ mod tests {
             frame_parts(1, None),
             frame_parts(2, Some(&k)),
             scan,
-            encode_status(&StatusMessage { published_ns: 1, json: "{}".into() }, None),
+            encode_status(
+                &StatusMessage {
+                    published_ns: 1,
+                    json: "{}".into(),
+                },
+                None,
+            ),
         ];
         let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
         let mut decoded_ok = 0;
@@ -1177,6 +1245,9 @@ mod tests {
             }
             let _ = decode(&r, Auth::Required(&k));
         }
-        assert!(decoded_ok > 100, "unmutated seeds must decode ({decoded_ok})");
+        assert!(
+            decoded_ok > 100,
+            "unmutated seeds must decode ({decoded_ok})"
+        );
     }
 }

@@ -1,3 +1,4 @@
 //! One module per subcommand: its clap arguments (`Args`) and its `run`.
 
 pub mod info;
+pub mod serve;
