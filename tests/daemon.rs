@@ -1,0 +1,250 @@
+//! Hardware-in-the-loop tests of `pleura serve`: real daemon processes on ephemeral
+//! loopback ports, real peers (a Python implementation of the protocol written from
+//! docs/protocol.md, the `pleura-bridge` virtual scanner, a C program linked against the
+//! bridge's C ABI).
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// The Python protocol peer, prepended to every test script.
+const PEER: &str = include_str!("python/pleura_peer.py");
+
+fn python_script(body: &str) -> String {
+    format!("{PEER}\n# ---- test ----\n{body}")
+}
+
+/// A running `pleura serve`.
+struct Served {
+    child: Child,
+    ingest: String,
+    publish: String,
+    admin: String,
+    stdout: mpsc::Receiver<String>,
+    log: PathBuf,
+    config: PathBuf,
+}
+
+/// Starts `pleura serve` with all endpoints on free loopback ports (ingest bound), plus
+/// `extra` lines in `[daemon]`.
+fn serve(dir: &Path, extra: &str) -> Served {
+    let config = dir.join("pleura.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[daemon]\ningest = \"tcp://127.0.0.1:0\"\ningest_mode = \"bind\"\n\
+             publish = \"tcp://127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n{extra}\n"
+        ),
+    )
+    .unwrap();
+    serve_with(dir, &config)
+}
+
+fn serve_with(dir: &Path, config: &Path) -> Served {
+    let log = dir.join(format!("daemon-{}.log", std::process::id()));
+    let child = common::pleura()
+        .args(["--log", "info,pleura=debug", "serve", "--config"])
+        .arg(config)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("start pleura serve");
+    let mut child = child;
+    let stdout: ChildStdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            match line {
+                Ok(l) => {
+                    if tx.send(l).is_err() {
+                        break;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+    });
+    let ready = rx
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| panic!("no ready line; log:\n{}", std::fs::read_to_string(&log).unwrap_or_default()));
+    let v: serde_json::Value = serde_json::from_str(&ready).expect("ready line is JSON");
+    assert_eq!(v["event"], "ready", "{ready}");
+    let e = &v["endpoints"];
+    Served {
+        child,
+        ingest: e["ingest"].as_str().unwrap().to_string(),
+        publish: e["publish"].as_str().unwrap().to_string(),
+        admin: e["admin"].as_str().unwrap().to_string(),
+        stdout: rx,
+        log,
+        config: config.to_path_buf(),
+    }
+}
+
+impl Served {
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on the pid of a child we own and have not reaped.
+        let rc = unsafe { libc::kill(self.child.id() as i32, sig) };
+        assert_eq!(rc, 0, "kill failed");
+    }
+
+    /// Sends SIGTERM and waits; returns the exit status, the time taken and the summary.
+    fn terminate(mut self) -> (std::process::ExitStatus, Duration, serde_json::Value, String) {
+        let t0 = Instant::now();
+        self.signal(libc::SIGTERM);
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            if t0.elapsed() > Duration::from_secs(30) {
+                let _ = self.child.kill();
+                panic!("daemon did not exit; log:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let took = t0.elapsed();
+        let mut summary = serde_json::Value::Null;
+        while let Ok(line) = self.stdout.recv_timeout(Duration::from_secs(2)) {
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            if v["event"] == "stopped" {
+                summary = v["summary"].clone();
+            }
+        }
+        (status, took, summary, self.log_text())
+    }
+
+    fn metrics(&self) -> HashMap<String, f64> {
+        metrics(&self.admin)
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(addr).expect("connect admin");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out[9..12].parse().unwrap();
+    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+fn metrics(addr: &str) -> HashMap<String, f64> {
+    let (status, body) = http_get(addr, "/metrics");
+    assert_eq!(status, 200);
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| l.rsplit_once(' '))
+        .map(|(k, v)| (k.to_string(), v.parse().unwrap()))
+        .collect()
+}
+
+fn rejected(m: &HashMap<String, f64>, reason: &str) -> f64 {
+    m[&format!("pleura_messages_rejected_total{{reason=\"{reason}\"}}")]
+}
+
+fn data_file() -> PathBuf {
+    let small = common::testdata("pwi_disk_4frames.zea.h5");
+    if small.exists() {
+        small
+    } else {
+        common::pwi_disk()
+    }
+}
+
+/// Every malformed kind is rejected and counted exactly once under its reason; the valid
+/// frames are accepted and processed; the daemon stays healthy and exits 0 on SIGTERM.
+#[test]
+fn python_publisher_valid_and_malformed_frames() {
+    let dir = common::tempdir();
+    let d = serve(dir.path(), "stage = \"none\"\nqueue_capacity = 16");
+    let script = python_script(
+        r#"
+import zmq
+ingest, admin, path = sys.argv[1:4]
+fields, raw = scan_fields_from_zea(path)
+frame = raw[0]
+ctx = zmq.Context()
+pub = ctx.socket(zmq.PUB)
+pub.connect(ingest)
+scans = 0
+t0 = time.time()
+while metrics(admin).get("pleura_scans_accepted_total", 0) < 1:
+    pub.send_multipart(scan_message(7, 1, fields)); scans += 1
+    time.sleep(0.05)
+    assert time.time() - t0 < 20, "scan never accepted"
+msgs = []
+msgs += [frame_message(7, 1, s, frame) for s in (0, 1, 2)]                      # valid
+msgs.append(frame_message(7, 1, 3, frame, version=2))                          # version
+good = frame_message(7, 1, 3, frame)
+bad = bytearray(good[1]); bad[100] ^= 0x10
+msgs.append([good[0], bytes(bad)])                                            # crc
+msgs.append([good[0], good[1][:1000]])                                        # truncated
+msgs.append(frame_message(7, 99, 3, frame))                                   # unknown_scan
+msgs.append(frame_message(7, 1, 3, frame[:, :-1]))                            # shape_mismatch
+msgs.append(frame_message(7, 1, 2, frame))                                    # duplicate
+msgs.append(frame_message(7, 1, 5, frame))                                    # valid
+msgs.append(frame_message(7, 1, 4, frame))                                    # out_of_order
+msgs.append(frame_message(7, 1, 6, frame, key=b"k" * 32))                     # hmac (no key set)
+msgs.append([b"garbage"])                                                      # malformed
+msgs.append([prefix(STATUS) + struct.pack("<QQ", 0, 2), b"{}"])                # unexpected_kind
+msgs.append(scan_message(7, 2, fields, drop=("t0_delays",)))                   # bad_scan
+msgs.append(frame_message(7, 1, 6, frame))                                    # valid
+for m in msgs:
+    pub.send_multipart(m)
+    time.sleep(0.01)
+wait_metric(admin, "pleura_messages_received_total", scans + len(msgs))
+print(scans)
+"#,
+    );
+    let out = common::run_python(&script, &[&d.ingest, &d.admin, data_file().to_str().unwrap()]);
+    let scans: f64 = out.trim().parse().unwrap();
+    let m = d.metrics();
+    for reason in [
+        "version",
+        "crc",
+        "truncated",
+        "unknown_scan",
+        "shape_mismatch",
+        "duplicate",
+        "out_of_order",
+        "hmac",
+        "malformed",
+        "unexpected_kind",
+        "bad_scan",
+    ] {
+        assert_eq!(rejected(&m, reason), 1.0, "reason {reason}: {m:?}");
+    }
+    assert_eq!(m["pleura_scans_accepted_total"], scans);
+    assert_eq!(m["pleura_frames_accepted_total"], 5.0);
+    assert_eq!(m["pleura_messages_received_total"], scans + 16.0);
+    let (code, body) = http_get(&d.admin, "/healthz");
+    assert_eq!((code, body.as_str()), (200, "ok\n"));
+    let log = d.log_text();
+    assert!(log.contains("CRC32C mismatch"), "{log}");
+    let (status, _, summary, log) = d.terminate();
+    assert!(status.success(), "exit {status}; log:\n{log}");
+    assert_eq!(summary["frames_accepted"], 5);
+    assert_eq!(
+        summary["frames_processed"].as_u64().unwrap() + summary["frames_dropped"].as_u64().unwrap(),
+        5,
+        "{summary}"
+    );
+    assert_eq!(summary["messages_rejected"], 11);
+}
