@@ -71,7 +71,12 @@ fn serve_with(dir: &Path, config: &Path) -> Served {
     });
     let ready = rx
         .recv_timeout(Duration::from_secs(30))
-        .unwrap_or_else(|_| panic!("no ready line; log:\n{}", std::fs::read_to_string(&log).unwrap_or_default()));
+        .unwrap_or_else(|_| {
+            panic!(
+                "no ready line; log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            )
+        });
     let v: serde_json::Value = serde_json::from_str(&ready).expect("ready line is JSON");
     assert_eq!(v["event"], "ready", "{ready}");
     let e = &v["endpoints"];
@@ -98,7 +103,14 @@ impl Served {
     }
 
     /// Sends SIGTERM and waits; returns the exit status, the time taken and the summary.
-    fn terminate(mut self) -> (std::process::ExitStatus, Duration, serde_json::Value, String) {
+    fn terminate(
+        mut self,
+    ) -> (
+        std::process::ExitStatus,
+        Duration,
+        serde_json::Value,
+        String,
+    ) {
         let t0 = Instant::now();
         self.signal(libc::SIGTERM);
         let status = loop {
@@ -141,7 +153,10 @@ fn http_get(addr: &str, path: &str) -> (u16, String) {
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     let status = out[9..12].parse().unwrap();
-    let body = out.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (status, body)
 }
 
@@ -213,7 +228,10 @@ wait_metric(admin, "pleura_messages_received_total", scans + len(msgs))
 print(scans)
 "#,
     );
-    let out = common::run_python(&script, &[&d.ingest, &d.admin, data_file().to_str().unwrap()]);
+    let out = common::run_python(
+        &script,
+        &[&d.ingest, &d.admin, data_file().to_str().unwrap()],
+    );
     let scans: f64 = out.trim().parse().unwrap();
     let m = d.metrics();
     for reason in [
@@ -247,4 +265,87 @@ print(scans)
         "{summary}"
     );
     assert_eq!(summary["messages_rejected"], 11);
+}
+
+/// Directory holding the built binaries and `libpleura_bridge.so`.
+fn target_dir() -> PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_pleura"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Compiles tests/c/stream_frames.c with the system C compiler against the header and
+/// the cdylib.
+fn build_c_program(dir: &Path) -> PathBuf {
+    let exe = dir.join("stream_frames");
+    let lib = target_dir();
+    assert!(
+        lib.join("libpleura_bridge.so").exists(),
+        "{} has no libpleura_bridge.so",
+        lib.display()
+    );
+    let out = Command::new("cc")
+        .args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-o"])
+        .arg(&exe)
+        .arg(common::repo().join("tests/c/stream_frames.c"))
+        .arg("-I")
+        .arg(common::repo().join("firmware-bridge/include"))
+        .arg("-L")
+        .arg(&lib)
+        .arg(format!("-Wl,-rpath,{}", lib.display()))
+        .args(["-lpleura_bridge", "-lm"])
+        .output()
+        .expect("run cc");
+    assert!(
+        out.status.success(),
+        "cc failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    exe
+}
+
+/// A C program linked against the bridge streams frames (copying and zero-copy) to a
+/// daemon, signed with a key; every frame is accepted and every lent buffer released.
+#[test]
+fn c_program_streams_frames_to_the_daemon() {
+    let dir = common::tempdir();
+    let exe = build_c_program(dir.path());
+    let key = dir.path().join("key.hex");
+    std::fs::write(&key, format!("{}\n", "a1".repeat(32))).unwrap();
+    let d = serve(
+        dir.path(),
+        &format!(
+            "stage = \"none\"\nqueue_capacity = 64\nkey_file = \"{}\"",
+            key.display()
+        ),
+    );
+    let out = Command::new(&exe)
+        .args([d.ingest.as_str(), "20"])
+        .arg(&key)
+        .output()
+        .expect("run the C program");
+    assert!(
+        out.status.success(),
+        "C program failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        d.log_text()
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "published 20 released 10"
+    );
+    let t0 = Instant::now();
+    while d.metrics()["pleura_frames_accepted_total"] < 20.0
+        && t0.elapsed() < Duration::from_secs(10)
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let m = d.metrics();
+    assert_eq!(m["pleura_frames_accepted_total"], 20.0, "{m:?}");
+    assert_eq!(m["pleura_scans_accepted_total"], 1.0);
+    assert_eq!(rejected(&m, "hmac"), 0.0);
+    let (status, _, summary, log) = d.terminate();
+    assert!(status.success(), "{log}");
+    assert_eq!(summary["frames_accepted"], 20);
 }
