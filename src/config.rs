@@ -75,6 +75,8 @@ pub struct DaemonConfig {
     pub shutdown_deadline_ms: u64,
     pub reject_log_interval_ms: u64,
     pub max_streams: usize,
+    pub record: Option<PathBuf>,
+    pub record_queue: usize,
 }
 
 impl Default for DaemonConfig {
@@ -91,6 +93,8 @@ impl Default for DaemonConfig {
             shutdown_deadline_ms: 5000,
             reject_log_interval_ms: 1000,
             max_streams: 16,
+            record: None,
+            record_queue: 256,
         }
     }
 }

@@ -13,6 +13,8 @@
 //! - [`pipeline`]: the per-frame processing stage shared by replay and the daemon.
 //! - [`daemon`]: `pleura serve`, ZeroMQ in -> validation -> worker -> ZeroMQ out;
 //!   [`metrics`]: its counters and the admin HTTP server.
+//! - [`scanner`]: the virtual scanner behind the `pleura-bridge` binary (replays a
+//!   recording through the bridge with injected faults).
 //!
 //! The `pleura` binary (`src/main.rs`, commands in `src/cli/`) is a thin layer over these:
 //! it parses arguments, reports errors with `anyhow` and calls into the library.
@@ -25,6 +27,7 @@ pub mod logging;
 pub mod metrics;
 pub mod pipeline;
 pub mod recording;
+pub mod scanner;
 pub mod wire;
 
 /// The wire protocol codec, shared with the scanner side (`firmware-bridge/src/protocol.rs`).

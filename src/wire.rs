@@ -25,6 +25,8 @@ pub enum WireError {
         value: f64,
         why: &'static str,
     },
+    #[error("scan parameters are invalid: {0}")]
+    Invalid(String),
     #[error("frame payload of {len} bytes does not hold shape {shape:?} of {dtype}")]
     Payload {
         len: usize,
@@ -220,7 +222,7 @@ pub fn scan_from_fields(fields: &[Field]) -> Result<Scan, WireError> {
         None => None,
         Some((shape, v)) => Some(matrix_from("time_to_next_transmit", shape, v, None, n_tx)?),
     };
-    Ok(Scan {
+    let scan = Scan {
         probe_geometry,
         sampling_frequency: positive(fields, "sampling_frequency")?,
         center_frequency: positive(fields, "center_frequency")?,
@@ -242,7 +244,9 @@ pub fn scan_from_fields(fields: &[Field]) -> Result<Scan, WireError> {
         element_width: scalar(fields, "element_width")?,
         time_to_next_transmit,
         fractional_bandwidth: scalar(fields, "fractional_bandwidth")?,
-    })
+    };
+    scan.validate().map_err(|e| WireError::Invalid(e.to_string()))?;
+    Ok(scan)
 }
 
 /// The frame shape (n_tx, n_ax, n_el, n_ch) a scan implies.

@@ -249,7 +249,9 @@ impl Publisher {
         self.send(parts)
     }
 
-    fn repeat_scan_if_due(&mut self) -> Result<(), BridgeError> {
+    /// Re-sends the last scan message when [`SCAN_REPEAT`] has passed since it was sent;
+    /// [`BridgeError::NoScan`] when no scan was published yet.
+    pub fn repeat_scan_if_due(&mut self) -> Result<(), BridgeError> {
         match &self.last_scan {
             None => Err(BridgeError::NoScan),
             Some((parts, at)) if at.elapsed() >= SCAN_REPEAT => {

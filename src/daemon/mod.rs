@@ -20,6 +20,7 @@
 //! channel. The CLI (`src/cli/serve.rs`) wires signals to both.
 
 pub mod queue;
+pub mod record;
 pub mod validate;
 
 use std::future::Future;
@@ -38,6 +39,7 @@ use crate::pipeline::{self, FrameInput};
 use crate::protocol::{self, Field, Key, ResultMessage, StatusMessage};
 use crate::wire;
 use queue::LatestQueue;
+use record::RecordSink;
 use validate::{Accepted, AcceptedFrame, RejectLog, Validator};
 
 /// Pause after the final status so the PUB socket's writer can flush it to subscribers.
@@ -88,6 +90,8 @@ pub struct Summary {
     pub frames_dropped: u64,
     pub messages_rejected: u64,
     pub results_published: u64,
+    pub frames_recorded: u64,
+    pub frames_not_recorded: u64,
 }
 
 /// A started daemon: sockets bound, nothing running yet.
@@ -233,7 +237,16 @@ impl Daemon {
             Duration::from_millis(config.status_interval_ms.max(1)),
             reload.clone(),
         ));
+        let (record, recorder) = match &config.record {
+            Some(path) => {
+                let (sink, handle) = RecordSink::start(path.clone(), config.record_queue, metrics.clone())
+                    .map_err(DaemonError::Thread)?;
+                (Some(sink), Some(handle))
+            }
+            None => (None, None),
+        };
         let mut ingest = tokio::spawn(ingest_task(IngestTask {
+            record,
             sub,
             mode: config.ingest_mode,
             endpoint: endpoints.ingest.clone(),
@@ -265,6 +278,14 @@ impl Daemon {
                 .await
                 .map_err(|_| DaemonError::Task("worker"))?
                 .map_err(|_| DaemonError::Task("worker"))?;
+            // The ingest task has ended and dropped its side of the recorder queue: the
+            // recorder writes what is queued, flushes and closes the file.
+            if let Some(recorder) = recorder {
+                tokio::task::spawn_blocking(move || recorder.join())
+                    .await
+                    .map_err(|_| DaemonError::Task("recorder"))?
+                    .map_err(|_| DaemonError::Task("recorder"))?;
+            }
             sink.await.map_err(|_| DaemonError::Task("sink"))?;
             Ok::<(), DaemonError>(())
         };
@@ -284,6 +305,8 @@ impl Daemon {
             frames_dropped: metrics.frames_dropped.load(Relaxed),
             messages_rejected: metrics.rejected_total(),
             results_published: metrics.results_published.load(Relaxed),
+            frames_recorded: metrics.frames_recorded.load(Relaxed),
+            frames_not_recorded: metrics.frames_not_recorded.load(Relaxed),
         };
         tracing::info!(?summary, "daemon stopped");
         Ok(summary)
@@ -291,6 +314,7 @@ impl Daemon {
 }
 
 struct IngestTask {
+    record: Option<RecordSink>,
     sub: SubSocket,
     mode: IngestMode,
     endpoint: String,
@@ -378,6 +402,9 @@ impl IngestTask {
             }
             Ok(Accepted::Frame(frame)) => {
                 self.metrics.frames_accepted.fetch_add(1, Relaxed);
+                if let Some(record) = &self.record {
+                    record.offer(&frame);
+                }
                 let dropped = self.queue.push(frame);
                 self.metrics
                     .frames_dropped
@@ -410,10 +437,11 @@ impl IngestTask {
             || new.ingest_mode != self.config.ingest_mode
             || new.publish != self.config.publish
             || new.admin != self.config.admin
-            || new.stage != self.config.stage;
+            || new.stage != self.config.stage
+            || new.record != self.config.record;
         if needs_restart {
             tracing::warn!(
-                "configuration reload: endpoint and stage changes take effect at the next start"
+                "configuration reload: endpoint, stage and recording changes take effect at the next start"
             );
         }
         self.metrics.reloads.fetch_add(1, Relaxed);
