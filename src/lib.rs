@@ -6,6 +6,7 @@
 //!
 //! - [`recording`]: zea HDF5 recordings: typed scan parameters, lazy frame reader,
 //!   incremental crash-safe recorder, pleura's additions under `pleura/`.
+//! - [`beamform`]: delay-and-sum of RF or I/Q channel data to I/Q images, envelope, B-mode.
 //! - [`config`]: the daemon's TOML configuration (`config/pleura.toml`), strictly parsed.
 //! - [`logging`]: `tracing` set-up (RUST_LOG-style filters, optional JSON lines).
 //! - [`protocol`] (from `pleura_bridge`) and [`wire`]: the ZeroMQ wire protocol
@@ -21,6 +22,7 @@
 //! The scanner side (wire protocol codec, C ABI) is the `pleura_bridge` crate in
 //! `firmware-bridge/`.
 
+pub mod beamform;
 pub mod config;
 pub mod daemon;
 pub mod logging;
