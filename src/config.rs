@@ -55,8 +55,10 @@ pub enum IngestMode {
 #[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum StageKind {
-    /// No processing: results carry sequence number and latency only.
+    /// Delay-and-sum beamforming: envelope image and B-mode.
     #[default]
+    Das,
+    /// No processing: results carry sequence number and latency only.
     None,
 }
 
@@ -71,6 +73,8 @@ pub struct DaemonConfig {
     pub key_file: Option<PathBuf>,
     pub queue_capacity: usize,
     pub stage: StageKind,
+    pub das_f_number: f64,
+    pub bmode_dynamic_range_db: f64,
     pub status_interval_ms: u64,
     pub shutdown_deadline_ms: u64,
     pub reject_log_interval_ms: u64,
@@ -88,7 +92,9 @@ impl Default for DaemonConfig {
             admin: "127.0.0.1:9464".into(),
             key_file: None,
             queue_capacity: 2,
-            stage: StageKind::None,
+            stage: StageKind::Das,
+            das_f_number: 1.5,
+            bmode_dynamic_range_db: 40.0,
             status_interval_ms: 1000,
             shutdown_deadline_ms: 5000,
             reject_log_interval_ms: 1000,

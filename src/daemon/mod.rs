@@ -205,7 +205,7 @@ impl Daemon {
             publisher,
             admin,
         } = self;
-        let stage = pipeline::build(config.stage);
+        let stage = pipeline::build(&config);
         let device = stage.device();
         tracing::info!(
             ingest = %endpoints.ingest,
@@ -438,6 +438,8 @@ impl IngestTask {
             || new.publish != self.config.publish
             || new.admin != self.config.admin
             || new.stage != self.config.stage
+            || new.das_f_number != self.config.das_f_number
+            || new.bmode_dynamic_range_db != self.config.bmode_dynamic_range_db
             || new.record != self.config.record;
         if needs_restart {
             tracing::warn!(

@@ -7,6 +7,10 @@
 //! [`crate::protocol::Field`]s so they go on the wire as they are.
 //!
 //! Stages (chosen by `[daemon] stage`):
+//! - [`StageKind::Das`] ([`DasStage`]): delay-and-sum beamforming on the scan's default
+//!   grid ([`crate::beamform::Grid::default_for`]); results `envelope` (float32, nz x nx),
+//!   `bmode` (uint8, nz x nx, log-compressed against the frame's maximum), `grid_x` and
+//!   `grid_z` (float64, m).
 //! - [`StageKind::None`]: no processing; results carry only the header (sequence number,
 //!   timestamps, latency). Used to relay and to benchmark ingest.
 //!
@@ -18,8 +22,11 @@ use std::sync::Arc;
 
 use ndarray::Array4;
 
-use crate::config::StageKind;
-use crate::protocol::Field;
+use ndarray::Array2;
+
+use crate::beamform::{bmode, Beamformer, DasOptions, Grid};
+use crate::config::{DaemonConfig, StageKind};
+use crate::protocol::{Field, FieldData};
 use crate::recording::Scan;
 
 /// Errors of a processing stage, naming the scan or frame they concern.
@@ -82,9 +89,98 @@ impl Stage for NoStage {
     }
 }
 
+/// Delay-and-sum beamforming: envelope and B-mode of every frame.
+pub struct DasStage {
+    options: DasOptions,
+    dynamic_range_db: f64,
+    /// The scan the beamformer was planned for, the beamformer, its grid as fields.
+    planned: Option<(Arc<Scan>, Beamformer, Field, Field)>,
+}
+
+impl DasStage {
+    /// A stage with these beamforming options and B-mode dynamic range (dB).
+    pub fn new(options: DasOptions, dynamic_range_db: f64) -> Self {
+        DasStage {
+            options,
+            dynamic_range_db,
+            planned: None,
+        }
+    }
+
+    fn plan(&mut self, scan_id: u64, scan: &Arc<Scan>) -> Result<(), PipelineError> {
+        let current = matches!(&self.planned, Some((s, ..)) if Arc::ptr_eq(s, scan) || **s == **scan);
+        if current {
+            return Ok(());
+        }
+        let err = |e: crate::beamform::BeamformError| PipelineError::Scan {
+            scan_id,
+            stage: "das",
+            message: e.to_string(),
+        };
+        let grid = Grid::default_for(scan).map_err(err)?;
+        let bf = Beamformer::new(scan, &grid, &self.options).map_err(err)?;
+        tracing::info!(scan_id, nx = grid.nx(), nz = grid.nz(), "DAS plan built");
+        let gx = Field::f64("grid_x", vec![grid.nx() as u32], grid.x().to_vec());
+        let gz = Field::f64("grid_z", vec![grid.nz() as u32], grid.z().to_vec());
+        self.planned = Some((scan.clone(), bf, gx, gz));
+        Ok(())
+    }
+}
+
+impl Stage for DasStage {
+    fn name(&self) -> &'static str {
+        "das"
+    }
+
+    fn device(&self) -> String {
+        "cpu".into()
+    }
+
+    fn process(&mut self, frame: &FrameInput<'_>) -> Result<Vec<Field>, PipelineError> {
+        self.plan(frame.scan_id, frame.scan)?;
+        let Some((_, bf, gx, gz)) = self.planned.as_mut() else {
+            unreachable!("plan() leaves a beamformer")
+        };
+        let err = |e: crate::beamform::BeamformError| PipelineError::Frame {
+            sequence: frame.sequence,
+            stage: "das",
+            message: e.to_string(),
+        };
+        let (nz, nx) = (gz.shape[0] as usize, gx.shape[0] as usize);
+        let mut envelope = Array2::<f32>::zeros((nz, nx));
+        bf.envelope_into(frame.data.view(), envelope.view_mut()).map_err(err)?;
+        // A frame without signal has a zero envelope: shown black rather than rejected.
+        let max = bmode::max_of(envelope.view());
+        let reference = if max > 0.0 { max } else { 1.0 };
+        let image = bmode::log_compress(envelope.view(), reference, self.dynamic_range_db).map_err(err)?;
+        let shape = vec![nz as u32, nx as u32];
+        Ok(vec![
+            Field {
+                name: "envelope".into(),
+                shape: shape.clone(),
+                data: FieldData::F32(envelope.iter().copied().collect()),
+            },
+            Field {
+                name: "bmode".into(),
+                shape,
+                data: FieldData::U8(image.iter().copied().collect()),
+            },
+            gx.clone(),
+            gz.clone(),
+        ])
+    }
+}
+
 /// Builds the configured stage.
-pub fn build(kind: StageKind) -> Box<dyn Stage> {
-    match kind {
+pub fn build(config: &DaemonConfig) -> Box<dyn Stage> {
+    match config.stage {
+        StageKind::Das => Box::new(DasStage::new(
+            DasOptions {
+                f_number: config.das_f_number,
+                ..DasOptions::default()
+            },
+            config.bmode_dynamic_range_db,
+        )),
         StageKind::None => Box::new(NoStage),
     }
 }
