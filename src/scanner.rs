@@ -164,7 +164,9 @@ fn encode_payload(data: &ndarray::Array4<f32>, sample_type: SampleType) -> (Dtyp
             let mut out = Vec::with_capacity(data.len() * 2);
             for v in data.iter() {
                 // The reader converted int16 samples to f32 exactly; this restores them.
-                out.extend_from_slice(&(v.round().clamp(i16::MIN as f32, i16::MAX as f32) as i16).to_le_bytes());
+                out.extend_from_slice(
+                    &(v.round().clamp(i16::MIN as f32, i16::MAX as f32) as i16).to_le_bytes(),
+                );
             }
             (Dtype::I16, out)
         }
@@ -218,7 +220,12 @@ pub fn play(opts: &PlayOptions) -> Result<PlayReport, ScannerError> {
             let this_seq = seq;
             seq += 1;
             if f.stall > Duration::ZERO && rng.random_bool(f.stall_p) {
-                tracing::info!(fault = "stall", sequence = this_seq, ms = f.stall.as_millis() as u64, "fault injected");
+                tracing::info!(
+                    fault = "stall",
+                    sequence = this_seq,
+                    ms = f.stall.as_millis() as u64,
+                    "fault injected"
+                );
                 report.stalls += 1;
                 std::thread::sleep(f.stall);
             }
@@ -227,13 +234,19 @@ pub fn play(opts: &PlayOptions) -> Result<PlayReport, ScannerError> {
                 report.dropped += 1;
                 continue;
             }
-            let header = publisher.frame_header(opts.scan_id, this_seq, now_ns(), dtype, shape, &payload)?;
+            let header =
+                publisher.frame_header(opts.scan_id, this_seq, now_ns(), dtype, shape, &payload)?;
             let mut parts = protocol::encode_frame(&header, &payload, publisher.key());
             let mut intact = true;
             if rng.random_bool(f.corrupt) && !parts[1].is_empty() {
                 let at = rng.random_range(0..parts[1].len());
                 parts[1][at] ^= 1 << rng.random_range(0..8);
-                tracing::info!(fault = "corrupt", sequence = this_seq, byte = at, "fault injected");
+                tracing::info!(
+                    fault = "corrupt",
+                    sequence = this_seq,
+                    byte = at,
+                    "fault injected"
+                );
                 report.corrupted += 1;
                 intact = false;
             }
@@ -241,7 +254,13 @@ pub fn play(opts: &PlayOptions) -> Result<PlayReport, ScannerError> {
                 let len = parts[1].len();
                 let keep = rng.random_range(0..len.max(1));
                 parts[1].truncate(keep);
-                tracing::info!(fault = "truncate", sequence = this_seq, kept = keep, of = len, "fault injected");
+                tracing::info!(
+                    fault = "truncate",
+                    sequence = this_seq,
+                    kept = keep,
+                    of = len,
+                    "fault injected"
+                );
                 report.truncated += 1;
                 intact = false;
             }
@@ -249,7 +268,11 @@ pub fn play(opts: &PlayOptions) -> Result<PlayReport, ScannerError> {
             let reorder = held.is_none() && rng.random_bool(f.reorder);
             publisher.repeat_scan_if_due()?;
             if reorder {
-                tracing::info!(fault = "reorder", sequence = this_seq, "fault injected: held back one frame");
+                tracing::info!(
+                    fault = "reorder",
+                    sequence = this_seq,
+                    "fault injected: held back one frame"
+                );
                 report.reordered += 1;
                 held = Some(parts);
                 continue;

@@ -245,7 +245,8 @@ pub fn scan_from_fields(fields: &[Field]) -> Result<Scan, WireError> {
         time_to_next_transmit,
         fractional_bandwidth: scalar(fields, "fractional_bandwidth")?,
     };
-    scan.validate().map_err(|e| WireError::Invalid(e.to_string()))?;
+    scan.validate()
+        .map_err(|e| WireError::Invalid(e.to_string()))?;
     Ok(scan)
 }
 

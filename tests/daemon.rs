@@ -349,3 +349,253 @@ fn c_program_streams_frames_to_the_daemon() {
     assert!(status.success(), "{log}");
     assert_eq!(summary["frames_accepted"], 20);
 }
+
+/// `pleura-bridge` built for this test run.
+fn bridge() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_pleura-bridge"))
+}
+
+/// Starts `pleura-bridge play --connect` on the data file.
+fn play(endpoint: &str, extra: &[&str], log: &Path) -> Child {
+    bridge()
+        .args(["--log", "info", "play"])
+        .arg(data_file())
+        .args(["--endpoint", endpoint, "--connect"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("start pleura-bridge")
+}
+
+fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !ok() {
+        assert!(t0.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A small DAS grid on the disk phantom (the PyMUST golden's extent, coarser).
+const DAS_GRID: &str = "das_grid_x = [-0.0125, 0.0125, 101]\ndas_grid_z = [0.010, 0.035, 101]";
+
+/// A Python SUB consumer, started before the frames flow: prints "ready", then one JSON
+/// line per result (sequence, field shapes, B-mode maximum) until `last` is seen.
+const CONSUMER: &str = r#"
+import zmq
+endpoint, last = sys.argv[1], int(sys.argv[2])
+key = open(sys.argv[3]).read().strip() if len(sys.argv) > 3 else None
+key = bytes.fromhex(key) if key else None
+ctx = zmq.Context()
+sub = ctx.socket(zmq.SUB)
+sub.setsockopt(zmq.SUBSCRIBE, b"PLRA\x01\x00\x03\x00")   # results only
+sub.connect(endpoint)
+time.sleep(0.5)
+print("ready", flush=True)
+poller = zmq.Poller(); poller.register(sub, zmq.POLLIN)
+while True:
+    if not poller.poll(30000):
+        raise SystemExit("no result for 30 s")
+    m = parse(sub.recv_multipart(), key)
+    f = m["fields"]
+    print(json.dumps({"sequence": m["sequence"], "latency_ns": m["latency_ns"],
+                      "shapes": {k: list(v.shape) for k, v in f.items()},
+                      "bmode_max": int(f["bmode"].max()) if "bmode" in f else None}), flush=True)
+    if m["sequence"] >= last:
+        break
+"#;
+
+fn start_consumer(publish: &str, last: u64, key: Option<&Path>) -> (Child, mpsc::Receiver<String>) {
+    let mut cmd = Command::new(common::python());
+    cmd.arg("-c")
+        .arg(python_script(CONSUMER))
+        .args([publish, &last.to_string()]);
+    if let Some(k) = key {
+        cmd.arg(k);
+    }
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start python consumer");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let first = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("consumer ready");
+    assert_eq!(first, "ready");
+    (child, rx)
+}
+
+/// The virtual scanner plays the recording into the daemon (DAS stage); a Python
+/// subscriber checks every published result: increasing sequence numbers from the played
+/// range ending with the last frame, and consistent image shapes.
+#[test]
+fn bridge_to_daemon_to_python_subscriber() {
+    let dir = common::tempdir();
+    let d = serve(
+        dir.path(),
+        &format!("stage = \"das\"\nqueue_capacity = 2\n{DAS_GRID}"),
+    );
+    let frames = 8u64;
+    let (mut consumer, results) = start_consumer(&d.publish, frames - 1, None);
+    let mut scanner = play(
+        &d.ingest,
+        &["--fps", "20", "--frames", &frames.to_string()],
+        &dir.path().join("bridge.log"),
+    );
+    let status = scanner.wait().unwrap();
+    assert!(
+        status.success(),
+        "{}",
+        std::fs::read_to_string(dir.path().join("bridge.log")).unwrap()
+    );
+    let mut played = String::new();
+    scanner
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut played)
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_str(played.trim()).unwrap();
+    assert_eq!(report["report"]["frames"], frames);
+    assert_eq!(report["report"]["sent_intact"], frames);
+    assert!(
+        consumer.wait().unwrap().success(),
+        "consumer failed; daemon log:\n{}",
+        d.log_text()
+    );
+    let lines: Vec<serde_json::Value> = results
+        .try_iter()
+        .map(|l| serde_json::from_str(&l).unwrap())
+        .collect();
+    assert!(!lines.is_empty());
+    let seqs: Vec<u64> = lines
+        .iter()
+        .map(|l| l["sequence"].as_u64().unwrap())
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    assert_eq!(*seqs.last().unwrap(), frames - 1);
+    for l in &lines {
+        let s = &l["shapes"];
+        let (nz, nx) = (
+            s["grid_z"][0].as_u64().unwrap(),
+            s["grid_x"][0].as_u64().unwrap(),
+        );
+        assert_eq!((nz, nx), (101, 101), "{l}");
+        assert_eq!(s["bmode"], serde_json::json!([nz, nx]));
+        assert_eq!(s["envelope"], serde_json::json!([nz, nx]));
+        assert_eq!(
+            l["bmode_max"], 255,
+            "each B-mode is normalised to its maximum"
+        );
+    }
+    let m = d.metrics();
+    assert_eq!(m["pleura_frames_accepted_total"], frames as f64);
+    assert_eq!(
+        m["pleura_frames_processed_total"] + m["pleura_frames_dropped_total"],
+        frames as f64
+    );
+    assert_eq!(
+        m["pleura_results_published_total"],
+        lines.len() as f64,
+        "{m:?}"
+    );
+    let (status, _, _, log) = d.terminate();
+    assert!(status.success(), "{log}");
+}
+
+/// The scanner is killed with SIGKILL mid-stream and restarted: the daemon keeps running
+/// and accepts the new session (new stream id, sequence numbers from 0 again).
+#[test]
+fn bridge_killed_and_restarted() {
+    let dir = common::tempdir();
+    let d = serve(dir.path(), "stage = \"none\"");
+    let log = dir.path().join("bridge.log");
+    let mut first = play(&d.ingest, &["--fps", "100", "--loop"], &log);
+    wait_for(
+        "frames from the first bridge",
+        Duration::from_secs(30),
+        || d.metrics()["pleura_frames_accepted_total"] >= 20.0,
+    );
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let before = d.metrics()["pleura_frames_accepted_total"];
+    let mut second = play(
+        &d.ingest,
+        &["--fps", "100", "--frames", "30"],
+        &dir.path().join("bridge2.log"),
+    );
+    assert!(second.wait().unwrap().success());
+    wait_for(
+        "frames from the second bridge",
+        Duration::from_secs(30),
+        || d.metrics()["pleura_frames_accepted_total"] >= before + 30.0,
+    );
+    let m = d.metrics();
+    assert_eq!(m["pleura_frames_accepted_total"], before + 30.0, "{m:?}");
+    assert_eq!(
+        rejected(&m, "out_of_order") + rejected(&m, "duplicate"),
+        0.0
+    );
+    assert_eq!(http_get(&d.admin, "/healthz").0, 200);
+    let (status, _, _, log) = d.terminate();
+    assert!(status.success(), "{log}");
+}
+
+/// SIGTERM while recording: exit 0 within the deadline, and the zea file (read by h5py)
+/// holds exactly the frames the daemon accepted, bit-identical to the played ones.
+#[test]
+fn sigterm_during_recording() {
+    let dir = common::tempdir();
+    let rec = dir.path().join("live.zea.h5");
+    let d = serve(
+        dir.path(),
+        &format!(
+            "stage = \"das\"\n{DAS_GRID}\nshutdown_deadline_ms = 5000\nrecord = \"{}\"",
+            rec.display()
+        ),
+    );
+    let mut scanner = play(
+        &d.ingest,
+        &["--fps", "50", "--loop"],
+        &dir.path().join("bridge.log"),
+    );
+    wait_for("frames", Duration::from_secs(30), || {
+        d.metrics()["pleura_frames_accepted_total"] >= 30.0
+    });
+    let (status, took, summary, log) = d.terminate();
+    scanner.kill().unwrap();
+    scanner.wait().unwrap();
+    assert!(status.success(), "exit {status}:\n{log}");
+    assert!(took < Duration::from_secs(5), "shutdown took {took:?}");
+    assert!(log.contains("recording closed"), "{log}");
+    let accepted = summary["frames_accepted"].as_u64().unwrap();
+    assert!(accepted >= 30);
+    assert_eq!(summary["frames_recorded"], accepted, "{summary}");
+    assert_eq!(summary["frames_not_recorded"], 0);
+    let out = common::run_python(
+        r#"
+import sys, h5py, numpy as np
+rec, src = sys.argv[1:3]
+with h5py.File(rec, "r") as f, h5py.File(src, "r") as g:
+    raw = f["data/raw_data"]
+    n = raw.shape[0]
+    assert int(f["scan/n_frames"][()]) == n
+    seq = f["pleura/sequence_number"][()]
+    assert len(seq) == n and np.all(np.diff(seq.astype(np.int64)) > 0), seq
+    ref = g["data/raw_data"]
+    for k in range(n):
+        assert np.array_equal(raw[k], ref[int(seq[k]) % ref.shape[0]]), k
+    print(n)
+"#,
+        &[rec.to_str().unwrap(), data_file().to_str().unwrap()],
+    );
+    assert_eq!(out.trim().parse::<u64>().unwrap(), accepted);
+}

@@ -16,7 +16,11 @@ use pleura::scanner::{self, Faults, PlayOptions};
 use pleura_bridge::publisher::Mode;
 
 #[derive(Parser)]
-#[command(name = "pleura-bridge", version, about = "Virtual scanner: publish recordings to pleura serve")]
+#[command(
+    name = "pleura-bridge",
+    version,
+    about = "Virtual scanner: publish recordings to pleura serve"
+)]
 struct Cli {
     /// Log filter (RUST_LOG syntax).
     #[arg(long, global = true)]
@@ -72,12 +76,20 @@ struct PlayArgs {
 
 fn play(args: PlayArgs) -> anyhow::Result<()> {
     let faults = Faults::parse(&args.fault)?;
-    let wait = Duration::try_from_secs_f64(args.wait_subscriber)
-        .with_context(|| format!("--wait-subscriber {} is not a duration", args.wait_subscriber))?;
+    let wait = Duration::try_from_secs_f64(args.wait_subscriber).with_context(|| {
+        format!(
+            "--wait-subscriber {} is not a duration",
+            args.wait_subscriber
+        )
+    })?;
     let opts = PlayOptions {
         recording: args.recording,
         endpoint: args.endpoint,
-        mode: if args.connect { Mode::Connect } else { Mode::Bind },
+        mode: if args.connect {
+            Mode::Connect
+        } else {
+            Mode::Bind
+        },
         key_file: args.key_file,
         fps: args.fps,
         looped: args.looped,
@@ -87,9 +99,12 @@ fn play(args: PlayArgs) -> anyhow::Result<()> {
         wait_subscriber: wait,
         scan_id: args.scan_id,
     };
-    let report = scanner::play(&opts)
-        .with_context(|| format!("playing {}", opts.recording.display()))?;
-    println!("{}", serde_json::json!({ "event": "played", "report": report }));
+    let report =
+        scanner::play(&opts).with_context(|| format!("playing {}", opts.recording.display()))?;
+    println!(
+        "{}",
+        serde_json::json!({ "event": "played", "report": report })
+    );
     Ok(())
 }
 

@@ -63,6 +63,8 @@ pub enum DaemonError {
         endpoint: String,
         source: zeromq::ZmqError,
     },
+    #[error(transparent)]
+    Stage(#[from] pipeline::PipelineError),
     #[error("cannot start the worker thread: {0}")]
     Thread(std::io::Error),
     #[error("the {0} task failed")]
@@ -103,6 +105,7 @@ pub struct Daemon {
     sub: SubSocket,
     publisher: PubSocket,
     admin: tokio::net::TcpListener,
+    stage: Box<dyn pipeline::Stage>,
 }
 
 fn load_key(config: &DaemonConfig) -> Result<Option<Key>, protocol::KeyError> {
@@ -120,6 +123,7 @@ impl Daemon {
     /// ingest socket. Must be called inside a tokio runtime.
     pub async fn start(config: DaemonConfig) -> Result<Self, DaemonError> {
         let key = load_key(&config)?;
+        let stage = pipeline::build(&config)?;
         let admin = tokio::net::TcpListener::bind(&config.admin)
             .await
             .map_err(|source| DaemonError::Admin {
@@ -174,6 +178,7 @@ impl Daemon {
             sub,
             publisher,
             admin,
+            stage,
         })
     }
 
@@ -204,8 +209,8 @@ impl Daemon {
             sub,
             publisher,
             admin,
+            stage,
         } = self;
-        let stage = pipeline::build(&config);
         let device = stage.device();
         tracing::info!(
             ingest = %endpoints.ingest,
@@ -239,8 +244,9 @@ impl Daemon {
         ));
         let (record, recorder) = match &config.record {
             Some(path) => {
-                let (sink, handle) = RecordSink::start(path.clone(), config.record_queue, metrics.clone())
-                    .map_err(DaemonError::Thread)?;
+                let (sink, handle) =
+                    RecordSink::start(path.clone(), config.record_queue, metrics.clone())
+                        .map_err(DaemonError::Thread)?;
                 (Some(sink), Some(handle))
             }
             None => (None, None),
@@ -440,6 +446,8 @@ impl IngestTask {
             || new.stage != self.config.stage
             || new.das_f_number != self.config.das_f_number
             || new.bmode_dynamic_range_db != self.config.bmode_dynamic_range_db
+            || new.das_grid_x != self.config.das_grid_x
+            || new.das_grid_z != self.config.das_grid_z
             || new.record != self.config.record;
         if needs_restart {
             tracing::warn!(

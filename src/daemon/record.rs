@@ -117,7 +117,9 @@ fn recorder_loop(path: PathBuf, rx: Receiver<AcceptedFrame>, metrics: &Metrics) 
     if let Some((_, rec)) = recorder {
         match rec.finish() {
             Ok(n) => tracing::info!(path = %path.display(), frames = n, "recording closed"),
-            Err(e) => tracing::error!(path = %path.display(), error = %e, "cannot close the recording"),
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = %e, "cannot close the recording")
+            }
         }
     }
 }

@@ -7,8 +7,8 @@
 //! [`crate::protocol::Field`]s so they go on the wire as they are.
 //!
 //! Stages (chosen by `[daemon] stage`):
-//! - [`StageKind::Das`] ([`DasStage`]): delay-and-sum beamforming on the scan's default
-//!   grid ([`crate::beamform::Grid::default_for`]); results `envelope` (float32, nz x nx),
+//! - [`StageKind::Das`] ([`DasStage`]): delay-and-sum beamforming on the configured grid
+//!   or the scan's default one ([`crate::beamform::Grid::default_for`]); results `envelope` (float32, nz x nx),
 //!   `bmode` (uint8, nz x nx, log-compressed against the frame's maximum), `grid_x` and
 //!   `grid_z` (float64, m).
 //! - [`StageKind::None`]: no processing; results carry only the header (sequence number,
@@ -32,6 +32,8 @@ use crate::recording::Scan;
 /// Errors of a processing stage, naming the scan or frame they concern.
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
+    #[error("[daemon] {message}")]
+    Config { message: String },
     #[error("scan {scan_id}: the {stage} stage cannot process it: {message}")]
     Scan {
         scan_id: u64,
@@ -92,23 +94,32 @@ impl Stage for NoStage {
 /// Delay-and-sum beamforming: envelope and B-mode of every frame.
 pub struct DasStage {
     options: DasOptions,
+    /// Fixed grid ((x_min, x_max, nx), (z_min, z_max, nz)); None: the scan's default.
+    grid: Option<((f64, f64, usize), (f64, f64, usize))>,
     dynamic_range_db: f64,
     /// The scan the beamformer was planned for, the beamformer, its grid as fields.
     planned: Option<(Arc<Scan>, Beamformer, Field, Field)>,
 }
 
 impl DasStage {
-    /// A stage with these beamforming options and B-mode dynamic range (dB).
-    pub fn new(options: DasOptions, dynamic_range_db: f64) -> Self {
+    /// A stage with these beamforming options, grid (None: each scan's default grid) and
+    /// B-mode dynamic range (dB).
+    pub fn new(
+        options: DasOptions,
+        grid: Option<((f64, f64, usize), (f64, f64, usize))>,
+        dynamic_range_db: f64,
+    ) -> Self {
         DasStage {
             options,
+            grid,
             dynamic_range_db,
             planned: None,
         }
     }
 
     fn plan(&mut self, scan_id: u64, scan: &Arc<Scan>) -> Result<(), PipelineError> {
-        let current = matches!(&self.planned, Some((s, ..)) if Arc::ptr_eq(s, scan) || **s == **scan);
+        let current =
+            matches!(&self.planned, Some((s, ..)) if Arc::ptr_eq(s, scan) || **s == **scan);
         if current {
             return Ok(());
         }
@@ -117,7 +128,11 @@ impl DasStage {
             stage: "das",
             message: e.to_string(),
         };
-        let grid = Grid::default_for(scan).map_err(err)?;
+        let grid = match self.grid {
+            Some((x, z)) => Grid::linspace(x, z),
+            None => Grid::default_for(scan),
+        }
+        .map_err(err)?;
         let bf = Beamformer::new(scan, &grid, &self.options).map_err(err)?;
         tracing::info!(scan_id, nx = grid.nx(), nz = grid.nz(), "DAS plan built");
         let gx = Field::f64("grid_x", vec![grid.nx() as u32], grid.x().to_vec());
@@ -148,11 +163,13 @@ impl Stage for DasStage {
         };
         let (nz, nx) = (gz.shape[0] as usize, gx.shape[0] as usize);
         let mut envelope = Array2::<f32>::zeros((nz, nx));
-        bf.envelope_into(frame.data.view(), envelope.view_mut()).map_err(err)?;
+        bf.envelope_into(frame.data.view(), envelope.view_mut())
+            .map_err(err)?;
         // A frame without signal has a zero envelope: shown black rather than rejected.
         let max = bmode::max_of(envelope.view());
         let reference = if max > 0.0 { max } else { 1.0 };
-        let image = bmode::log_compress(envelope.view(), reference, self.dynamic_range_db).map_err(err)?;
+        let image =
+            bmode::log_compress(envelope.view(), reference, self.dynamic_range_db).map_err(err)?;
         let shape = vec![nz as u32, nx as u32];
         Ok(vec![
             Field {
@@ -171,16 +188,41 @@ impl Stage for DasStage {
     }
 }
 
-/// Builds the configured stage.
-pub fn build(config: &DaemonConfig) -> Box<dyn Stage> {
+/// Builds the configured stage; errors name the inconsistent setting.
+pub fn build(config: &DaemonConfig) -> Result<Box<dyn Stage>, PipelineError> {
+    let setting = |message: String| PipelineError::Config { message };
     match config.stage {
-        StageKind::Das => Box::new(DasStage::new(
-            DasOptions {
-                f_number: config.das_f_number,
-                ..DasOptions::default()
-            },
-            config.bmode_dynamic_range_db,
-        )),
-        StageKind::None => Box::new(NoStage),
+        StageKind::Das => {
+            let grid = match (config.das_grid_x, config.das_grid_z) {
+                (Some(x), Some(z)) => {
+                    Grid::linspace(x, z)
+                        .map_err(|e| setting(format!("das_grid_x/das_grid_z: {e}")))?;
+                    Some((x, z))
+                }
+                (None, None) => None,
+                _ => return Err(setting("das_grid_x and das_grid_z go together".into())),
+            };
+            if !(config.das_f_number.is_finite() && config.das_f_number > 0.0) {
+                return Err(setting(format!(
+                    "das_f_number = {} must be positive",
+                    config.das_f_number
+                )));
+            }
+            if !(config.bmode_dynamic_range_db.is_finite() && config.bmode_dynamic_range_db > 0.0) {
+                return Err(setting(format!(
+                    "bmode_dynamic_range_db = {} must be positive",
+                    config.bmode_dynamic_range_db
+                )));
+            }
+            Ok(Box::new(DasStage::new(
+                DasOptions {
+                    f_number: config.das_f_number,
+                    ..DasOptions::default()
+                },
+                grid,
+                config.bmode_dynamic_range_db,
+            )))
+        }
+        StageKind::None => Ok(Box::new(NoStage)),
     }
 }
