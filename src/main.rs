@@ -30,6 +30,10 @@ enum Command {
     Info(cli::info::Args),
     /// Run the live daemon: RF frames in over ZeroMQ, results out (docs/protocol.md).
     Serve(cli::serve::Args),
+    /// Delay-and-sum a recording to envelope and B-mode images (HDF5, optional PNGs).
+    Beamform(cli::beamform::Args),
+    /// Throughput benchmarks printing a table.
+    Bench(cli::bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +42,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Info(args) => cli::info::run(args),
         Command::Serve(args) => cli::serve::run(args),
+        Command::Beamform(args) => cli::beamform::run(args),
+        Command::Bench(args) => cli::bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

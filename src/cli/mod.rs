@@ -1,4 +1,6 @@
 //! One module per subcommand: its clap arguments (`Args`) and its `run`.
 
+pub mod beamform;
+pub mod bench;
 pub mod info;
 pub mod serve;

@@ -7,7 +7,7 @@
 use hdf5::Group;
 use ndarray::Array2;
 
-use super::error::RecordingError;
+use super::error::{num, RecordingError};
 use super::h5;
 
 /// The kind of wavefront a transmit sends, derived from its focus distance
@@ -111,7 +111,7 @@ fn finite_positive(field: &str, v: f64) -> Result<(), RecordingError> {
     } else {
         Err(RecordingError::value(
             field,
-            v,
+            num(v),
             "must be finite and positive",
         ))
     }
@@ -125,7 +125,7 @@ fn all_finite<'a>(
         None => Ok(()),
         Some((i, v)) => Err(RecordingError::value(
             format!("{field}[{i}] (flat index)"),
-            v,
+            num(*v),
             "must be finite",
         )),
     }
@@ -169,7 +169,7 @@ impl Scan {
         if !(self.demodulation_frequency.is_finite() && self.demodulation_frequency >= 0.0) {
             return Err(RecordingError::value(
                 "scan/demodulation_frequency",
-                self.demodulation_frequency,
+                num(self.demodulation_frequency),
                 "must be finite and not negative",
             ));
         }
@@ -253,7 +253,7 @@ impl Scan {
             {
                 return Err(RecordingError::value(
                     format!("scan/time_to_next_transmit[{}, {}]", i / n_tx, i % n_tx),
-                    v,
+                    num(*v),
                     "must be finite and not negative",
                 ));
             }
@@ -276,7 +276,7 @@ impl Scan {
             if row.iter().any(|v| !v.is_finite()) {
                 return Err(RecordingError::value(
                     format!("{FIELD}[{i}]"),
-                    format!("({}, {}, {})", row[0], row[1], row[2]),
+                    format!("({}, {}, {})", num(row[0]), num(row[1]), num(row[2])),
                     "element position must be finite",
                 ));
             }
@@ -291,12 +291,12 @@ impl Scan {
             if !(span > 0.0) || dy > line_tol || dz > line_tol {
                 return Err(RecordingError::value(
                     format!("{FIELD}[{i}]"),
-                    format!("({}, {}, {})", g[[i, 0]], g[[i, 1]], g[[i, 2]]),
+                    format!("({}, {}, {})", num(g[[i, 0]]), num(g[[i, 1]]), num(g[[i, 2]])),
                     format!(
                         "elements must lie on a line along x (same y and z as element 0 at ({}, {}, {}))",
-                        g[[0, 0]],
-                        g[[0, 1]],
-                        g[[0, 2]]
+                        num(g[[0, 0]]),
+                        num(g[[0, 1]]),
+                        num(g[[0, 2]])
                     ),
                 ));
             }
@@ -308,7 +308,7 @@ impl Scan {
                 let (a, b) = (a.min(b), a.max(b));
                 return Err(RecordingError::value(
                     format!("{FIELD}[{b}]"),
-                    format!("x = {}", g[[b, 0]]),
+                    format!("x = {}", num(g[[b, 0]])),
                     format!("elements {a} and {b} are at the same x position"),
                 ));
             }
