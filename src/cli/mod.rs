@@ -2,5 +2,6 @@
 
 pub mod beamform;
 pub mod bench;
+pub mod bench_ingest;
 pub mod info;
 pub mod serve;
