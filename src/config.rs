@@ -27,6 +27,7 @@ pub enum ConfigError {
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub log: LogConfig,
+    pub daemon: DaemonConfig,
 }
 
 /// `[log]`: logging.
@@ -37,6 +38,75 @@ pub struct LogConfig {
     pub filter: Option<String>,
     /// `text` or `json`.
     pub format: LogFormat,
+}
+
+/// Where the daemon's ingest socket attaches.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum IngestMode {
+    /// Connect to the scanner bridge's PUB socket (reconnects when it restarts).
+    #[default]
+    Connect,
+    /// Bind, and let bridges connect.
+    Bind,
+}
+
+/// The per-frame processing stage of the daemon's worker.
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum StageKind {
+    /// Delay-and-sum beamforming: envelope image and B-mode.
+    #[default]
+    Das,
+    /// No processing: results carry sequence number and latency only.
+    None,
+}
+
+/// `[daemon]`: `pleura serve` (see `config/pleura.toml` for each field).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DaemonConfig {
+    pub ingest: String,
+    pub ingest_mode: IngestMode,
+    pub publish: String,
+    pub admin: String,
+    pub key_file: Option<PathBuf>,
+    pub queue_capacity: usize,
+    pub stage: StageKind,
+    pub das_f_number: f64,
+    pub bmode_dynamic_range_db: f64,
+    pub das_grid_x: Option<(f64, f64, usize)>,
+    pub das_grid_z: Option<(f64, f64, usize)>,
+    pub status_interval_ms: u64,
+    pub shutdown_deadline_ms: u64,
+    pub reject_log_interval_ms: u64,
+    pub max_streams: usize,
+    pub record: Option<PathBuf>,
+    pub record_queue: usize,
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            ingest: "tcp://127.0.0.1:5555".into(),
+            ingest_mode: IngestMode::Connect,
+            publish: "tcp://127.0.0.1:5556".into(),
+            admin: "127.0.0.1:9464".into(),
+            key_file: None,
+            queue_capacity: 2,
+            stage: StageKind::Das,
+            das_f_number: 1.5,
+            bmode_dynamic_range_db: 40.0,
+            das_grid_x: None,
+            das_grid_z: None,
+            status_interval_ms: 1000,
+            shutdown_deadline_ms: 5000,
+            reject_log_interval_ms: 1000,
+            max_streams: 16,
+            record: None,
+            record_queue: 256,
+        }
+    }
 }
 
 impl Config {
@@ -67,6 +137,11 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/pleura.toml");
         let cfg = Config::load(&path).expect("config/pleura.toml must parse");
         assert_eq!(cfg.log.format, LogFormat::Text);
+        assert_eq!(
+            cfg.daemon,
+            DaemonConfig::default(),
+            "the toml documents the defaults"
+        );
     }
 
     #[test]

@@ -15,6 +15,13 @@
 //! - [`eval`]: image and aeration metrics of reconstructions against ground truth.
 //! - [`config`]: the daemon's TOML configuration (`config/pleura.toml`), strictly parsed.
 //! - [`logging`]: `tracing` set-up (RUST_LOG-style filters, optional JSON lines).
+//! - [`protocol`] (from `pleura_bridge`) and [`wire`]: the ZeroMQ wire protocol
+//!   (`docs/protocol.md`) and its conversions to pleura's types.
+//! - [`pipeline`]: the per-frame processing stage shared by replay and the daemon.
+//! - [`daemon`]: `pleura serve`, ZeroMQ in -> validation -> worker -> ZeroMQ out;
+//!   [`metrics`]: its counters and the admin HTTP server.
+//! - [`scanner`]: the virtual scanner behind the `pleura-bridge` binary (replays a
+//!   recording through the bridge with injected faults).
 //!
 //! The `pleura` binary (`src/main.rs`, commands in `src/cli/`) is a thin layer over these:
 //! it parses arguments, reports errors with `anyhow` and calls into the library.
@@ -24,9 +31,17 @@
 pub mod baseline;
 pub mod beamform;
 pub mod config;
+pub mod daemon;
 pub mod eval;
 pub mod grid;
 pub mod logging;
+pub mod metrics;
 pub mod operator;
+pub mod pipeline;
 pub mod recording;
+pub mod scanner;
 pub mod simulate;
+pub mod wire;
+
+/// The wire protocol codec, shared with the scanner side (`firmware-bridge/src/protocol.rs`).
+pub use pleura_bridge::protocol;

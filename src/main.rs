@@ -28,6 +28,8 @@ struct Cli {
 enum Command {
     /// Validate a zea recording and print a summary of it.
     Info(cli::info::Args),
+    /// Run the live daemon: RF frames in over ZeroMQ, results out (docs/protocol.md).
+    Serve(cli::serve::Args),
     /// Delay-and-sum a recording to envelope and B-mode images (HDF5, optional PNGs).
     Beamform(cli::beamform::Args),
     /// Throughput benchmarks printing a table.
@@ -45,6 +47,7 @@ fn main() -> ExitCode {
     logging::init(cli.log.as_deref(), cli.log_format);
     let result = match cli.command {
         Command::Info(args) => cli::info::run(args),
+        Command::Serve(args) => cli::serve::run(args),
         Command::Beamform(args) => cli::beamform::run(args),
         Command::Bench(args) => cli::bench::run(args),
         Command::Simulate(args) => cli::simulate::run(args),

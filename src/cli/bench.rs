@@ -25,6 +25,8 @@ pub struct Args {
 pub enum Kind {
     /// Delay-and-sum beamforming (pwi_disk and a 7-angle synthetic case), against PyMUST.
     Beamform(BeamformArgs),
+    /// The daemon's ingest throughput (no-op worker) and end-to-end latency.
+    Ingest(super::bench_ingest::IngestArgs),
 }
 
 /// Arguments of `pleura bench beamform`.
@@ -53,6 +55,7 @@ pub struct BeamformArgs {
 pub fn run(args: Args) -> Result<()> {
     match args.kind {
         Kind::Beamform(a) => beamform(a),
+        Kind::Ingest(a) => super::bench_ingest::run(a),
     }
 }
 

@@ -2,7 +2,9 @@
 
 pub mod beamform;
 pub mod bench;
+pub mod bench_ingest;
 pub mod eval;
 pub mod info;
 pub mod reconstruct_baseline;
+pub mod serve;
 pub mod simulate;

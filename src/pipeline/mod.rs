@@ -1,0 +1,228 @@
+//! The per-frame processing pipeline shared by the live daemon (`pleura serve`) and
+//! offline replay: a [`Stage`] turns one RF frame of a scan into named result fields.
+//!
+//! A stage keeps whatever it precomputes per scan (a beamforming plan, a model on a
+//! device) and rebuilds it when the scan changes; the daemon's worker owns one stage and
+//! calls it on a blocking thread, one frame at a time. Results are
+//! [`crate::protocol::Field`]s so they go on the wire as they are.
+//!
+//! Stages (chosen by `[daemon] stage`):
+//! - [`StageKind::Das`] ([`DasStage`]): delay-and-sum beamforming on the configured grid
+//!   or the scan's default one ([`crate::beamform::Grid::default_for`]); results `envelope` (float32, nz x nx),
+//!   `bmode` (uint8, nz x nx, log-compressed against the frame's maximum), `grid_x` and
+//!   `grid_z` (float64, m).
+//! - [`StageKind::None`]: no processing; results carry only the header (sequence number,
+//!   timestamps, latency). Used to relay and to benchmark ingest.
+//!
+//! The reconstruction stage (posterior mean, standard deviation, mean aeration with its
+//! confidence interval, category) is another implementation of [`Stage`] producing
+//! those fields; nothing in the daemon depends on which stage runs.
+
+use std::sync::Arc;
+
+use ndarray::Array4;
+
+use ndarray::Array2;
+
+use crate::beamform::{bmode, Beamformer, DasOptions, Grid};
+use crate::config::{DaemonConfig, StageKind};
+use crate::protocol::{Field, FieldData};
+use crate::recording::Scan;
+
+/// Errors of a processing stage, naming the scan or frame they concern.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("[daemon] {message}")]
+    Config { message: String },
+    #[error("scan {scan_id}: the {stage} stage cannot process it: {message}")]
+    Scan {
+        scan_id: u64,
+        stage: &'static str,
+        message: String,
+    },
+    #[error("frame {sequence}: the {stage} stage failed: {message}")]
+    Frame {
+        sequence: u64,
+        stage: &'static str,
+        message: String,
+    },
+}
+
+/// One frame handed to a stage.
+#[derive(Clone, Debug)]
+pub struct FrameInput<'a> {
+    /// The scan id the frame belongs to (its parameters are `scan`).
+    pub scan_id: u64,
+    pub scan: &'a Arc<Scan>,
+    pub sequence: u64,
+    /// Acquisition time, ns since the UNIX epoch.
+    pub timestamp_ns: u64,
+    /// RF or I/Q samples, (n_tx, n_ax, n_el, n_ch).
+    pub data: &'a Array4<f32>,
+}
+
+/// A per-frame processor.
+pub trait Stage: Send {
+    /// Short name (`das`, `none`, ...), used in logs and errors.
+    fn name(&self) -> &'static str;
+
+    /// Where the stage computes (`cpu`, `cuda:0`, ...), reported in `/metrics`.
+    fn device(&self) -> String;
+
+    /// Processes one frame; the fields are published as the frame's result.
+    fn process(&mut self, frame: &FrameInput<'_>) -> Result<Vec<Field>, PipelineError>;
+}
+
+/// The stage that does nothing: results carry only their header.
+#[derive(Debug, Default)]
+pub struct NoStage;
+
+impl Stage for NoStage {
+    fn name(&self) -> &'static str {
+        "none"
+    }
+
+    fn device(&self) -> String {
+        "cpu".into()
+    }
+
+    fn process(&mut self, _frame: &FrameInput<'_>) -> Result<Vec<Field>, PipelineError> {
+        Ok(Vec::new())
+    }
+}
+
+/// Delay-and-sum beamforming: envelope and B-mode of every frame.
+pub struct DasStage {
+    options: DasOptions,
+    /// Fixed grid ((x_min, x_max, nx), (z_min, z_max, nz)); None: the scan's default.
+    grid: Option<((f64, f64, usize), (f64, f64, usize))>,
+    dynamic_range_db: f64,
+    /// The scan the beamformer was planned for, the beamformer, its grid as fields.
+    planned: Option<(Arc<Scan>, Beamformer, Field, Field)>,
+}
+
+impl DasStage {
+    /// A stage with these beamforming options, grid (None: each scan's default grid) and
+    /// B-mode dynamic range (dB).
+    pub fn new(
+        options: DasOptions,
+        grid: Option<((f64, f64, usize), (f64, f64, usize))>,
+        dynamic_range_db: f64,
+    ) -> Self {
+        DasStage {
+            options,
+            grid,
+            dynamic_range_db,
+            planned: None,
+        }
+    }
+
+    fn plan(&mut self, scan_id: u64, scan: &Arc<Scan>) -> Result<(), PipelineError> {
+        let current =
+            matches!(&self.planned, Some((s, ..)) if Arc::ptr_eq(s, scan) || **s == **scan);
+        if current {
+            return Ok(());
+        }
+        let err = |e: crate::beamform::BeamformError| PipelineError::Scan {
+            scan_id,
+            stage: "das",
+            message: e.to_string(),
+        };
+        let grid = match self.grid {
+            Some((x, z)) => Grid::linspace(x, z),
+            None => Grid::default_for(scan),
+        }
+        .map_err(err)?;
+        let bf = Beamformer::new(scan, &grid, &self.options).map_err(err)?;
+        tracing::info!(scan_id, nx = grid.nx(), nz = grid.nz(), "DAS plan built");
+        let gx = Field::f64("grid_x", vec![grid.nx() as u32], grid.x().to_vec());
+        let gz = Field::f64("grid_z", vec![grid.nz() as u32], grid.z().to_vec());
+        self.planned = Some((scan.clone(), bf, gx, gz));
+        Ok(())
+    }
+}
+
+impl Stage for DasStage {
+    fn name(&self) -> &'static str {
+        "das"
+    }
+
+    fn device(&self) -> String {
+        "cpu".into()
+    }
+
+    fn process(&mut self, frame: &FrameInput<'_>) -> Result<Vec<Field>, PipelineError> {
+        self.plan(frame.scan_id, frame.scan)?;
+        let Some((_, bf, gx, gz)) = self.planned.as_mut() else {
+            unreachable!("plan() leaves a beamformer")
+        };
+        let err = |e: crate::beamform::BeamformError| PipelineError::Frame {
+            sequence: frame.sequence,
+            stage: "das",
+            message: e.to_string(),
+        };
+        let (nz, nx) = (gz.shape[0] as usize, gx.shape[0] as usize);
+        let mut envelope = Array2::<f32>::zeros((nz, nx));
+        bf.envelope_into(frame.data.view(), envelope.view_mut())
+            .map_err(err)?;
+        // A frame without signal has a zero envelope: shown black rather than rejected.
+        let max = bmode::max_of(envelope.view());
+        let reference = if max > 0.0 { max } else { 1.0 };
+        let image =
+            bmode::log_compress(envelope.view(), reference, self.dynamic_range_db).map_err(err)?;
+        let shape = vec![nz as u32, nx as u32];
+        Ok(vec![
+            Field {
+                name: "envelope".into(),
+                shape: shape.clone(),
+                data: FieldData::F32(envelope.iter().copied().collect()),
+            },
+            Field {
+                name: "bmode".into(),
+                shape,
+                data: FieldData::U8(image.iter().copied().collect()),
+            },
+            gx.clone(),
+            gz.clone(),
+        ])
+    }
+}
+
+/// Builds the configured stage; errors name the inconsistent setting.
+pub fn build(config: &DaemonConfig) -> Result<Box<dyn Stage>, PipelineError> {
+    let setting = |message: String| PipelineError::Config { message };
+    match config.stage {
+        StageKind::Das => {
+            let grid = match (config.das_grid_x, config.das_grid_z) {
+                (Some(x), Some(z)) => {
+                    Grid::linspace(x, z)
+                        .map_err(|e| setting(format!("das_grid_x/das_grid_z: {e}")))?;
+                    Some((x, z))
+                }
+                (None, None) => None,
+                _ => return Err(setting("das_grid_x and das_grid_z go together".into())),
+            };
+            if !(config.das_f_number.is_finite() && config.das_f_number > 0.0) {
+                return Err(setting(format!(
+                    "das_f_number = {} must be positive",
+                    config.das_f_number
+                )));
+            }
+            if !(config.bmode_dynamic_range_db.is_finite() && config.bmode_dynamic_range_db > 0.0) {
+                return Err(setting(format!(
+                    "bmode_dynamic_range_db = {} must be positive",
+                    config.bmode_dynamic_range_db
+                )));
+            }
+            Ok(Box::new(DasStage::new(
+                DasOptions {
+                    f_number: config.das_f_number,
+                    ..DasOptions::default()
+                },
+                grid,
+                config.bmode_dynamic_range_db,
+            )))
+        }
+        StageKind::None => Ok(Box::new(NoStage)),
+    }
+}

@@ -1,0 +1,382 @@
+//! Conversions between pleura's types and the wire protocol ([`crate::protocol`]):
+//! [`Scan`] <-> scan-message fields, and frame payloads <-> RF arrays.
+
+use ndarray::{Array2, Array4};
+
+use crate::protocol::{Dtype, Field};
+use crate::recording::Scan;
+
+/// A scan message whose fields do not make a valid [`Scan`].
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum WireError {
+    #[error("scan field {name} is missing")]
+    Missing { name: &'static str },
+    #[error("scan field {name} is {dtype}, expected float64")]
+    NotF64 { name: &'static str, dtype: String },
+    #[error("scan field {name} has shape {found:?}, expected {expected}")]
+    Shape {
+        name: &'static str,
+        found: Vec<u32>,
+        expected: String,
+    },
+    #[error("scan field {name} = {value} is invalid: {why}")]
+    Value {
+        name: &'static str,
+        value: f64,
+        why: &'static str,
+    },
+    #[error("scan parameters are invalid: {0}")]
+    Invalid(String),
+    #[error("frame payload of {len} bytes does not hold shape {shape:?} of {dtype}")]
+    Payload {
+        len: usize,
+        shape: [usize; 4],
+        dtype: &'static str,
+    },
+}
+
+fn field<'a>(fields: &'a [Field], name: &'static str) -> Option<&'a Field> {
+    fields.iter().find(|f| f.name == name)
+}
+
+fn values<'a>(
+    fields: &'a [Field],
+    name: &'static str,
+) -> Result<Option<(&'a [u32], &'a [f64])>, WireError> {
+    match field(fields, name) {
+        None => Ok(None),
+        Some(f) => match f.as_f64() {
+            Some(v) => Ok(Some((&f.shape, v))),
+            None => Err(WireError::NotF64 {
+                name,
+                dtype: f.data.dtype().name().to_string(),
+            }),
+        },
+    }
+}
+
+fn required<'a>(
+    fields: &'a [Field],
+    name: &'static str,
+) -> Result<(&'a [u32], &'a [f64]), WireError> {
+    values(fields, name)?.ok_or(WireError::Missing { name })
+}
+
+fn scalar(fields: &[Field], name: &'static str) -> Result<Option<f64>, WireError> {
+    match values(fields, name)? {
+        None => Ok(None),
+        Some((shape, v)) if shape.is_empty() || shape == [1] => Ok(Some(v[0])),
+        Some((shape, _)) => Err(WireError::Shape {
+            name,
+            found: shape.to_vec(),
+            expected: "a scalar".into(),
+        }),
+    }
+}
+
+fn positive(fields: &[Field], name: &'static str) -> Result<f64, WireError> {
+    let v = scalar(fields, name)?.ok_or(WireError::Missing { name })?;
+    if !(v.is_finite() && v > 0.0) {
+        return Err(WireError::Value {
+            name,
+            value: v,
+            why: "must be finite and positive",
+        });
+    }
+    Ok(v)
+}
+
+fn count(fields: &[Field], name: &'static str) -> Result<usize, WireError> {
+    let v = positive(fields, name)?;
+    if v.fract() != 0.0 || v > u32::MAX as f64 {
+        return Err(WireError::Value {
+            name,
+            value: v,
+            why: "must be a whole number",
+        });
+    }
+    Ok(v as usize)
+}
+
+fn vector(fields: &[Field], name: &'static str, n: usize) -> Result<Vec<f64>, WireError> {
+    let (shape, v) = required(fields, name)?;
+    if shape != [n as u32] {
+        return Err(WireError::Shape {
+            name,
+            found: shape.to_vec(),
+            expected: format!("[{n}]"),
+        });
+    }
+    Ok(v.to_vec())
+}
+
+fn matrix(
+    fields: &[Field],
+    name: &'static str,
+    rows: Option<usize>,
+    cols: usize,
+) -> Result<Array2<f64>, WireError> {
+    let (shape, v) = required(fields, name)?;
+    matrix_from(name, shape, v, rows, cols)
+}
+
+fn matrix_from(
+    name: &'static str,
+    shape: &[u32],
+    v: &[f64],
+    rows: Option<usize>,
+    cols: usize,
+) -> Result<Array2<f64>, WireError> {
+    let ok = shape.len() == 2
+        && shape[1] as usize == cols
+        && rows.is_none_or(|r| shape[0] as usize == r);
+    let bad = || WireError::Shape {
+        name,
+        found: shape.to_vec(),
+        expected: match rows {
+            Some(r) => format!("[{r}, {cols}]"),
+            None => format!("[_, {cols}]"),
+        },
+    };
+    if !ok {
+        return Err(bad());
+    }
+    Array2::from_shape_vec((shape[0] as usize, cols), v.to_vec()).map_err(|_| bad())
+}
+
+/// The scan fields of a scan message (names and shapes as in zea `scan/`, float64).
+pub fn scan_to_fields(scan: &Scan) -> Vec<Field> {
+    let n_tx = scan.n_tx() as u32;
+    let n_el = scan.n_el() as u32;
+    let mat = |name: &str, a: &Array2<f64>| {
+        Field::f64(
+            name,
+            vec![a.nrows() as u32, a.ncols() as u32],
+            a.iter().copied().collect(),
+        )
+    };
+    let mut fields = vec![
+        mat("probe_geometry", &scan.probe_geometry),
+        Field::scalar("sampling_frequency", scan.sampling_frequency),
+        Field::scalar("center_frequency", scan.center_frequency),
+        Field::scalar("demodulation_frequency", scan.demodulation_frequency),
+        Field::scalar("sound_speed", scan.sound_speed),
+        Field::scalar("n_ax", scan.n_ax as f64),
+        Field::scalar("n_ch", scan.n_ch as f64),
+        Field::f64("initial_times", vec![n_tx], scan.initial_times.clone()),
+        mat("t0_delays", &scan.t0_delays),
+        mat("tx_apodizations", &scan.tx_apodizations),
+        Field::f64("polar_angles", vec![n_tx], scan.polar_angles.clone()),
+        Field::f64("azimuth_angles", vec![n_tx], scan.azimuth_angles.clone()),
+        Field::f64("focus_distances", vec![n_tx], scan.focus_distances.clone()),
+        mat("transmit_origins", &scan.transmit_origins),
+    ];
+    debug_assert_eq!(scan.t0_delays.ncols() as u32, n_el);
+    if let Some(w) = scan.element_width {
+        fields.push(Field::scalar("element_width", w));
+    }
+    if let Some(t) = &scan.time_to_next_transmit {
+        fields.push(mat("time_to_next_transmit", t));
+    }
+    if let Some(b) = scan.fractional_bandwidth {
+        fields.push(Field::scalar("fractional_bandwidth", b));
+    }
+    fields
+}
+
+/// Builds a [`Scan`] from scan-message fields, checking every shape against n_tx and n_el.
+/// Unknown fields are ignored (peers may send more of zea's fields).
+pub fn scan_from_fields(fields: &[Field]) -> Result<Scan, WireError> {
+    let (geo_shape, _) = required(fields, "probe_geometry")?;
+    let n_el = match geo_shape {
+        [n, 3] if *n > 0 => *n as usize,
+        _ => {
+            return Err(WireError::Shape {
+                name: "probe_geometry",
+                found: geo_shape.to_vec(),
+                expected: "[n_el > 0, 3]".into(),
+            })
+        }
+    };
+    let probe_geometry = matrix(fields, "probe_geometry", Some(n_el), 3)?;
+    let (it_shape, _) = required(fields, "initial_times")?;
+    let n_tx = match it_shape {
+        [n] if *n > 0 => *n as usize,
+        _ => {
+            return Err(WireError::Shape {
+                name: "initial_times",
+                found: it_shape.to_vec(),
+                expected: "[n_tx > 0]".into(),
+            })
+        }
+    };
+    let n_ch = count(fields, "n_ch")?;
+    if n_ch > 2 {
+        return Err(WireError::Value {
+            name: "n_ch",
+            value: n_ch as f64,
+            why: "must be 1 (RF) or 2 (I/Q)",
+        });
+    }
+    let time_to_next_transmit = match values(fields, "time_to_next_transmit")? {
+        None => None,
+        Some((shape, v)) => Some(matrix_from("time_to_next_transmit", shape, v, None, n_tx)?),
+    };
+    let scan = Scan {
+        probe_geometry,
+        sampling_frequency: positive(fields, "sampling_frequency")?,
+        center_frequency: positive(fields, "center_frequency")?,
+        demodulation_frequency: scalar(fields, "demodulation_frequency")?.ok_or(
+            WireError::Missing {
+                name: "demodulation_frequency",
+            },
+        )?,
+        sound_speed: positive(fields, "sound_speed")?,
+        n_ax: count(fields, "n_ax")?,
+        n_ch,
+        initial_times: vector(fields, "initial_times", n_tx)?,
+        t0_delays: matrix(fields, "t0_delays", Some(n_tx), n_el)?,
+        tx_apodizations: matrix(fields, "tx_apodizations", Some(n_tx), n_el)?,
+        polar_angles: vector(fields, "polar_angles", n_tx)?,
+        azimuth_angles: vector(fields, "azimuth_angles", n_tx)?,
+        focus_distances: vector(fields, "focus_distances", n_tx)?,
+        transmit_origins: matrix(fields, "transmit_origins", Some(n_tx), 3)?,
+        element_width: scalar(fields, "element_width")?,
+        time_to_next_transmit,
+        fractional_bandwidth: scalar(fields, "fractional_bandwidth")?,
+    };
+    scan.validate()
+        .map_err(|e| WireError::Invalid(e.to_string()))?;
+    Ok(scan)
+}
+
+/// The frame shape (n_tx, n_ax, n_el, n_ch) a scan implies.
+pub fn frame_shape(scan: &Scan) -> [usize; 4] {
+    [scan.n_tx(), scan.n_ax, scan.n_el(), scan.n_ch]
+}
+
+/// Decodes a little-endian payload of `dtype` into an RF array of `shape` (C order).
+/// Integer samples are converted to float32 unscaled, as the recording reader does.
+pub fn payload_to_array(
+    payload: &[u8],
+    dtype: Dtype,
+    shape: [usize; 4],
+) -> Result<Array4<f32>, WireError> {
+    let n: usize = shape.iter().product();
+    let bad = || WireError::Payload {
+        len: payload.len(),
+        shape,
+        dtype: dtype.name(),
+    };
+    if n.checked_mul(dtype.size()) != Some(payload.len()) {
+        return Err(bad());
+    }
+    let values: Vec<f32> = match dtype {
+        Dtype::I16 => payload
+            .chunks_exact(2)
+            .map(|c| i16::from_le_bytes([c[0], c[1]]) as f32)
+            .collect(),
+        Dtype::F32 => payload
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        Dtype::F64 => payload
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
+            .collect(),
+        Dtype::U8 => payload.iter().map(|&b| b as f32).collect(),
+    };
+    Array4::from_shape_vec(shape, values).map_err(|_| bad())
+}
+
+/// The float32 little-endian payload of an RF array (C order).
+pub fn array_to_payload(data: &Array4<f32>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() * 4);
+    for v in data.iter() {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    out
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use ndarray::array;
+
+    /// A small plane-wave scan: 4 elements, 2 transmits, 16 samples.
+    pub(crate) fn tiny_scan() -> Scan {
+        let xs = [-1.5e-3, -0.5e-3, 0.5e-3, 1.5e-3];
+        let mut geo = Array2::zeros((4, 3));
+        for (i, x) in xs.iter().enumerate() {
+            geo[[i, 0]] = *x;
+        }
+        Scan {
+            probe_geometry: geo,
+            sampling_frequency: 20e6,
+            center_frequency: 5e6,
+            demodulation_frequency: 0.0,
+            sound_speed: 1540.0,
+            n_ax: 16,
+            n_ch: 1,
+            initial_times: vec![1e-6, 1e-6],
+            t0_delays: Array2::zeros((2, 4)),
+            tx_apodizations: Array2::ones((2, 4)),
+            polar_angles: vec![-0.1, 0.1],
+            azimuth_angles: vec![0.0, 0.0],
+            focus_distances: vec![f64::INFINITY, f64::INFINITY],
+            transmit_origins: Array2::zeros((2, 3)),
+            element_width: Some(0.9e-3),
+            time_to_next_transmit: Some(array![[1e-4, 1e-4]]),
+            fractional_bandwidth: None,
+        }
+    }
+
+    #[test]
+    fn scan_round_trips_through_fields() {
+        let scan = tiny_scan();
+        let back = scan_from_fields(&scan_to_fields(&scan)).unwrap();
+        assert_eq!(back, scan);
+        assert_eq!(frame_shape(&back), [2, 16, 4, 1]);
+    }
+
+    #[test]
+    fn inconsistent_scans_name_the_field() {
+        let mut fields = scan_to_fields(&tiny_scan());
+        fields.retain(|f| f.name != "sound_speed");
+        assert_eq!(
+            scan_from_fields(&fields).unwrap_err(),
+            WireError::Missing {
+                name: "sound_speed"
+            }
+        );
+        let mut fields = scan_to_fields(&tiny_scan());
+        for f in &mut fields {
+            if f.name == "t0_delays" {
+                f.shape = vec![4, 2];
+            }
+        }
+        let err = scan_from_fields(&fields).unwrap_err().to_string();
+        assert!(err.contains("t0_delays") && err.contains("[2, 4]"), "{err}");
+        let mut fields = scan_to_fields(&tiny_scan());
+        fields.push(Field::scalar("n_ax", 2.5));
+        fields.retain(|f| !(f.name == "n_ax" && f.as_f64() == Some(&[16.0])));
+        assert!(scan_from_fields(&fields)
+            .unwrap_err()
+            .to_string()
+            .contains("n_ax"));
+    }
+
+    #[test]
+    fn payload_conversion() {
+        let payload: Vec<u8> = [1i16, -2, 300, -32768]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        let a = payload_to_array(&payload, Dtype::I16, [1, 2, 2, 1]).unwrap();
+        assert_eq!(a[[0, 1, 1, 0]], -32768.0);
+        assert_eq!(a[[0, 0, 1, 0]], -2.0);
+        let f = array_to_payload(&a);
+        assert_eq!(payload_to_array(&f, Dtype::F32, [1, 2, 2, 1]).unwrap(), a);
+        assert!(payload_to_array(&payload, Dtype::I16, [1, 2, 3, 1]).is_err());
+    }
+}

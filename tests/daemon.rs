@@ -1,0 +1,808 @@
+//! Hardware-in-the-loop tests of `pleura serve`: real daemon processes on ephemeral
+//! loopback ports, real peers (a Python implementation of the protocol written from
+//! docs/protocol.md, the `pleura-bridge` virtual scanner, a C program linked against the
+//! bridge's C ABI).
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// The Python protocol peer, prepended to every test script.
+const PEER: &str = include_str!("python/pleura_peer.py");
+
+fn python_script(body: &str) -> String {
+    format!("{PEER}\n# ---- test ----\n{body}")
+}
+
+/// A running `pleura serve`.
+struct Served {
+    child: Child,
+    ingest: String,
+    publish: String,
+    admin: String,
+    stdout: mpsc::Receiver<String>,
+    log: PathBuf,
+    config: PathBuf,
+}
+
+/// Starts `pleura serve` with all endpoints on free loopback ports (ingest bound), plus
+/// `extra` lines in `[daemon]`.
+fn serve(dir: &Path, extra: &str) -> Served {
+    let config = dir.join("pleura.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[daemon]\ningest = \"tcp://127.0.0.1:0\"\ningest_mode = \"bind\"\n\
+             publish = \"tcp://127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n{extra}\n"
+        ),
+    )
+    .unwrap();
+    serve_with(dir, &config)
+}
+
+fn serve_with(dir: &Path, config: &Path) -> Served {
+    let log = dir.join(format!("daemon-{}.log", std::process::id()));
+    let child = common::pleura()
+        .args(["--log", "info,pleura=debug", "serve", "--config"])
+        .arg(config)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("start pleura serve");
+    let mut child = child;
+    let stdout: ChildStdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            match line {
+                Ok(l) => {
+                    if tx.send(l).is_err() {
+                        break;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+    });
+    let ready = rx
+        .recv_timeout(Duration::from_secs(30))
+        .unwrap_or_else(|_| {
+            panic!(
+                "no ready line; log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            )
+        });
+    let v: serde_json::Value = serde_json::from_str(&ready).expect("ready line is JSON");
+    assert_eq!(v["event"], "ready", "{ready}");
+    let e = &v["endpoints"];
+    Served {
+        child,
+        ingest: e["ingest"].as_str().unwrap().to_string(),
+        publish: e["publish"].as_str().unwrap().to_string(),
+        admin: e["admin"].as_str().unwrap().to_string(),
+        stdout: rx,
+        log,
+        config: config.to_path_buf(),
+    }
+}
+
+impl Served {
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on the pid of a child we own and have not reaped.
+        let rc = unsafe { libc::kill(self.child.id() as i32, sig) };
+        assert_eq!(rc, 0, "kill failed");
+    }
+
+    /// Sends SIGTERM and waits; returns the exit status, the time taken and the summary.
+    fn terminate(
+        mut self,
+    ) -> (
+        std::process::ExitStatus,
+        Duration,
+        serde_json::Value,
+        String,
+    ) {
+        let t0 = Instant::now();
+        self.signal(libc::SIGTERM);
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            if t0.elapsed() > Duration::from_secs(30) {
+                let _ = self.child.kill();
+                panic!("daemon did not exit; log:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let took = t0.elapsed();
+        let mut summary = serde_json::Value::Null;
+        while let Ok(line) = self.stdout.recv_timeout(Duration::from_secs(2)) {
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            if v["event"] == "stopped" {
+                summary = v["summary"].clone();
+            }
+        }
+        (status, took, summary, self.log_text())
+    }
+
+    fn metrics(&self) -> HashMap<String, f64> {
+        metrics(&self.admin)
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(addr).expect("connect admin");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out[9..12].parse().unwrap();
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn metrics(addr: &str) -> HashMap<String, f64> {
+    let (status, body) = http_get(addr, "/metrics");
+    assert_eq!(status, 200);
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| l.rsplit_once(' '))
+        .map(|(k, v)| (k.to_string(), v.parse().unwrap()))
+        .collect()
+}
+
+fn rejected(m: &HashMap<String, f64>, reason: &str) -> f64 {
+    m[&format!("pleura_messages_rejected_total{{reason=\"{reason}\"}}")]
+}
+
+fn data_file() -> PathBuf {
+    let small = common::testdata("pwi_disk_4frames.zea.h5");
+    if small.exists() {
+        small
+    } else {
+        common::pwi_disk()
+    }
+}
+
+/// Every malformed kind is rejected and counted exactly once under its reason; the valid
+/// frames are accepted and processed; the daemon stays healthy and exits 0 on SIGTERM.
+#[test]
+fn python_publisher_valid_and_malformed_frames() {
+    let dir = common::tempdir();
+    let d = serve(dir.path(), "stage = \"none\"\nqueue_capacity = 16");
+    let script = python_script(
+        r#"
+import zmq
+ingest, admin, path = sys.argv[1:4]
+fields, raw = scan_fields_from_zea(path)
+frame = raw[0]
+ctx = zmq.Context()
+pub = ctx.socket(zmq.PUB)
+pub.connect(ingest)
+t0 = time.time()
+while metrics(admin).get("pleura_scans_accepted_total", 0) < 1:
+    pub.send_multipart(scan_message(7, 1, fields))
+    time.sleep(0.05)
+    assert time.time() - t0 < 20, "scan never accepted"
+time.sleep(0.2)   # let repeated scans still in flight be counted
+base = metrics(admin)["pleura_messages_received_total"]
+msgs = []
+msgs += [frame_message(7, 1, s, frame) for s in (0, 1, 2)]                      # valid
+msgs.append(frame_message(7, 1, 3, frame, version=2))                          # version
+good = frame_message(7, 1, 3, frame)
+bad = bytearray(good[1]); bad[100] ^= 0x10
+msgs.append([good[0], bytes(bad)])                                            # crc
+msgs.append([good[0], good[1][:1000]])                                        # truncated
+msgs.append(frame_message(7, 99, 3, frame))                                   # unknown_scan
+msgs.append(frame_message(7, 1, 3, frame[:, :-1]))                            # shape_mismatch
+msgs.append(frame_message(7, 1, 2, frame))                                    # duplicate
+msgs.append(frame_message(7, 1, 5, frame))                                    # valid
+msgs.append(frame_message(7, 1, 4, frame))                                    # out_of_order
+msgs.append(frame_message(7, 1, 6, frame, key=b"k" * 32))                     # hmac (no key set)
+msgs.append([b"garbage"])                                                      # malformed
+msgs.append([prefix(STATUS) + struct.pack("<QQ", 0, 2), b"{}"])                # unexpected_kind
+msgs.append(scan_message(7, 2, fields, drop=("t0_delays",)))                   # bad_scan
+msgs.append(frame_message(7, 1, 6, frame))                                    # valid
+for m in msgs:
+    pub.send_multipart(m)
+    time.sleep(0.01)
+wait_metric(admin, "pleura_messages_received_total", base + len(msgs))
+print(int(base))
+"#,
+    );
+    let out = common::run_python(
+        &script,
+        &[&d.ingest, &d.admin, data_file().to_str().unwrap()],
+    );
+    let before: f64 = out.trim().parse().unwrap();
+    let m = d.metrics();
+    for reason in [
+        "version",
+        "crc",
+        "truncated",
+        "unknown_scan",
+        "shape_mismatch",
+        "duplicate",
+        "out_of_order",
+        "hmac",
+        "malformed",
+        "unexpected_kind",
+        "bad_scan",
+    ] {
+        assert_eq!(rejected(&m, reason), 1.0, "reason {reason}: {m:?}");
+    }
+    assert_eq!(
+        m["pleura_scans_accepted_total"], before,
+        "only scans before the test messages"
+    );
+    assert_eq!(m["pleura_frames_accepted_total"], 5.0);
+    assert_eq!(m["pleura_messages_received_total"], before + 16.0);
+    let (code, body) = http_get(&d.admin, "/healthz");
+    assert_eq!((code, body.as_str()), (200, "ok\n"));
+    let log = d.log_text();
+    assert!(log.contains("CRC32C mismatch"), "{log}");
+    let (status, _, summary, log) = d.terminate();
+    assert!(status.success(), "exit {status}; log:\n{log}");
+    assert_eq!(summary["frames_accepted"], 5);
+    assert_eq!(
+        summary["frames_processed"].as_u64().unwrap() + summary["frames_dropped"].as_u64().unwrap(),
+        5,
+        "{summary}"
+    );
+    assert_eq!(summary["messages_rejected"], 11);
+}
+
+/// Directory holding the built binaries and `libpleura_bridge.so`.
+fn target_dir() -> PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_pleura"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Compiles tests/c/stream_frames.c with the system C compiler against the header and
+/// the cdylib.
+fn build_c_program(dir: &Path) -> PathBuf {
+    let exe = dir.join("stream_frames");
+    let lib = target_dir();
+    assert!(
+        lib.join("libpleura_bridge.so").exists(),
+        "{} has no libpleura_bridge.so",
+        lib.display()
+    );
+    let out = Command::new("cc")
+        .args(["-std=c99", "-Wall", "-Wextra", "-Werror", "-o"])
+        .arg(&exe)
+        .arg(common::repo().join("tests/c/stream_frames.c"))
+        .arg("-I")
+        .arg(common::repo().join("firmware-bridge/include"))
+        .arg("-L")
+        .arg(&lib)
+        .arg(format!("-Wl,-rpath,{}", lib.display()))
+        .args(["-lpleura_bridge", "-lm"])
+        .output()
+        .expect("run cc");
+    assert!(
+        out.status.success(),
+        "cc failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    exe
+}
+
+/// A C program linked against the bridge streams frames (copying and zero-copy) to a
+/// daemon, signed with a key; every frame is accepted and every lent buffer released.
+#[test]
+fn c_program_streams_frames_to_the_daemon() {
+    let dir = common::tempdir();
+    let exe = build_c_program(dir.path());
+    let key = dir.path().join("key.hex");
+    std::fs::write(&key, format!("{}\n", "a1".repeat(32))).unwrap();
+    let d = serve(
+        dir.path(),
+        &format!(
+            "stage = \"none\"\nqueue_capacity = 64\nkey_file = \"{}\"",
+            key.display()
+        ),
+    );
+    let out = Command::new(&exe)
+        .args([d.ingest.as_str(), "20"])
+        .arg(&key)
+        .output()
+        .expect("run the C program");
+    assert!(
+        out.status.success(),
+        "C program failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        d.log_text()
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "published 20 released 10"
+    );
+    let t0 = Instant::now();
+    while d.metrics()["pleura_frames_accepted_total"] < 20.0
+        && t0.elapsed() < Duration::from_secs(10)
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let m = d.metrics();
+    assert_eq!(m["pleura_frames_accepted_total"], 20.0, "{m:?}");
+    assert!(m["pleura_scans_accepted_total"] >= 1.0);
+    assert_eq!(rejected(&m, "hmac"), 0.0);
+    let (status, _, summary, log) = d.terminate();
+    assert!(status.success(), "{log}");
+    assert_eq!(summary["frames_accepted"], 20);
+}
+
+/// `pleura-bridge` built for this test run.
+fn bridge() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_pleura-bridge"))
+}
+
+/// Starts `pleura-bridge play --connect` on the data file.
+fn play(endpoint: &str, extra: &[&str], log: &Path) -> Child {
+    bridge()
+        .args(["--log", "info", "play"])
+        .arg(data_file())
+        .args(["--endpoint", endpoint, "--connect"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("start pleura-bridge")
+}
+
+fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while !ok() {
+        assert!(t0.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A small DAS grid on the disk phantom (the PyMUST golden's extent, coarser).
+const DAS_GRID: &str = "das_grid_x = [-0.0125, 0.0125, 101]\ndas_grid_z = [0.010, 0.035, 101]";
+
+/// A Python SUB consumer, started before the frames flow: prints "ready", then one JSON
+/// line per result (sequence, field shapes, B-mode maximum) until `last` is seen.
+const CONSUMER: &str = r#"
+import zmq
+endpoint, last = sys.argv[1], int(sys.argv[2])
+key = open(sys.argv[3]).read().strip() if len(sys.argv) > 3 else None
+key = bytes.fromhex(key) if key else None
+ctx = zmq.Context()
+sub = ctx.socket(zmq.SUB)
+sub.setsockopt(zmq.SUBSCRIBE, b"PLRA\x01\x00\x03\x00")   # results only
+sub.connect(endpoint)
+time.sleep(0.5)
+print("ready", flush=True)
+poller = zmq.Poller(); poller.register(sub, zmq.POLLIN)
+while True:
+    if not poller.poll(30000):
+        raise SystemExit("no result for 30 s")
+    m = parse(sub.recv_multipart(), key)
+    f = m["fields"]
+    print(json.dumps({"sequence": m["sequence"], "latency_ns": m["latency_ns"],
+                      "shapes": {k: list(v.shape) for k, v in f.items()},
+                      "bmode_max": int(f["bmode"].max()) if "bmode" in f else None}), flush=True)
+    if m["sequence"] >= last:
+        break
+"#;
+
+fn start_consumer(publish: &str, last: u64, key: Option<&Path>) -> (Child, mpsc::Receiver<String>) {
+    let mut cmd = Command::new(common::python());
+    cmd.arg("-c")
+        .arg(python_script(CONSUMER))
+        .args([publish, &last.to_string()]);
+    if let Some(k) = key {
+        cmd.arg(k);
+    }
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start python consumer");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let first = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("consumer ready");
+    assert_eq!(first, "ready");
+    (child, rx)
+}
+
+/// The virtual scanner plays the recording into the daemon (DAS stage); a Python
+/// subscriber checks every published result: increasing sequence numbers from the played
+/// range ending with the last frame, and consistent image shapes.
+#[test]
+fn bridge_to_daemon_to_python_subscriber() {
+    let dir = common::tempdir();
+    let d = serve(
+        dir.path(),
+        &format!("stage = \"das\"\nqueue_capacity = 2\n{DAS_GRID}"),
+    );
+    let frames = 8u64;
+    let (mut consumer, results) = start_consumer(&d.publish, frames - 1, None);
+    let mut scanner = play(
+        &d.ingest,
+        &["--fps", "20", "--frames", &frames.to_string()],
+        &dir.path().join("bridge.log"),
+    );
+    let status = scanner.wait().unwrap();
+    assert!(
+        status.success(),
+        "{}",
+        std::fs::read_to_string(dir.path().join("bridge.log")).unwrap()
+    );
+    let mut played = String::new();
+    scanner
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut played)
+        .unwrap();
+    let report: serde_json::Value = serde_json::from_str(played.trim()).unwrap();
+    assert_eq!(report["report"]["frames"], frames);
+    assert_eq!(report["report"]["sent_intact"], frames);
+    assert!(
+        consumer.wait().unwrap().success(),
+        "consumer failed; daemon log:\n{}",
+        d.log_text()
+    );
+    let lines: Vec<serde_json::Value> = results
+        .try_iter()
+        .map(|l| serde_json::from_str(&l).unwrap())
+        .collect();
+    assert!(!lines.is_empty());
+    let seqs: Vec<u64> = lines
+        .iter()
+        .map(|l| l["sequence"].as_u64().unwrap())
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    assert_eq!(*seqs.last().unwrap(), frames - 1);
+    for l in &lines {
+        let s = &l["shapes"];
+        let (nz, nx) = (
+            s["grid_z"][0].as_u64().unwrap(),
+            s["grid_x"][0].as_u64().unwrap(),
+        );
+        assert_eq!((nz, nx), (101, 101), "{l}");
+        assert_eq!(s["bmode"], serde_json::json!([nz, nx]));
+        assert_eq!(s["envelope"], serde_json::json!([nz, nx]));
+        assert_eq!(
+            l["bmode_max"], 255,
+            "each B-mode is normalised to its maximum"
+        );
+    }
+    let m = d.metrics();
+    assert_eq!(m["pleura_frames_accepted_total"], frames as f64);
+    assert_eq!(
+        m["pleura_frames_processed_total"] + m["pleura_frames_dropped_total"],
+        frames as f64
+    );
+    assert_eq!(
+        m["pleura_results_published_total"],
+        lines.len() as f64,
+        "{m:?}"
+    );
+    let (status, _, _, log) = d.terminate();
+    assert!(status.success(), "{log}");
+}
+
+/// The scanner is killed with SIGKILL mid-stream and restarted: the daemon keeps running
+/// and accepts the new session (new stream id, sequence numbers from 0 again).
+#[test]
+fn bridge_killed_and_restarted() {
+    let dir = common::tempdir();
+    let d = serve(dir.path(), "stage = \"none\"");
+    let log = dir.path().join("bridge.log");
+    let mut first = play(&d.ingest, &["--fps", "100", "--loop"], &log);
+    wait_for(
+        "frames from the first bridge",
+        Duration::from_secs(30),
+        || d.metrics()["pleura_frames_accepted_total"] >= 20.0,
+    );
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let before = d.metrics()["pleura_frames_accepted_total"];
+    let mut second = play(
+        &d.ingest,
+        &["--fps", "100", "--frames", "30"],
+        &dir.path().join("bridge2.log"),
+    );
+    assert!(second.wait().unwrap().success());
+    wait_for(
+        "frames from the second bridge",
+        Duration::from_secs(30),
+        || d.metrics()["pleura_frames_accepted_total"] >= before + 30.0,
+    );
+    let m = d.metrics();
+    assert_eq!(m["pleura_frames_accepted_total"], before + 30.0, "{m:?}");
+    assert_eq!(
+        rejected(&m, "out_of_order") + rejected(&m, "duplicate"),
+        0.0
+    );
+    assert_eq!(http_get(&d.admin, "/healthz").0, 200);
+    let (status, _, _, log) = d.terminate();
+    assert!(status.success(), "{log}");
+}
+
+/// SIGTERM while recording: exit 0 within the deadline, and the zea file (read by h5py)
+/// holds exactly the frames the daemon accepted, bit-identical to the played ones.
+#[test]
+fn sigterm_during_recording() {
+    let dir = common::tempdir();
+    let rec = dir.path().join("live.zea.h5");
+    let d = serve(
+        dir.path(),
+        &format!(
+            "stage = \"das\"\n{DAS_GRID}\nshutdown_deadline_ms = 5000\nrecord = \"{}\"",
+            rec.display()
+        ),
+    );
+    let mut scanner = play(
+        &d.ingest,
+        &["--fps", "50", "--loop"],
+        &dir.path().join("bridge.log"),
+    );
+    wait_for("frames", Duration::from_secs(30), || {
+        d.metrics()["pleura_frames_accepted_total"] >= 30.0
+    });
+    let (status, took, summary, log) = d.terminate();
+    scanner.kill().unwrap();
+    scanner.wait().unwrap();
+    assert!(status.success(), "exit {status}:\n{log}");
+    assert!(took < Duration::from_secs(5), "shutdown took {took:?}");
+    assert!(log.contains("recording closed"), "{log}");
+    let accepted = summary["frames_accepted"].as_u64().unwrap();
+    assert!(accepted >= 30);
+    assert_eq!(summary["frames_recorded"], accepted, "{summary}");
+    assert_eq!(summary["frames_not_recorded"], 0);
+    let out = common::run_python(
+        r#"
+import sys, h5py, numpy as np
+rec, src = sys.argv[1:3]
+with h5py.File(rec, "r") as f, h5py.File(src, "r") as g:
+    raw = f["data/raw_data"]
+    n = raw.shape[0]
+    assert int(f["scan/n_frames"][()]) == n
+    seq = f["pleura/sequence_number"][()]
+    assert len(seq) == n and np.all(np.diff(seq.astype(np.int64)) > 0), seq
+    ref = g["data/raw_data"]
+    for k in range(n):
+        assert np.array_equal(raw[k], ref[int(seq[k]) % ref.shape[0]]), k
+    print(n)
+"#,
+        &[rec.to_str().unwrap(), data_file().to_str().unwrap()],
+    );
+    assert_eq!(out.trim().parse::<u64>().unwrap(), accepted);
+}
+
+/// With a key configured, unsigned, tampered and wrongly keyed messages are rejected as
+/// `hmac` and signed ones accepted; results come back signed. SIGHUP then reloads a
+/// configuration without the key, on the same connections.
+#[test]
+fn hmac_authentication_and_sighup_reload() {
+    let dir = common::tempdir();
+    let key = dir.path().join("key.hex");
+    std::fs::write(&key, "5e".repeat(40)).unwrap();
+    let d = serve(
+        dir.path(),
+        &format!(
+            "stage = \"none\"\nqueue_capacity = 8\nkey_file = \"{}\"",
+            key.display()
+        ),
+    );
+    let (mut consumer, results) = start_consumer(&d.publish, 0, Some(&key));
+    let script = python_script(
+        r#"
+import zmq
+ingest, admin, path, keyfile, phase = sys.argv[1:6]
+key = bytes.fromhex(open(keyfile).read().strip())
+fields, raw = scan_fields_from_zea(path)
+frame = raw[0]
+pub = zmq.Context().socket(zmq.PUB)
+pub.connect(ingest)
+sent = 0
+def send(m):
+    global sent
+    pub.send_multipart(m); sent += 1; time.sleep(0.01)
+start = metrics(admin)["pleura_messages_received_total"]
+if phase == "keyed":
+    # Until the connection is up, messages may be lost: repeat the unsigned scan until the
+    # daemon has counted it, then the signed one until it is accepted.
+    while metrics(admin)["pleura_messages_rejected_total{reason=\"hmac\"}"] < 1:
+        pub.send_multipart(scan_message(3, 1, fields)); time.sleep(0.05)
+    while metrics(admin)["pleura_scans_accepted_total"] < 1:
+        pub.send_multipart(scan_message(3, 1, fields, key=key)); time.sleep(0.05)
+    time.sleep(0.2)   # let repeated scans still in flight be counted
+    print(int(metrics(admin)["pleura_messages_rejected_total{reason=\"hmac\"}"]))
+    start = metrics(admin)["pleura_messages_received_total"]
+    send(frame_message(3, 1, 0, frame))                                   # unsigned
+    t = frame_message(3, 1, 0, frame, key=key)
+    p = bytearray(t[1]); p[7] ^= 1
+    h = bytearray(t[0]); h[76:80] = struct.pack("<I", crc32c(bytes(p)))  # CRC fixed up
+    send([bytes(h), bytes(p), t[2]])                                      # tampered
+    send(frame_message(3, 1, 0, frame, key=b"\x01" * 32))                 # wrong key
+    send(frame_message(3, 1, 0, frame, key=key))                          # valid
+else:
+    while metrics(admin)["pleura_frames_accepted_total"] < 2:
+        pub.send_multipart(frame_message(3, 1, 1, frame)); time.sleep(0.05)   # unsigned, now fine
+    start = metrics(admin)["pleura_messages_received_total"]
+    send(frame_message(3, 1, 2, frame, key=key))                          # signed, no key now
+wait_metric(admin, "pleura_messages_received_total", start + sent)
+"#,
+    );
+    let args = |phase: &'static str| {
+        vec![
+            d.ingest.clone(),
+            d.admin.clone(),
+            data_file().display().to_string(),
+            key.display().to_string(),
+            phase.to_string(),
+        ]
+    };
+    let a = args("keyed");
+    let out = common::run_python(&script, &a.iter().map(String::as_str).collect::<Vec<_>>());
+    let unsigned_scans: f64 = out.trim().parse().unwrap();
+    assert!(unsigned_scans >= 1.0);
+    let m = d.metrics();
+    assert_eq!(rejected(&m, "hmac"), unsigned_scans + 3.0, "{m:?}");
+    assert_eq!(m["pleura_frames_accepted_total"], 1.0);
+    assert!(
+        consumer.wait().unwrap().success(),
+        "consumer failed to verify a signed result"
+    );
+    let result: serde_json::Value = serde_json::from_str(&results.recv().unwrap()).unwrap();
+    assert_eq!(result["sequence"], 0);
+
+    // Reload without the key: unsigned frames are now accepted, signed ones rejected.
+    let text = std::fs::read_to_string(&d.config).unwrap();
+    let unkeyed: String = text
+        .lines()
+        .filter(|l| !l.starts_with("key_file"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&d.config, unkeyed).unwrap();
+    d.signal(libc::SIGHUP);
+    wait_for("reload", Duration::from_secs(10), || {
+        d.metrics()["pleura_config_reloads_total"] >= 1.0
+    });
+    let a = args("unkeyed");
+    common::run_python(&script, &a.iter().map(String::as_str).collect::<Vec<_>>());
+    let m = d.metrics();
+    assert_eq!(m["pleura_frames_accepted_total"], 2.0, "{m:?}");
+    assert_eq!(rejected(&m, "hmac"), unsigned_scans + 4.0);
+    let (status, _, _, log) = d.terminate();
+    assert!(status.success(), "{log}");
+    assert!(log.contains("configuration reloaded"), "{log}");
+}
+
+fn vm_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
+}
+
+/// A publisher far faster than the worker (DAS on a 251 x 251 grid): the queue drops the
+/// oldest frames and counts them, every accepted frame is either processed or dropped,
+/// the queue never exceeds its capacity, memory stays bounded and the latency of what is
+/// published stays bounded.
+#[test]
+fn fast_publisher_drops_are_counted_and_bounded() {
+    let dir = common::tempdir();
+    let d = serve(
+        dir.path(),
+        "stage = \"das\"\nqueue_capacity = 2\ndas_grid_x = [-0.0125, 0.0125, 251]\ndas_grid_z = [0.010, 0.035, 251]",
+    );
+    let script = python_script(
+        r#"
+import zmq
+ingest, admin, path, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+fields, raw = scan_fields_from_zea(path)
+frame = np.ascontiguousarray(raw[0])
+payload = frame.tobytes(); c = crc32c(payload)
+pub = zmq.Context().socket(zmq.PUB)
+pub.setsockopt(zmq.SNDHWM, 100000)
+pub.connect(ingest)
+while metrics(admin)["pleura_scans_accepted_total"] < 1:
+    pub.send_multipart(scan_message(11, 1, fields)); time.sleep(0.05)
+t0 = time.time()
+for s in range(n):
+    pub.send_multipart(frame_message(11, 1, s, frame, crc=c, payload=payload))
+    if s == n // 4:
+        wait_metric(admin, "pleura_frames_accepted_total", n // 8)
+        print("quarter", flush=True)
+print("sent %d in %.2f s" % (n, time.time() - t0), flush=True)
+"#,
+    );
+    let n = 1200u64;
+    let mut py = Command::new(common::python())
+        .arg("-c")
+        .arg(&script)
+        .args([
+            d.ingest.as_str(),
+            d.admin.as_str(),
+            data_file().to_str().unwrap(),
+            &n.to_string(),
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(py.stdout.take().unwrap()).lines();
+    assert_eq!(out.next().unwrap().unwrap(), "quarter");
+    let pid = d.child.id();
+    let rss_early = vm_kib(pid, "VmRSS:");
+    let mut max_depth = 0.0f64;
+    let t0 = Instant::now();
+    loop {
+        let m = d.metrics();
+        max_depth = max_depth.max(m["pleura_queue_depth"]);
+        let settled = m["pleura_frames_processed_total"] + m["pleura_frames_dropped_total"]
+            == m["pleura_frames_accepted_total"];
+        if settled && py.try_wait().unwrap().is_some() {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "never settled: {m:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(py.wait().unwrap().success());
+    let m = d.metrics();
+    let accepted = m["pleura_frames_accepted_total"];
+    let dropped = m["pleura_frames_dropped_total"];
+    let processed = m["pleura_frames_processed_total"];
+    eprintln!(
+        "accepted {accepted} processed {processed} dropped {dropped}; {:?}",
+        out.next()
+    );
+    assert!(accepted >= n as f64 * 0.9, "{m:?}");
+    assert!(dropped > accepted / 2.0, "the worker kept up? {m:?}");
+    assert_eq!(processed + dropped, accepted);
+    assert!(max_depth <= 2.0, "queue depth {max_depth}");
+    // Memory: growth over the last three quarters of the stream (about 75 MB of frames)
+    // stays far below what queuing them would take.
+    let rss_late = vm_kib(pid, "VmRSS:");
+    assert!(
+        rss_late < rss_early + 40 * 1024,
+        "RSS grew from {rss_early} KiB to {rss_late} KiB"
+    );
+    // Latency of everything published: acquisition -> publication under 2 s.
+    let count = m["pleura_latency_seconds_count"];
+    assert_eq!(count, processed);
+    assert_eq!(m["pleura_latency_seconds_bucket{le=\"2\"}"], count, "{m:?}");
+    let (status, _, _, log) = d.terminate();
+    assert!(status.success(), "{log}");
+}
