@@ -433,15 +433,23 @@ impl DasPlan {
                 got,
             });
         }
-        if let Some(((tx, ax, el, ch), &value)) = frame.indexed_iter().find(|(_, v)| !v.is_finite())
-        {
-            return Err(BeamformError::NonFinite {
-                tx,
-                ax,
-                el,
-                ch,
-                value,
-            });
+        // Fast scan first; the indexed search only runs on a bad frame.
+        let all_finite = match frame.as_slice_memory_order() {
+            Some(v) => v.iter().all(|x| x.is_finite()),
+            None => frame.iter().all(|x| x.is_finite()),
+        };
+        if !all_finite {
+            if let Some(((tx, ax, el, ch), &value)) =
+                frame.indexed_iter().find(|(_, v)| !v.is_finite())
+            {
+                return Err(BeamformError::NonFinite {
+                    tx,
+                    ax,
+                    el,
+                    ch,
+                    value,
+                });
+            }
         }
         let _ = n_ch;
         channels.par_chunks_mut(n_ax).enumerate().for_each_init(
