@@ -25,6 +25,8 @@ pub struct Args {
 pub enum Kind {
     /// Delay-and-sum beamforming (pwi_disk and a 7-angle synthetic case), against PyMUST.
     Beamform(BeamformArgs),
+    /// The measurement operator A, its adjoint and an autograd gradient (CPU).
+    Operator(super::bench_operator::Args),
 }
 
 /// Arguments of `pleura bench beamform`.
@@ -53,6 +55,7 @@ pub struct BeamformArgs {
 pub fn run(args: Args) -> Result<()> {
     match args.kind {
         Kind::Beamform(a) => beamform(a),
+        Kind::Operator(a) => super::bench_operator::run(a),
     }
 }
 
