@@ -27,6 +27,8 @@ pub enum Kind {
     Beamform(BeamformArgs),
     /// The daemon's ingest throughput (no-op worker) and end-to-end latency.
     Ingest(super::bench_ingest::IngestArgs),
+    /// The measurement operator A, its adjoint and an autograd gradient (CPU).
+    Operator(super::bench_operator::Args),
 }
 
 /// Arguments of `pleura bench beamform`.
@@ -56,6 +58,7 @@ pub fn run(args: Args) -> Result<()> {
     match args.kind {
         Kind::Beamform(a) => beamform(a),
         Kind::Ingest(a) => super::bench_ingest::run(a),
+        Kind::Operator(a) => super::bench_operator::run(a),
     }
 }
 

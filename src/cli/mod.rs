@@ -3,6 +3,7 @@
 pub mod beamform;
 pub mod bench;
 pub mod bench_ingest;
+pub mod bench_operator;
 pub mod eval;
 pub mod info;
 pub mod reconstruct_baseline;

@@ -30,10 +30,11 @@
 //! I/Q phase for n_ch = 2). `forward` scatters pixel values onto that fine axis with
 //! `index_add`, then convolves with the sampled pulse and decimates in polyphase form:
 //! the fine samples, grouped U at a time, times a (U, blocks) pulse matrix, and the
-//! `blocks` products summed with shifts. `index_add`, `matmul`, `narrow` and `add` all have
-//! cheap candle backward passes, so autograd differentiates through `forward`. `adjoint`
-//! is the exact transpose: shifted copies stacked, the transposed pulse matrix, then
-//! `index_select` and a weighted sum per pixel.
+//! `blocks` products summed with shifts (one `index_select` and a sum). `index_add`,
+//! `matmul`, `index_select` and `sum` all have cheap candle backward passes, so autograd
+//! differentiates through `forward`. `adjoint` is the exact transpose: the shifts spread
+//! back with `index_add`, the transposed pulse matrix, then `index_select` and a weighted
+//! sum per pixel.
 
 pub mod pulse;
 
@@ -120,6 +121,9 @@ pub struct MeasurementOperator {
     pulse_matrix: Tensor,
     /// Its transpose, contiguous.
     pulse_matrix_t: Tensor,
+    /// u32 (n_ax * blocks * n_ch): position of p[n + a, a, o] in a row of the per-block
+    /// products p (n_ax + blocks - 1, blocks, n_ch), in (n, a, o) order.
+    shift_index: Tensor,
     pulse: Pulse,
     device: Device,
 }
@@ -408,6 +412,15 @@ impl MeasurementOperator {
         }
         let pulse_matrix = Tensor::from_vec(pm, (rows, cols), device)?;
         let pulse_matrix_t = pulse_matrix.t()?.contiguous()?;
+        let mut shift = Vec::with_capacity(n_ax * blocks * n_ch);
+        for n in 0..n_ax {
+            for a in 0..blocks {
+                for o in 0..n_ch {
+                    shift.push((((n + a) * blocks + a) * n_ch + o) as u32);
+                }
+            }
+        }
+        let shift_index = Tensor::from_vec(shift, n_ax * blocks * n_ch, device)?;
 
         Ok(Self {
             n_tx,
@@ -425,6 +438,7 @@ impl MeasurementOperator {
             blocks,
             pulse_matrix,
             pulse_matrix_t,
+            shift_index,
             pulse,
             device: device.clone(),
         })
@@ -498,10 +512,11 @@ impl MeasurementOperator {
             .reshape((r * nb, ci * u))?
             .matmul(&self.pulse_matrix)?
             .reshape((r, nb, self.blocks, self.n_ch))?;
-        let mut y = p.narrow(1, 0, self.n_ax)?.narrow(2, 0, 1)?.squeeze(2)?;
-        for a in 1..self.blocks {
-            y = (y + p.narrow(1, a, self.n_ax)?.narrow(2, a, 1)?.squeeze(2)?)?;
-        }
+        let y = p
+            .reshape((r, nb * self.blocks * self.n_ch))?
+            .index_select(&self.shift_index, 1)?
+            .reshape((r, self.n_ax, self.blocks, self.n_ch))?
+            .sum(2)?;
         let y = y
             .reshape((b, self.n_tx, self.n_el, self.n_ax, self.n_ch))?
             .permute((0, 1, 3, 2, 4))?
@@ -534,10 +549,12 @@ impl MeasurementOperator {
             .reshape((r, self.n_ax, self.n_ch))?;
         // Transpose of out[n] = sum_a p[n + a, a]: p[n + a, a] = y[n], then the transposed
         // pulse matrix.
-        let shifted = (0..self.blocks)
-            .map(|a| y.pad_with_zeros(1, a, self.blocks - 1 - a))
-            .collect::<candle_core::Result<Vec<_>>>()?;
-        let g = Tensor::stack(&shifted, 2)?
+        let spread = y
+            .unsqueeze(2)?
+            .broadcast_as((r, self.n_ax, self.blocks, self.n_ch))?
+            .reshape((r, self.n_ax * self.blocks * self.n_ch))?;
+        let g = Tensor::zeros((r, nb * self.blocks * self.n_ch), DType::F32, &self.device)?
+            .index_add(&self.shift_index, &spread, 1)?
             .reshape((r * nb, self.blocks * self.n_ch))?
             .matmul(&self.pulse_matrix_t)?;
         let fine = g
