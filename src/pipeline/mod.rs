@@ -91,11 +91,14 @@ impl Stage for NoStage {
     }
 }
 
+/// A fixed image grid: ((x_min, x_max, nx), (z_min, z_max, nz)), metres.
+pub type GridSpec = ((f64, f64, usize), (f64, f64, usize));
+
 /// Delay-and-sum beamforming: envelope and B-mode of every frame.
 pub struct DasStage {
     options: DasOptions,
-    /// Fixed grid ((x_min, x_max, nx), (z_min, z_max, nz)); None: the scan's default.
-    grid: Option<((f64, f64, usize), (f64, f64, usize))>,
+    /// Fixed grid; None: the scan's default.
+    grid: Option<GridSpec>,
     dynamic_range_db: f64,
     /// The scan the beamformer was planned for, the beamformer, its grid as fields.
     planned: Option<(Arc<Scan>, Beamformer, Field, Field)>,
@@ -104,11 +107,7 @@ pub struct DasStage {
 impl DasStage {
     /// A stage with these beamforming options, grid (None: each scan's default grid) and
     /// B-mode dynamic range (dB).
-    pub fn new(
-        options: DasOptions,
-        grid: Option<((f64, f64, usize), (f64, f64, usize))>,
-        dynamic_range_db: f64,
-    ) -> Self {
+    pub fn new(options: DasOptions, grid: Option<GridSpec>, dynamic_range_db: f64) -> Self {
         DasStage {
             options,
             grid,
