@@ -203,7 +203,7 @@ pub fn play(opts: &PlayOptions) -> Result<PlayReport, ScannerError> {
     let mut due = 0.0f64;
     let mut seq: u64 = 0;
     'outer: loop {
-        for i in 0..rec.n_frames() {
+        for (i, period) in periods.iter().enumerate() {
             if opts.max_frames.is_some_and(|m| seq >= m) {
                 break 'outer;
             }
@@ -212,7 +212,7 @@ pub fn play(opts: &PlayOptions) -> Result<PlayReport, ScannerError> {
             if target > now {
                 std::thread::sleep(target - now);
             }
-            due += periods[i];
+            due += period;
             let frame = rec.read_frame(i)?;
             let (dtype, payload) = encode_payload(&frame.data, rec.sample_type());
             let f = &opts.faults;

@@ -39,10 +39,10 @@ fn field<'a>(fields: &'a [Field], name: &'static str) -> Option<&'a Field> {
     fields.iter().find(|f| f.name == name)
 }
 
-fn values<'a>(
-    fields: &'a [Field],
-    name: &'static str,
-) -> Result<Option<(&'a [u32], &'a [f64])>, WireError> {
+/// A float64 field's shape and values.
+type Values<'a> = (&'a [u32], &'a [f64]);
+
+fn values<'a>(fields: &'a [Field], name: &'static str) -> Result<Option<Values<'a>>, WireError> {
     match field(fields, name) {
         None => Ok(None),
         Some(f) => match f.as_f64() {

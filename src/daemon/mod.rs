@@ -600,3 +600,68 @@ async fn sink_task(
 pub fn reload_config(path: &std::path::Path) -> Result<DaemonConfig, crate::config::ConfigError> {
     crate::config::Config::load(path).map(|c| c.daemon)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::StageKind;
+    use crate::wire::tests::tiny_scan;
+    use pleura_bridge::publisher::{Mode, Publisher};
+
+    /// The server runs in-process; the shutdown future ends it and the summary counts what
+    /// a publisher thread sent.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn in_process_server_with_shutdown_future() {
+        let cfg = DaemonConfig {
+            ingest: "tcp://127.0.0.1:0".into(),
+            ingest_mode: IngestMode::Bind,
+            publish: "tcp://127.0.0.1:0".into(),
+            admin: "127.0.0.1:0".into(),
+            stage: StageKind::None,
+            queue_capacity: 16,
+            ..DaemonConfig::default()
+        };
+        let daemon = Daemon::start(cfg.clone()).await.unwrap();
+        let ingest = daemon.endpoints().ingest.clone();
+        assert!(
+            ingest.starts_with("tcp://127.0.0.1:") && !ingest.ends_with(":0"),
+            "{ingest}"
+        );
+        let metrics = daemon.metrics();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (_reload_tx, reload_rx) = watch::channel(cfg);
+        let server = tokio::spawn(daemon.run(
+            async move {
+                let _ = stop_rx.await;
+            },
+            reload_rx,
+        ));
+        let publisher = std::thread::spawn(move || {
+            let mut p =
+                Publisher::open(&ingest, Mode::Connect, None, Duration::from_secs(10)).unwrap();
+            assert!(p.wait_for_subscriber(Duration::from_secs(10)));
+            let scan = tiny_scan();
+            p.publish_scan(4, wire::scan_to_fields(&scan)).unwrap();
+            let shape = wire::frame_shape(&scan).map(|d| d as u32);
+            let payload = vec![0u8; shape.iter().product::<u32>() as usize * 2];
+            for seq in 0..5 {
+                p.publish_frame(4, seq, now_ns(), protocol::Dtype::I16, shape, &payload)
+                    .unwrap();
+            }
+            assert_eq!(p.flush(Duration::from_secs(5)), 0);
+        });
+        tokio::task::spawn_blocking(move || publisher.join().unwrap())
+            .await
+            .unwrap();
+        let t0 = Instant::now();
+        while metrics.frames_accepted.load(Relaxed) < 5 && t0.elapsed() < Duration::from_secs(10) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        stop_tx.send(()).unwrap();
+        let summary = server.await.unwrap().unwrap();
+        assert_eq!(summary.frames_accepted, 5);
+        assert_eq!(summary.frames_processed + summary.frames_dropped, 5);
+        assert_eq!(summary.messages_rejected, 0);
+        assert!(!metrics.healthy.load(Relaxed));
+    }
+}

@@ -91,11 +91,14 @@ impl Stage for NoStage {
     }
 }
 
+/// A fixed image grid: ((x_min, x_max, nx), (z_min, z_max, nz)), metres.
+pub type GridSpec = ((f64, f64, usize), (f64, f64, usize));
+
 /// Delay-and-sum beamforming: envelope and B-mode of every frame.
 pub struct DasStage {
     options: DasOptions,
-    /// Fixed grid ((x_min, x_max, nx), (z_min, z_max, nz)); None: the scan's default.
-    grid: Option<((f64, f64, usize), (f64, f64, usize))>,
+    /// Fixed grid; None: the scan's default.
+    grid: Option<GridSpec>,
     dynamic_range_db: f64,
     /// The scan the beamformer was planned for, the beamformer, its grid as fields.
     planned: Option<(Arc<Scan>, Beamformer, Field, Field)>,
@@ -104,11 +107,7 @@ pub struct DasStage {
 impl DasStage {
     /// A stage with these beamforming options, grid (None: each scan's default grid) and
     /// B-mode dynamic range (dB).
-    pub fn new(
-        options: DasOptions,
-        grid: Option<((f64, f64, usize), (f64, f64, usize))>,
-        dynamic_range_db: f64,
-    ) -> Self {
+    pub fn new(options: DasOptions, grid: Option<GridSpec>, dynamic_range_db: f64) -> Self {
         DasStage {
             options,
             grid,
@@ -224,5 +223,91 @@ pub fn build(config: &DaemonConfig) -> Result<Box<dyn Stage>, PipelineError> {
             )))
         }
         StageKind::None => Ok(Box::new(NoStage)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::beamform::sim::{
+        linear_array_scan, simulate_rf, GaussianPulse, LinearArray, Scatterer, Transmit,
+    };
+
+    /// The DAS stage images a simulated point scatterer: its B-mode peak (255) lies at the
+    /// pixel nearest the scatterer, and the fields have the grid's shapes.
+    #[test]
+    fn das_stage_finds_a_point_scatterer() {
+        let array = LinearArray {
+            n_el: 32,
+            pitch: 0.3e-3,
+            center_frequency: 5e6,
+            sampling_frequency: 20e6,
+            sound_speed: 1540.0,
+            n_ax: 600,
+            initial_time: 0.0,
+        };
+        let scan = Arc::new(linear_array_scan(
+            &array,
+            &[Transmit {
+                polar_angle: 0.0,
+                focus_distance: f64::INFINITY,
+            }],
+        ));
+        let (sx, sz) = (1.0e-3, 12e-3);
+        let rf = simulate_rf(
+            &scan,
+            &[Scatterer {
+                x: sx,
+                z: sz,
+                amplitude: 1.0,
+            }],
+            &GaussianPulse {
+                center_frequency: 5e6,
+                bandwidth: 0.6,
+            },
+        );
+        let config = DaemonConfig {
+            stage: StageKind::Das,
+            das_grid_x: Some((-4e-3, 4e-3, 41)),
+            das_grid_z: Some((8e-3, 16e-3, 81)),
+            ..DaemonConfig::default()
+        };
+        let mut stage = build(&config).unwrap();
+        assert_eq!(stage.name(), "das");
+        let fields = stage
+            .process(&FrameInput {
+                scan_id: 1,
+                scan: &scan,
+                sequence: 0,
+                timestamp_ns: 0,
+                data: &rf,
+            })
+            .unwrap();
+        let names: Vec<&str> = fields.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["envelope", "bmode", "grid_x", "grid_z"]);
+        assert_eq!(fields[1].shape, vec![81, 41]);
+        let FieldData::U8(b) = &fields[1].data else {
+            panic!("bmode is not uint8")
+        };
+        let peak = b
+            .iter()
+            .enumerate()
+            .max_by_key(|(_, v)| **v)
+            .map(|(i, _)| i)
+            .unwrap();
+        assert_eq!(b[peak], 255);
+        // Grid steps are 0.2 mm (x) and 0.1 mm (z): the scatterer is at ix 25, iz 40.
+        let (iz, ix) = (peak / 41, peak % 41);
+        assert!(
+            (ix as i64 - 25).abs() <= 1 && (iz as i64 - 40).abs() <= 2,
+            "peak at iz {iz} ix {ix}"
+        );
+        // An inconsistent grid setting is named.
+        let bad = DaemonConfig {
+            das_grid_z: None,
+            ..config.clone()
+        };
+        let err = build(&bad).err().unwrap().to_string();
+        assert!(err.contains("das_grid_x and das_grid_z"), "{err}");
     }
 }
