@@ -147,7 +147,7 @@ pub fn run(args: Args) -> Result<()> {
     let mut env = Array2::<f32>::zeros((nz, nx));
     let mut failed = vec![0u8; n_frames];
     let mut global_max = 0.0f32;
-    for i in 0..n_frames {
+    for (i, failed_i) in failed.iter_mut().enumerate() {
         let frame = rec
             .read_frame(i)
             .with_context(|| format!("reading frame {i}"))?;
@@ -155,7 +155,7 @@ pub fn run(args: Args) -> Result<()> {
             Ok(()) => global_max = global_max.max(max_of(env.view())),
             Err(e @ BeamformError::NonFinite { .. }) => {
                 bar.suspend(|| tracing::warn!("frame {i} skipped: {e}"));
-                failed[i] = 1;
+                *failed_i = 1;
                 env.fill(0.0);
             }
             Err(e) => return Err(e).with_context(|| format!("frame {i}")),
