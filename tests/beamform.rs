@@ -40,6 +40,25 @@ print(json.dumps({'shape': list(b.shape), 'x': g['grid_x'][()].tolist(), 'z': g[
     (b, f("x"), f("z"))
 }
 
+/// The default grid starts at the shallowest depth the recording holds: pwi_disk's first
+/// sample comes 9.95 us after the transmit, 7.4 mm deep at 1480 m/s.
+#[test]
+fn default_grid_fits_a_recording_with_a_late_first_sample() {
+    let rec = Recording::open(common::pwi_disk()).unwrap();
+    let scan = rec.scan();
+    let grid = Grid::default_for(scan).unwrap();
+    let z_first = scan.sound_speed * scan.initial_times[0] / 2.0;
+    assert!(
+        grid.z()[0] >= z_first,
+        "grid starts at {} m, above the first sample's depth {z_first} m",
+        grid.z()[0]
+    );
+    let mut bf = Beamformer::new(scan, &grid, &DasOptions::default()).unwrap();
+    let frame = rec.read_frame(0).unwrap();
+    let iq = bf.beamform(frame.data.view()).unwrap();
+    assert!(iq.iter().any(|v| v.norm() > 0.0));
+}
+
 #[test]
 fn pwi_disk_matches_pymust_golden_bmode() {
     let rec = Recording::open(common::pwi_disk()).unwrap();
