@@ -81,7 +81,10 @@ impl Grid {
             .fold(f64::INFINITY, f64::min);
         let t_end = t_first + (scan.n_ax.max(1) - 1) as f64 / scan.sampling_frequency;
         let z_max = scan.sound_speed * t_end / 2.0;
-        let z_min = 2e-3_f64.min(z_max / 2.0);
+        // Start 2 mm below the probe, or at the depth of the first recorded sample when the
+        // acquisition starts later (pwi_disk: 9.95 us, 7.4 mm).
+        let z_first = scan.sound_speed * t_first / 2.0;
+        let z_min = 2e-3_f64.max(z_first).min(z_max / 2.0);
         let lambda = scan.wavelength();
         if !(lambda.is_finite() && lambda > 0.0) {
             return Err(BeamformError::scan(
