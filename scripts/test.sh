@@ -7,5 +7,5 @@ scripts/setup.sh
 export PLEURA_PYTHON="$PWD/.venv/bin/python"
 # The C ABI test links the firmware bridge as a shared library, which `cargo test` does not
 # build by itself.
-cargo build --locked -p pleura_bridge
+cargo build --workspace --locked
 cargo test --workspace --locked "$@"
