@@ -720,7 +720,7 @@ fn cli_skips_frames_with_nan_and_beamforms_the_rest() {
             "--out",
             out.to_str().unwrap(),
         ])
-        .args(["--grid-x=-0.003,0.003,31", "--grid-z=0.012,0.018,31"])
+        .args(["--grid-x", "-0.003,0.003,31", "--grid-z", "0.012,0.018,31"])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&res.stderr);

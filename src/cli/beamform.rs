@@ -27,11 +27,11 @@ pub struct Args {
     #[arg(long)]
     pub out: PathBuf,
     /// Lateral grid MIN,MAX,N in metres (default: across the array, half-wavelength step).
-    #[arg(long, value_name = "MIN,MAX,N")]
+    #[arg(long, value_name = "MIN,MAX,N", allow_hyphen_values = true)]
     pub grid_x: Option<String>,
     /// Depth grid MIN,MAX,N in metres (default: 2 mm to the deepest recorded depth,
     /// quarter-wavelength step).
-    #[arg(long, value_name = "MIN,MAX,N")]
+    #[arg(long, value_name = "MIN,MAX,N", allow_hyphen_values = true)]
     pub grid_z: Option<String>,
     /// Receive f-number (dynamic aperture width = depth / f-number).
     #[arg(long, default_value_t = 1.5)]
