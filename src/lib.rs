@@ -15,5 +15,8 @@
 //! `firmware-bridge/`.
 
 pub mod config;
+pub mod device;
+pub mod diffusion;
 pub mod logging;
 pub mod recording;
+pub mod train;

@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use pleura::logging::{self, LogFormat};
 
 #[derive(Parser)]
-#[command(name = "pleura", version, about = "Lung ultrasound reconstruction by diffusion posterior sampling")]
+#[command(
+    name = "pleura",
+    version,
+    about = "Lung ultrasound reconstruction by diffusion posterior sampling"
+)]
 struct Cli {
     /// Log filter (RUST_LOG syntax, e.g. "debug" or "info,pleura::beamform=debug").
     #[arg(long, global = true)]
