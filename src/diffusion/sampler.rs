@@ -217,3 +217,48 @@ impl<'a> Sampler<'a> {
         x.clamp(-1.0, 1.0)
     }
 }
+
+/// Draws `n` images in aeration units [0, 1] from a loaded model, `batch` at a time, with
+/// `steps` respaced steps, noise from `seed` (one generator across batches, so the images
+/// depend on `batch` too). The grids of the model's training data are carried over.
+/// `progress(done_images)` is called after each batch.
+pub fn generate(
+    model: &super::checkpoint::Model,
+    n: usize,
+    steps: usize,
+    method: Method,
+    seed: u64,
+    batch: usize,
+    device: &Device,
+    mut progress: impl FnMut(usize),
+) -> Result<super::data::ImageSet, DiffusionError> {
+    if batch == 0 || n == 0 {
+        return Err(DiffusionError::Config {
+            field: "n/batch",
+            value: format!("{n}/{batch}"),
+            reason: "must be >= 1".into(),
+        });
+    }
+    let sampler = Sampler::new(&model.unet, &model.schedule, steps, device, DType::F32)?;
+    let mut rng = NoiseRng::new(seed);
+    let mut data = Vec::new();
+    let mut done = 0;
+    let (mut h, mut w) = (0, 0);
+    while done < n {
+        let b = batch.min(n - done);
+        let x = sampler.sample(b, method, &mut rng, |_| {})?;
+        let set = super::data::ImageSet::from_model_tensor(&x)?;
+        (h, w) = (set.h, set.w);
+        data.extend(set.data);
+        done += b;
+        progress(done);
+    }
+    Ok(super::data::ImageSet {
+        n,
+        h,
+        w,
+        data,
+        grid_x: model.spec.grid_x.clone(),
+        grid_z: model.spec.grid_z.clone(),
+    })
+}
