@@ -200,10 +200,58 @@ impl Conv {
             padding: k / 2,
         })
     }
+    /// Convolution as im2col + one matrix product, built from differentiable tensor ops.
+    /// candle's CPU backward of `conv2d` goes through a direct `conv_transpose2d` and a
+    /// full-image-kernel `conv2d`, about ten times slower than the forward; here the
+    /// backward is two matrix products and copies.
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let y = x.conv2d(&cast(&self.w, x)?, self.padding, self.stride, 1, 1)?;
-        let c = self.b.dims1()?;
-        y.broadcast_add(&cast(&self.b, x)?.reshape((1, c, 1, 1))?)
+        let (b, c, h, w) = x.dims4()?;
+        let (o, _, k, _) = self.w.dims4()?;
+        let s = self.stride;
+        let p = self.padding;
+        let (ho, wo) = ((h + 2 * p - k) / s + 1, (w + 2 * p - k) / s + 1);
+        let cols = if k == 1 && s == 1 {
+            x.clone()
+        } else {
+            let xp = if p > 0 {
+                x.pad_with_zeros(2, p, p)?.pad_with_zeros(3, p, p)?
+            } else {
+                x.clone()
+            };
+            let (hp, wp) = (h + 2 * p, w + 2 * p);
+            let mut taps = Vec::with_capacity(k * k);
+            for dy in 0..k {
+                for dx in 0..k {
+                    let mut t = xp.narrow(2, dy, (s * ho).min(hp - dy))?;
+                    t = t.narrow(3, dx, (s * wo).min(wp - dx))?;
+                    if s > 1 {
+                        let (th, tw) = (t.dim(2)?, t.dim(3)?);
+                        if th < s * ho {
+                            t = t.pad_with_zeros(2, 0, s * ho - th)?;
+                        }
+                        if tw < s * wo {
+                            t = t.pad_with_zeros(3, 0, s * wo - tw)?;
+                        }
+                        t = t
+                            .reshape((b, c, ho, s, wo, s))?
+                            .narrow(3, 0, 1)?
+                            .narrow(5, 0, 1)?
+                            .reshape((b, c, ho, wo))?;
+                    }
+                    taps.push(t);
+                }
+            }
+            Tensor::cat(&taps, 1)?
+        };
+        let kkc = k * k * c;
+        let wm = cast(&self.w, x)?
+            .permute((0, 2, 3, 1))?
+            .reshape((1, o, kkc))?
+            .broadcast_as((b, o, kkc))?
+            .contiguous()?;
+        let y = wm.matmul(&cols.reshape((b, kkc, ho * wo))?)?;
+        y.broadcast_add(&cast(&self.b, x)?.reshape((1, o, 1))?)?
+            .reshape((b, o, ho, wo))
     }
 }
 
@@ -391,8 +439,14 @@ impl Layer {
             Layer::Res(r) => r.forward(x, emb, rng.as_deref_mut()),
             Layer::Attn(a) => a.forward(x),
             Layer::Up(c) => {
-                let (_, _, h, w) = x.dims4()?;
-                c.forward(&x.upsample_nearest2d(2 * h, 2 * w)?)
+                // Nearest 2x upsampling by broadcasting (its backward is a sum, where
+                // candle's `upsample_nearest2d` backward is a strided convolution).
+                let (b, ch, h, w) = x.dims4()?;
+                let up = x
+                    .reshape((b, ch, h, 1, w, 1))?
+                    .broadcast_as((b, ch, h, 2, w, 2))?
+                    .reshape((b, ch, 2 * h, 2 * w))?;
+                c.forward(&up)
             }
         }
     }
@@ -593,4 +647,36 @@ pub fn init_params(varmap: &candle_nn::VarMap, seed: u64) -> Result<(), Diffusio
 /// Number of scalar parameters of a VarMap.
 pub fn param_count(varmap: &candle_nn::VarMap) -> usize {
     varmap.all_vars().iter().map(|v| v.elem_count()).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diffusion::sampler::NoiseRng;
+
+    #[test]
+    fn im2col_conv_matches_candle_conv2d() {
+        let dev = Device::Cpu;
+        let mut rng = NoiseRng::new(3);
+        for (k, s, h) in [(3, 1, 6), (3, 2, 8), (1, 1, 5), (3, 2, 7)] {
+            let x = rng.normal(&[2, 3, h, h], &dev, DType::F64).unwrap();
+            let w = rng.normal(&[4, 3, k, k], &dev, DType::F64).unwrap();
+            let b = rng.normal(&[4], &dev, DType::F64).unwrap();
+            let conv = Conv {
+                w: w.clone(),
+                b: b.clone(),
+                stride: s,
+                padding: k / 2,
+            };
+            let ours = conv.forward(&x).unwrap();
+            let reference = x
+                .conv2d(&w, k / 2, s, 1, 1)
+                .unwrap()
+                .broadcast_add(&b.reshape((1, 4, 1, 1)).unwrap())
+                .unwrap();
+            assert_eq!(ours.dims(), reference.dims(), "k {k} s {s} h {h}");
+            let d = (ours - reference).unwrap().abs().unwrap().max_all().unwrap();
+            assert!(d.to_scalar::<f64>().unwrap() < 1e-12, "k {k} s {s} h {h}");
+        }
+    }
 }
