@@ -675,7 +675,12 @@ mod tests {
                 .broadcast_add(&b.reshape((1, 4, 1, 1)).unwrap())
                 .unwrap();
             assert_eq!(ours.dims(), reference.dims(), "k {k} s {s} h {h}");
-            let d = (ours - reference).unwrap().abs().unwrap().max_all().unwrap();
+            let d = (ours - reference)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap();
             assert!(d.to_scalar::<f64>().unwrap() < 1e-12, "k {k} s {s} h {h}");
         }
     }

@@ -41,7 +41,12 @@ pub fn run_python(script: &str, args: &[&str]) -> String {
         .arg(script)
         .args(args)
         .output()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e} (run scripts/setup.sh)", python().display()));
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot start {}: {e} (run scripts/setup.sh)",
+                python().display()
+            )
+        });
     assert!(
         out.status.success(),
         "python failed ({}):\n{}",
