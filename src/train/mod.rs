@@ -135,7 +135,7 @@ impl TrainConfig {
                 "must be in 1..=schedule.steps",
             );
         }
-        if !(t.optimizer.lr > 0.0) {
+        if t.optimizer.lr.is_nan() || t.optimizer.lr <= 0.0 {
             return bad(
                 "train.optimizer.lr",
                 t.optimizer.lr.to_string(),
