@@ -733,6 +733,7 @@ mod tests {
         UNet::new(&UNetConfig::default(), vb).unwrap();
         let n = param_count(&varmap);
         assert!(n * 4 < 20_000_000, "{n} parameters");
+        assert_eq!(n, 1_574_561, "documented in UNetConfig::default");
         assert!(varmap
             .data()
             .lock()

@@ -488,3 +488,22 @@ impl Trainer {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_config_is_the_default() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/train-prior.toml");
+        assert_eq!(TrainConfig::load(&path).unwrap(), TrainConfig::default());
+        let err = toml::from_str::<TrainConfig>("[train]\nbatch = 3\n").unwrap_err();
+        assert!(err.to_string().contains("batch"), "{err}");
+    }
+
+    #[test]
+    fn seeds_of_nearby_indices_differ() {
+        assert_ne!(mix(0, 0), mix(0, 1));
+        assert_ne!(mix(0, 1), mix(1, 0));
+    }
+}
