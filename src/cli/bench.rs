@@ -113,17 +113,23 @@ pub fn bench_unet(a: UnetArgs) -> anyhow::Result<()> {
         param_count(&model.varmap) as f64 * 4.0 / 1e6,
         pleura::device::describe(&device),
         a.batch,
-        rayon::current_num_threads()
+        candle_core::utils::get_num_threads()
     );
-    println!("{:<28} {:>12}", "measure", "value");
-    println!("{:<28} {:>9.1} ms", "forward / image", fwd / b * 1e3);
     println!(
-        "{:<28} {:>9.1} ms",
-        "forward+backward / image",
-        fwd_bwd / b * 1e3
+        "{:<28} {:>14} {:>14}",
+        "measure", "wall", "CPU (all threads)"
     );
-    println!("{:<28} {:>9.1} ms", "train step (batch)", step * 1e3);
-    println!("{:<28} {:>12.3}", "train steps/s", 1.0 / step);
-    println!("{:<28} {:>12.2}", "train images/s", b / step);
+    let row = |name: &str, (w, c): (f64, f64), div: f64| {
+        println!(
+            "{name:<28} {:>11.1} ms {:>11.1} ms",
+            w / div * 1e3,
+            c / div * 1e3
+        )
+    };
+    row("forward / image", fwd, b);
+    row("forward+backward / image", fwd_bwd, b);
+    row("train step (batch)", step, 1.0);
+    println!("{:<28} {:>14.3}", "train steps/s (wall)", 1.0 / step.0);
+    println!("{:<28} {:>14.2}", "train images/s (wall)", b / step.0);
     Ok(())
 }
