@@ -10,6 +10,13 @@
 //! - [`diffusion`]: the diffusion prior over aeration images: noise schedules, U-Net,
 //!   DDPM/DDIM sampling with the per-step pieces posterior sampling uses, memorisation check.
 //! - [`train`]: training of the prior (AdamW, EMA, atomic checkpoints, exact resumption).
+//! - [`beamform`]: delay-and-sum of RF or I/Q channel data to I/Q images, envelope, B-mode.
+//! - [`grid`]: the reconstruction grid (pixel centres below the probe) aeration lives on.
+//! - [`operator`]: the measurement operator A (first-order Born pulse-echo model) mapping an
+//!   aeration image to channel data, and its adjoint, on candle tensors.
+//! - [`simulate`]: simulated linear probe, lung aeration phantoms, simulated recordings.
+//! - [`baseline`]: classical reconstructions (DAS envelope, Tikhonov, total variation).
+//! - [`eval`]: image and aeration metrics of reconstructions against ground truth.
 //! - [`config`]: the daemon's TOML configuration (`config/pleura.toml`), strictly parsed.
 //! - [`logging`]: `tracing` set-up (RUST_LOG-style filters, optional JSON lines).
 //!
@@ -18,9 +25,15 @@
 //! The scanner side (wire protocol codec, C ABI) is the `pleura_bridge` crate in
 //! `firmware-bridge/`.
 
+pub mod baseline;
+pub mod beamform;
 pub mod config;
 pub mod device;
 pub mod diffusion;
+pub mod eval;
+pub mod grid;
 pub mod logging;
+pub mod operator;
 pub mod recording;
+pub mod simulate;
 pub mod train;

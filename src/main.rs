@@ -34,8 +34,16 @@ enum Command {
     Sample(cli::sample::Args),
     /// Memorisation check and aeration statistics of the diffusion prior.
     EvalPrior(cli::eval_prior::Args),
-    /// Speed measurements.
+    /// Delay-and-sum a recording to envelope and B-mode images (HDF5, optional PNGs).
+    Beamform(cli::beamform::Args),
+    /// Throughput benchmarks printing a table.
     Bench(cli::bench::Args),
+    /// Simulate a lung recording (zea layout + ground truth) or a set of phantom images.
+    Simulate(cli::simulate::Args),
+    /// Classical baseline reconstruction (DAS, Tikhonov, TV) of a recording.
+    ReconstructBaseline(cli::reconstruct_baseline::Args),
+    /// Metrics of a reconstruction against simulated ground truth.
+    Eval(cli::eval::Args),
 }
 
 fn main() -> ExitCode {
@@ -46,7 +54,11 @@ fn main() -> ExitCode {
         Command::Train(args) => cli::train::run(args),
         Command::Sample(args) => cli::sample::run(args),
         Command::EvalPrior(args) => cli::eval_prior::run(args),
+        Command::Beamform(args) => cli::beamform::run(args),
         Command::Bench(args) => cli::bench::run(args),
+        Command::Simulate(args) => cli::simulate::run(args),
+        Command::ReconstructBaseline(args) => cli::reconstruct_baseline::run(args),
+        Command::Eval(args) => cli::eval::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

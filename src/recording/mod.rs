@@ -1,5 +1,26 @@
-//! zea HDF5 recordings.
+//! zea HDF5 recordings: typed scan parameters, a validating lazy frame reader, and an
+//! incremental crash-safe recorder, with pleura's additions under `pleura/`
+//! (layout in `docs/recording.md`).
 
+pub mod error;
+mod h5;
+pub mod reader;
 pub mod scan;
+pub mod writer;
 
+pub use error::RecordingError;
+pub use reader::{Frame, GroundTruth, Recording, SampleType};
 pub use scan::{Scan, TransmitKind};
+pub use writer::{GroundTruthGrid, Recorder, RecorderOptions};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reader_and_recorder_can_move_between_threads() {
+        fn is_send<T: Send>() {}
+        is_send::<Recording>();
+        is_send::<Recorder>();
+    }
+}

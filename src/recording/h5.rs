@@ -1,0 +1,264 @@
+//! Typed, validating access to HDF5 fields: every failure becomes a [`RecordingError`] naming
+//! the field. Accepts what h5py writes (0-d scalars, any integer or float width).
+
+use hdf5::types::{FixedAscii, FixedUnicode, TypeDescriptor, VarLenAscii, VarLenUnicode};
+use hdf5::{Dataset, Group, Location};
+use ndarray::Array2;
+
+use super::error::RecordingError;
+
+/// Longest fixed-length string attribute read (bytes).
+const MAX_FIXED_STRING: usize = 4096;
+
+/// Opens the group `name` inside `parent`; `field` is its full path for messages.
+pub fn group(parent: &Group, name: &str, field: &str) -> Result<Group, RecordingError> {
+    if !parent.link_exists(name) {
+        return Err(RecordingError::Missing {
+            field: field.to_string(),
+        });
+    }
+    parent
+        .group(name)
+        .map_err(|e| RecordingError::hdf5(field, "open group", e))
+}
+
+/// Opens the dataset `name` inside `parent`, `None` when absent.
+pub fn dataset_opt(
+    parent: &Group,
+    name: &str,
+    field: &str,
+) -> Result<Option<Dataset>, RecordingError> {
+    if !parent.link_exists(name) {
+        return Ok(None);
+    }
+    parent
+        .dataset(name)
+        .map(Some)
+        .map_err(|e| RecordingError::hdf5(field, "open dataset", e))
+}
+
+/// Opens the required dataset `name` inside `parent`.
+pub fn dataset(parent: &Group, name: &str, field: &str) -> Result<Dataset, RecordingError> {
+    dataset_opt(parent, name, field)?.ok_or_else(|| RecordingError::Missing {
+        field: field.to_string(),
+    })
+}
+
+/// The datatype of a dataset.
+pub fn descriptor(ds: &Dataset, field: &str) -> Result<TypeDescriptor, RecordingError> {
+    ds.dtype()
+        .and_then(|t| t.to_descriptor())
+        .map_err(|e| RecordingError::hdf5(field, "read datatype", e))
+}
+
+fn is_numeric(d: &TypeDescriptor) -> bool {
+    matches!(
+        d,
+        TypeDescriptor::Integer(_) | TypeDescriptor::Unsigned(_) | TypeDescriptor::Float(_)
+    )
+}
+
+fn check_numeric(ds: &Dataset, field: &str) -> Result<TypeDescriptor, RecordingError> {
+    let d = descriptor(ds, field)?;
+    if is_numeric(&d) {
+        Ok(d)
+    } else {
+        Err(RecordingError::DataType {
+            field: field.to_string(),
+            found: d.to_string(),
+            expected: "an integer or floating-point number",
+        })
+    }
+}
+
+/// Reads a numeric dataset of any shape as flat f64, with its shape.
+pub fn read_f64(ds: &Dataset, field: &str) -> Result<(Vec<f64>, Vec<usize>), RecordingError> {
+    check_numeric(ds, field)?;
+    let shape = ds.shape();
+    let v = ds
+        .read_raw::<f64>()
+        .map_err(|e| RecordingError::hdf5(field, "read", e))?;
+    Ok((v, shape))
+}
+
+/// Reads a numeric scalar: a 0-d dataset (as h5py writes) or one holding a single value.
+pub fn read_scalar_f64(ds: &Dataset, field: &str) -> Result<f64, RecordingError> {
+    let (v, shape) = read_f64(ds, field)?;
+    if v.len() != 1 {
+        return Err(RecordingError::shape(field, shape, "a scalar"));
+    }
+    Ok(v[0])
+}
+
+/// Reads the required scalar `name` inside `parent`.
+pub fn scalar_f64(parent: &Group, name: &str, field: &str) -> Result<f64, RecordingError> {
+    read_scalar_f64(&dataset(parent, name, field)?, field)
+}
+
+/// Reads the required count `name`: a non-negative integral scalar.
+pub fn scalar_count(parent: &Group, name: &str, field: &str) -> Result<usize, RecordingError> {
+    let ds = dataset(parent, name, field)?;
+    let d = check_numeric(&ds, field)?;
+    let shape = ds.shape();
+    let (value, shown) = if matches!(d, TypeDescriptor::Float(_)) {
+        let v = read_scalar_f64(&ds, field)?;
+        if !(v.is_finite() && v.fract() == 0.0) {
+            return Err(RecordingError::value(field, v, "must be a whole number"));
+        }
+        (v as i128, v.to_string())
+    } else {
+        let v = ds
+            .read_raw::<i64>()
+            .map_err(|e| RecordingError::hdf5(field, "read", e))?;
+        if v.len() != 1 {
+            return Err(RecordingError::shape(field, shape, "a scalar"));
+        }
+        (i128::from(v[0]), v[0].to_string())
+    };
+    usize::try_from(value).map_err(|_| RecordingError::value(field, shown, "must not be negative"))
+}
+
+/// Reads the required 1-d array `name` of length `len`.
+pub fn vec_f64(
+    parent: &Group,
+    name: &str,
+    field: &str,
+    len: usize,
+) -> Result<Vec<f64>, RecordingError> {
+    let (v, shape) = read_f64(&dataset(parent, name, field)?, field)?;
+    if shape != [len] {
+        return Err(RecordingError::shape(field, shape, format!("[{len}]")));
+    }
+    Ok(v)
+}
+
+/// Reads a 2-d array of shape `(rows, cols)`; `rows = None` accepts any number of rows.
+pub fn read_array2(
+    ds: &Dataset,
+    field: &str,
+    rows: Option<usize>,
+    cols: usize,
+    expected: &str,
+) -> Result<Array2<f64>, RecordingError> {
+    let (v, shape) = read_f64(ds, field)?;
+    let ok = shape.len() == 2 && rows.is_none_or(|r| shape[0] == r) && shape[1] == cols;
+    if !ok {
+        return Err(RecordingError::shape(field, shape, expected));
+    }
+    Array2::from_shape_vec((shape[0], shape[1]), v)
+        .map_err(|e| RecordingError::value(field, format!("{} values", e), "inconsistent size"))
+}
+
+/// Reads the required 2-d array `name` of shape `(rows, cols)`.
+pub fn array2(
+    parent: &Group,
+    name: &str,
+    field: &str,
+    rows: usize,
+    cols: usize,
+    expected: &str,
+) -> Result<Array2<f64>, RecordingError> {
+    read_array2(
+        &dataset(parent, name, field)?,
+        field,
+        Some(rows),
+        cols,
+        expected,
+    )
+}
+
+/// Reads a string attribute, `None` when absent. Accepts variable- and fixed-length,
+/// ASCII and UTF-8 strings.
+pub fn string_attr(
+    loc: &Location,
+    name: &str,
+    field: &str,
+) -> Result<Option<String>, RecordingError> {
+    let names = loc
+        .attr_names()
+        .map_err(|e| RecordingError::hdf5(field, "list attributes", e))?;
+    if !names.iter().any(|n| n == name) {
+        return Ok(None);
+    }
+    let attr = loc
+        .attr(name)
+        .map_err(|e| RecordingError::hdf5(field, "open attribute", e))?;
+    let d = attr
+        .dtype()
+        .and_then(|t| t.to_descriptor())
+        .map_err(|e| RecordingError::hdf5(field, "read datatype", e))?;
+    let read_err = |e| RecordingError::hdf5(field, "read", e);
+    let s = match d {
+        TypeDescriptor::VarLenUnicode => attr
+            .read_scalar::<VarLenUnicode>()
+            .map_err(read_err)?
+            .to_string(),
+        TypeDescriptor::VarLenAscii => attr
+            .read_scalar::<VarLenAscii>()
+            .map_err(read_err)?
+            .to_string(),
+        TypeDescriptor::FixedAscii(n) if n <= MAX_FIXED_STRING => attr
+            .read_scalar::<FixedAscii<MAX_FIXED_STRING>>()
+            .map_err(read_err)?
+            .to_string(),
+        TypeDescriptor::FixedUnicode(n) if n <= MAX_FIXED_STRING => attr
+            .read_scalar::<FixedUnicode<MAX_FIXED_STRING>>()
+            .map_err(read_err)?
+            .to_string(),
+        other => {
+            return Err(RecordingError::DataType {
+                field: field.to_string(),
+                found: other.to_string(),
+                expected: "a string",
+            })
+        }
+    };
+    Ok(Some(s))
+}
+
+/// Reads a numeric scalar attribute, `None` when absent.
+pub fn f64_attr(loc: &Location, name: &str, field: &str) -> Result<Option<f64>, RecordingError> {
+    let names = loc
+        .attr_names()
+        .map_err(|e| RecordingError::hdf5(field, "list attributes", e))?;
+    if !names.iter().any(|n| n == name) {
+        return Ok(None);
+    }
+    let attr = loc
+        .attr(name)
+        .map_err(|e| RecordingError::hdf5(field, "open attribute", e))?;
+    let d = attr
+        .dtype()
+        .and_then(|t| t.to_descriptor())
+        .map_err(|e| RecordingError::hdf5(field, "read datatype", e))?;
+    if !is_numeric(&d) {
+        return Err(RecordingError::DataType {
+            field: field.to_string(),
+            found: d.to_string(),
+            expected: "an integer or floating-point number",
+        });
+    }
+    let v = attr
+        .read_raw::<f64>()
+        .map_err(|e| RecordingError::hdf5(field, "read", e))?;
+    if v.len() != 1 {
+        return Err(RecordingError::shape(field, attr.shape(), "a scalar"));
+    }
+    Ok(Some(v[0]))
+}
+
+/// Writes a variable-length UTF-8 string attribute (as h5py writes `str`).
+pub fn write_string_attr(
+    loc: &Location,
+    name: &str,
+    value: &str,
+    field: &str,
+) -> Result<(), RecordingError> {
+    let v: VarLenUnicode = value
+        .parse()
+        .map_err(|_| RecordingError::value(field, format!("{value:?}"), "must not contain NUL"))?;
+    loc.new_attr::<VarLenUnicode>()
+        .create(name)
+        .and_then(|a| a.write_scalar(&v))
+        .map_err(|e| RecordingError::hdf5(field, "write attribute", e))
+}

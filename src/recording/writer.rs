@@ -1,0 +1,522 @@
+//! Writing recordings incrementally, crash-safe: a process killed at any moment leaves a
+//! file that holds every frame flushed before the kill.
+//!
+//! How: the file uses the HDF5 1.10 format (`libver` latest) and, once every dataset and
+//! attribute exists, switches to SWMR-write mode. From then on the library orders its
+//! metadata writes so that the file on disk is consistent at every instant (what SWMR
+//! readers rely on); the recorder only extends datasets and writes into them, and calls
+//! H5Fflush on the configured period. A file whose writer died keeps its SWMR-write mark;
+//! [`Recording::open`](super::Recording::open) and h5py (`swmr=True`) read it as it is,
+//! and `h5clear -s` removes the mark for other readers.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use hdf5::{Dataset, Extent, File, Group, SimpleExtents};
+use ndarray::{s, Array1, Array2, Array4, ArrayView2};
+
+use super::error::RecordingError;
+use super::h5;
+use super::reader::{Frame, SampleType};
+use super::scan::Scan;
+
+/// Frames per chunk of the small per-frame datasets (sequence numbers, timestamps,
+/// time_to_next_transmit).
+const SMALL_CHUNK_FRAMES: usize = 256;
+
+/// The pixel grid of ground-truth aeration maps recorded with the frames.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GroundTruthGrid {
+    /// Lateral pixel positions, m, increasing (nx).
+    pub grid_x: Vec<f64>,
+    /// Depth pixel positions, m, increasing (nz).
+    pub grid_z: Vec<f64>,
+}
+
+/// How a [`Recorder`] writes.
+#[derive(Clone, Debug)]
+pub struct RecorderOptions {
+    /// Storage type of `data/raw_data`.
+    pub sample_type: SampleType,
+    /// Period of the flushes to disk: frames appended since the last flush are lost if the
+    /// process dies. `Duration::ZERO` flushes after every frame.
+    pub flush_every: Duration,
+    /// Deflate level 1-9 of the frame chunks; 0 stores them uncompressed.
+    pub compression_level: u8,
+    /// Root attribute `probe_name`.
+    pub probe_name: String,
+    /// Root attribute `us_machine`.
+    pub us_machine: String,
+    /// Root attribute `description`.
+    pub description: String,
+    /// Grid of the ground-truth aeration maps, when each frame comes with one
+    /// (use [`Recorder::append_with_ground_truth`] then).
+    pub ground_truth_grid: Option<GroundTruthGrid>,
+}
+
+impl Default for RecorderOptions {
+    fn default() -> Self {
+        Self {
+            sample_type: SampleType::Int16,
+            flush_every: Duration::from_secs(1),
+            compression_level: 4,
+            probe_name: String::new(),
+            us_machine: String::new(),
+            description: String::new(),
+            ground_truth_grid: None,
+        }
+    }
+}
+
+struct GroundTruthSink {
+    aeration: Dataset,
+    nz: usize,
+    nx: usize,
+}
+
+/// Writes a recording frame by frame.
+pub struct Recorder {
+    path: PathBuf,
+    file: File,
+    raw: Dataset,
+    n_frames_ds: Dataset,
+    sequence_number: Dataset,
+    timestamp_ns: Dataset,
+    time_to_next_transmit: Option<(Dataset, Array2<f64>)>,
+    ground_truth: Option<GroundTruthSink>,
+    frame_shape: [usize; 4],
+    sample_type: SampleType,
+    n_frames: usize,
+    flushed_frames: usize,
+    flush_every: Duration,
+    last_flush: Instant,
+}
+
+fn growable(
+    group: &Group,
+    name: &str,
+    field: &str,
+    dtype: &hdf5::Datatype,
+    tail: &[usize],
+    chunk_frames: usize,
+    deflate: u8,
+) -> Result<Dataset, RecordingError> {
+    let mut extents = vec![Extent::from(0..)];
+    extents.extend(tail.iter().map(|&d| Extent::from(d)));
+    let mut chunk = vec![chunk_frames];
+    chunk.extend_from_slice(tail);
+    let mut b = group
+        .new_dataset_builder()
+        .empty_as(dtype)
+        .shape(SimpleExtents::from_vec(extents))
+        .chunk(chunk);
+    if deflate > 0 {
+        b = b.shuffle().deflate(deflate);
+    }
+    b.create(name)
+        .map_err(|e| RecordingError::hdf5(field, "create dataset", e))
+}
+
+fn dtype<T: hdf5::H5Type>(field: &str) -> Result<hdf5::Datatype, RecordingError> {
+    hdf5::Datatype::from_type::<T>().map_err(|e| RecordingError::hdf5(field, "make datatype", e))
+}
+
+impl Recorder {
+    /// Creates `path` (replacing any file there) for a recording of `scan`, writes the scan
+    /// and the root attributes, and makes it ready for frames.
+    pub fn create(
+        path: impl AsRef<Path>,
+        scan: &Scan,
+        options: RecorderOptions,
+    ) -> Result<Self, RecordingError> {
+        scan.validate()?;
+        if options.compression_level > 9 {
+            return Err(RecordingError::value(
+                "compression_level",
+                options.compression_level,
+                "must be 0 (none) to 9",
+            ));
+        }
+        let path = path.as_ref();
+        let file = File::with_options()
+            .with_fapl(|p| p.libver_latest())
+            .create(path)
+            .map_err(|source| RecordingError::Open {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        h5::write_string_attr(&file, "probe_name", &options.probe_name, "@probe_name")?;
+        h5::write_string_attr(&file, "us_machine", &options.us_machine, "@us_machine")?;
+        h5::write_string_attr(&file, "description", &options.description, "@description")?;
+
+        let scan_group = file
+            .create_group("scan")
+            .map_err(|e| RecordingError::hdf5("scan", "create group", e))?;
+        scan.write_fixed(&scan_group)?;
+        let n_frames_ds = scan_group
+            .new_dataset::<i64>()
+            .create("n_frames")
+            .map_err(|e| RecordingError::hdf5("scan/n_frames", "create dataset", e))?;
+        n_frames_ds
+            .write_scalar(&0_i64)
+            .map_err(|e| RecordingError::hdf5("scan/n_frames", "write", e))?;
+        let time_to_next_transmit = match &scan.time_to_next_transmit {
+            None => None,
+            Some(rows) => Some((
+                growable(
+                    &scan_group,
+                    "time_to_next_transmit",
+                    "scan/time_to_next_transmit",
+                    &dtype::<f64>("scan/time_to_next_transmit")?,
+                    &[scan.n_tx()],
+                    SMALL_CHUNK_FRAMES,
+                    0,
+                )?,
+                rows.clone(),
+            )),
+        };
+
+        let data = file
+            .create_group("data")
+            .map_err(|e| RecordingError::hdf5("data", "create group", e))?;
+        let frame_shape = [scan.n_tx(), scan.n_ax, scan.n_el(), scan.n_ch];
+        let raw_dtype = match options.sample_type {
+            SampleType::Int16 => dtype::<i16>("data/raw_data")?,
+            SampleType::Float32 => dtype::<f32>("data/raw_data")?,
+        };
+        let raw = growable(
+            &data,
+            "raw_data",
+            "data/raw_data",
+            &raw_dtype,
+            &frame_shape,
+            1,
+            options.compression_level,
+        )?;
+
+        let pleura = file
+            .create_group("pleura")
+            .map_err(|e| RecordingError::hdf5("pleura", "create group", e))?;
+        let u64_type = dtype::<u64>("pleura")?;
+        let sequence_number = growable(
+            &pleura,
+            "sequence_number",
+            "pleura/sequence_number",
+            &u64_type,
+            &[],
+            SMALL_CHUNK_FRAMES,
+            0,
+        )?;
+        let timestamp_ns = growable(
+            &pleura,
+            "timestamp_ns",
+            "pleura/timestamp_ns",
+            &u64_type,
+            &[],
+            SMALL_CHUNK_FRAMES,
+            0,
+        )?;
+        let ground_truth = match &options.ground_truth_grid {
+            None => None,
+            Some(grid) => Some(Self::create_ground_truth(
+                &pleura,
+                grid,
+                options.compression_level,
+            )?),
+        };
+
+        file.flush()
+            .map_err(|e| RecordingError::hdf5("/", "flush", e))?;
+        file.start_swmr()
+            .map_err(|e| RecordingError::hdf5("/", "start SWMR write", e))?;
+        Ok(Recorder {
+            path: path.to_path_buf(),
+            file,
+            raw,
+            n_frames_ds,
+            sequence_number,
+            timestamp_ns,
+            time_to_next_transmit,
+            ground_truth,
+            frame_shape,
+            sample_type: options.sample_type,
+            n_frames: 0,
+            flushed_frames: 0,
+            flush_every: options.flush_every,
+            last_flush: Instant::now(),
+        })
+    }
+
+    fn create_ground_truth(
+        pleura: &Group,
+        grid: &GroundTruthGrid,
+        level: u8,
+    ) -> Result<GroundTruthSink, RecordingError> {
+        for (field, g) in [
+            ("pleura/grid_x", &grid.grid_x),
+            ("pleura/grid_z", &grid.grid_z),
+        ] {
+            if g.is_empty() {
+                return Err(RecordingError::shape(
+                    field,
+                    vec![0],
+                    "at least one position",
+                ));
+            }
+            if let Some((i, v)) = g.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+                return Err(RecordingError::value(
+                    format!("{field}[{i}]"),
+                    v,
+                    "must be finite",
+                ));
+            }
+            if let Some(i) = (1..g.len()).find(|&i| g[i] <= g[i - 1]) {
+                return Err(RecordingError::value(
+                    format!("{field}[{i}]"),
+                    g[i],
+                    format!("must be greater than the previous position {}", g[i - 1]),
+                ));
+            }
+            let name = &field["pleura/".len()..];
+            pleura
+                .new_dataset_builder()
+                .with_data(&g[..])
+                .create(name)
+                .map_err(|e| RecordingError::hdf5(field, "write", e))?;
+        }
+        let (nz, nx) = (grid.grid_z.len(), grid.grid_x.len());
+        let aeration = growable(
+            pleura,
+            "aeration",
+            "pleura/aeration",
+            &dtype::<f32>("pleura/aeration")?,
+            &[nz, nx],
+            1,
+            level,
+        )?;
+        Ok(GroundTruthSink { aeration, nz, nx })
+    }
+
+    /// The file being written.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Frames appended so far.
+    pub fn n_frames(&self) -> usize {
+        self.n_frames
+    }
+
+    /// Frames on disk as of the last flush: what survives if the process dies now.
+    pub fn flushed_frames(&self) -> usize {
+        self.flushed_frames
+    }
+
+    /// Appends one frame (flushing when the flush period has passed). Errors when the
+    /// recorder was created with a ground-truth grid: use
+    /// [`append_with_ground_truth`](Self::append_with_ground_truth) then.
+    pub fn append(&mut self, frame: &Frame) -> Result<(), RecordingError> {
+        if self.ground_truth.is_some() {
+            return Err(RecordingError::GroundTruth(
+                "this recording has a ground-truth grid: every frame needs its aeration map".into(),
+            ));
+        }
+        self.append_inner(frame, None)
+    }
+
+    /// Appends one frame with its ground-truth aeration map, shape (nz, nx), values in [0, 1].
+    pub fn append_with_ground_truth(
+        &mut self,
+        frame: &Frame,
+        aeration: ArrayView2<f32>,
+    ) -> Result<(), RecordingError> {
+        let Some(gt) = &self.ground_truth else {
+            return Err(RecordingError::GroundTruth(
+                "this recording was created without a ground-truth grid".into(),
+            ));
+        };
+        if aeration.dim() != (gt.nz, gt.nx) {
+            return Err(RecordingError::shape(
+                "pleura/aeration",
+                aeration.shape().to_vec(),
+                format!("[nz = {}, nx = {}]", gt.nz, gt.nx),
+            ));
+        }
+        if let Some(((z, x), v)) = aeration
+            .indexed_iter()
+            .find(|(_, v)| !(0.0..=1.0).contains(*v))
+        {
+            return Err(RecordingError::value(
+                format!("pleura/aeration[{}, {z}, {x}]", self.n_frames),
+                v,
+                "aeration must lie in [0, 1]",
+            ));
+        }
+        self.append_inner(frame, Some(aeration))
+    }
+
+    fn check_shape(&self, frame: &Frame) -> Result<(), RecordingError> {
+        if frame.data.shape() == self.frame_shape {
+            Ok(())
+        } else {
+            Err(RecordingError::FrameShape {
+                found: frame.data.shape().to_vec(),
+                expected: self.frame_shape,
+            })
+        }
+    }
+
+    /// The (tx, ax, el, ch) index of the `k`-th sample in logical order.
+    fn unravel(&self, k: usize) -> [usize; 4] {
+        let [_, n_ax, n_el, n_ch] = self.frame_shape;
+        [
+            k / (n_ax * n_el * n_ch),
+            k / (n_el * n_ch) % n_ax,
+            k / n_ch % n_el,
+            k % n_ch,
+        ]
+    }
+
+    /// The frame as int16, exactly: every sample must be a whole number in range.
+    fn to_int16(&self, frame: &Frame) -> Result<Array4<i16>, RecordingError> {
+        let mut out = Vec::with_capacity(frame.data.len());
+        for (k, &v) in frame.data.iter().enumerate() {
+            // `as` saturates (NaN gives 0); the round trip tells whether v was exact.
+            let q = v as i16;
+            if f32::from(q) != v {
+                return Err(RecordingError::NotInt16 {
+                    value: v,
+                    index: self.unravel(k),
+                });
+            }
+            out.push(q);
+        }
+        let [t, a, e, c] = self.frame_shape;
+        Array4::from_shape_vec((t, a, e, c), out).map_err(|_| RecordingError::FrameShape {
+            found: frame.data.shape().to_vec(),
+            expected: self.frame_shape,
+        })
+    }
+
+    fn check_finite(&self, frame: &Frame) -> Result<(), RecordingError> {
+        match frame.data.iter().position(|v| !v.is_finite()) {
+            None => Ok(()),
+            Some(k) => {
+                let [t, a, e, c] = self.unravel(k);
+                Err(RecordingError::value(
+                    format!("data/raw_data[{}, {t}, {a}, {e}, {c}]", self.n_frames),
+                    frame.data[[t, a, e, c]],
+                    "sample must be finite",
+                ))
+            }
+        }
+    }
+
+    fn append_inner(
+        &mut self,
+        frame: &Frame,
+        aeration: Option<ArrayView2<f32>>,
+    ) -> Result<(), RecordingError> {
+        self.check_shape(frame)?;
+        let int16 = match self.sample_type {
+            SampleType::Int16 => Some(self.to_int16(frame)?),
+            SampleType::Float32 => {
+                self.check_finite(frame)?;
+                None
+            }
+        };
+        let i = self.n_frames;
+        let n = i + 1;
+        let field = |name: &str| format!("{name}[{i}]");
+        let mut raw_shape = vec![n];
+        raw_shape.extend_from_slice(&self.frame_shape);
+        self.raw
+            .resize(raw_shape)
+            .map_err(|e| RecordingError::hdf5("data/raw_data", "resize", e))?;
+        let sel = s![i, .., .., .., ..];
+        match &int16 {
+            Some(q) => self.raw.write_slice(q, sel),
+            None => self.raw.write_slice(&frame.data, sel),
+        }
+        .map_err(|e| RecordingError::hdf5(field("data/raw_data"), "write", e))?;
+        for (ds, name, value) in [
+            (
+                &self.sequence_number,
+                "pleura/sequence_number",
+                frame.sequence_number,
+            ),
+            (
+                &self.timestamp_ns,
+                "pleura/timestamp_ns",
+                frame.timestamp_ns,
+            ),
+        ] {
+            ds.resize(n)
+                .map_err(|e| RecordingError::hdf5(name, "resize", e))?;
+            ds.write_slice(&Array1::from_elem(1, value), s![i..n])
+                .map_err(|e| RecordingError::hdf5(field(name), "write", e))?;
+        }
+        if let Some((ds, rows)) = &self.time_to_next_transmit {
+            let row = rows.row(i.min(rows.nrows() - 1));
+            ds.resize((n, row.len()))
+                .map_err(|e| RecordingError::hdf5("scan/time_to_next_transmit", "resize", e))?;
+            ds.write_slice(&row.insert_axis(ndarray::Axis(0)), s![i..n, ..])
+                .map_err(|e| {
+                    RecordingError::hdf5(field("scan/time_to_next_transmit"), "write", e)
+                })?;
+        }
+        if let (Some(gt), Some(a)) = (&self.ground_truth, aeration) {
+            gt.aeration
+                .resize((n, gt.nz, gt.nx))
+                .map_err(|e| RecordingError::hdf5("pleura/aeration", "resize", e))?;
+            gt.aeration
+                .write_slice(&a, s![i, .., ..])
+                .map_err(|e| RecordingError::hdf5(field("pleura/aeration"), "write", e))?;
+        }
+        self.n_frames = n;
+        if self.last_flush.elapsed() >= self.flush_every {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Writes everything appended so far to disk. Two H5Fflush calls: the first puts the
+    /// frames and the grown dataset shapes on disk, then `scan/n_frames` is set and flushed,
+    /// so that on disk `scan/n_frames` never counts a frame that is not there in full.
+    pub fn flush(&mut self) -> Result<(), RecordingError> {
+        self.file
+            .flush()
+            .map_err(|e| RecordingError::hdf5("/", "flush", e))?;
+        self.n_frames_ds
+            .write_scalar(&(self.n_frames as i64))
+            .map_err(|e| RecordingError::hdf5("scan/n_frames", "write", e))?;
+        self.file
+            .flush()
+            .map_err(|e| RecordingError::hdf5("/", "flush", e))?;
+        self.flushed_frames = self.n_frames;
+        self.last_flush = Instant::now();
+        Ok(())
+    }
+
+    /// Flushes and closes the file; returns the number of frames written. (Dropping the
+    /// recorder also flushes and closes, but can only log a failure.)
+    pub fn finish(mut self) -> Result<usize, RecordingError> {
+        self.flush()?;
+        Ok(self.n_frames)
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        if self.flushed_frames != self.n_frames {
+            if let Err(e) = self.flush() {
+                tracing::error!(
+                    path = %self.path.display(),
+                    error = %e,
+                    cause = ?std::error::Error::source(&e),
+                    "flushing the recording on drop failed"
+                );
+            }
+        }
+    }
+}
