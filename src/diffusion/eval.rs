@@ -9,7 +9,9 @@
 //! generated set whose distances sit well below that baseline copies the training set.
 //!
 //! Aeration categories (mean aeration of an image): 0: [0, 0.60), 1: [0.60, 0.85),
-//! 2: [0.85, 1] (the pleura physics contract's 0-60 / 60-85 / 85-100 %).
+//! 2: [0.85, 1] (the pleura physics contract's 0-60 / 60-85 / 85-100 %). The mean is over
+//! the whole image for both sets, since generated images carry no lung mask; it therefore
+//! runs lower than the simulator's lung-only `mean_aeration`.
 
 use serde::Serialize;
 
