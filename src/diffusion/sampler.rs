@@ -212,6 +212,9 @@ impl<'a> Sampler<'a> {
                     self.ddim_step(&x0, &eps, i, eta, &noise)?
                 }
             };
+            // Cut the autograd graph: the weights are variables, so without this every
+            // step would keep all earlier steps' tensors alive.
+            x = x.detach();
             progress(self.num_steps() - i);
         }
         x.clamp(-1.0, 1.0)
