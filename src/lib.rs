@@ -6,6 +6,10 @@
 //!
 //! - [`recording`]: zea HDF5 recordings: typed scan parameters, lazy frame reader,
 //!   incremental crash-safe recorder, pleura's additions under `pleura/`.
+//! - [`device`]: compute device selection (`cpu`, `cuda:N`, `auto`).
+//! - [`diffusion`]: the diffusion prior over aeration images: noise schedules, U-Net,
+//!   DDPM/DDIM sampling with the per-step pieces posterior sampling uses, memorisation check.
+//! - [`train`]: training of the prior (AdamW, EMA, atomic checkpoints, exact resumption).
 //! - [`beamform`]: delay-and-sum of RF or I/Q channel data to I/Q images, envelope, B-mode.
 //! - [`grid`]: the reconstruction grid (pixel centres below the probe) aeration lives on.
 //! - [`operator`]: the measurement operator A (first-order Born pulse-echo model) mapping an
@@ -32,6 +36,8 @@ pub mod baseline;
 pub mod beamform;
 pub mod config;
 pub mod daemon;
+pub mod device;
+pub mod diffusion;
 pub mod eval;
 pub mod grid;
 pub mod logging;
@@ -41,6 +47,7 @@ pub mod pipeline;
 pub mod recording;
 pub mod scanner;
 pub mod simulate;
+pub mod train;
 pub mod wire;
 
 /// The wire protocol codec, shared with the scanner side (`firmware-bridge/src/protocol.rs`).

@@ -30,6 +30,12 @@ enum Command {
     Info(cli::info::Args),
     /// Run the live daemon: RF frames in over ZeroMQ, results out (docs/protocol.md).
     Serve(cli::serve::Args),
+    /// Train the diffusion prior on aeration images.
+    Train(cli::train::Args),
+    /// Draw unconditional samples from the diffusion prior.
+    Sample(cli::sample::Args),
+    /// Memorisation check and aeration statistics of the diffusion prior.
+    EvalPrior(cli::eval_prior::Args),
     /// Delay-and-sum a recording to envelope and B-mode images (HDF5, optional PNGs).
     Beamform(cli::beamform::Args),
     /// Throughput benchmarks printing a table.
@@ -48,6 +54,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Info(args) => cli::info::run(args),
         Command::Serve(args) => cli::serve::run(args),
+        Command::Train(args) => cli::train::run(args),
+        Command::Sample(args) => cli::sample::run(args),
+        Command::EvalPrior(args) => cli::eval_prior::run(args),
         Command::Beamform(args) => cli::beamform::run(args),
         Command::Bench(args) => cli::bench::run(args),
         Command::Simulate(args) => cli::simulate::run(args),

@@ -29,6 +29,8 @@ pub enum Kind {
     Ingest(super::bench_ingest::IngestArgs),
     /// The measurement operator A, its adjoint and an autograd gradient (CPU).
     Operator(super::bench_operator::Args),
+    /// The diffusion prior's U-Net at the default size: forward, forward+backward, train step.
+    Unet(super::bench_unet::UnetArgs),
 }
 
 /// Arguments of `pleura bench beamform`.
@@ -59,6 +61,7 @@ pub fn run(args: Args) -> Result<()> {
         Kind::Beamform(a) => beamform(a),
         Kind::Ingest(a) => super::bench_ingest::run(a),
         Kind::Operator(a) => super::bench_operator::run(a),
+        Kind::Unet(a) => super::bench_unet::bench_unet(a),
     }
 }
 
