@@ -451,7 +451,7 @@ fn bridge_to_daemon_to_python_subscriber() {
     let (mut consumer, results) = start_consumer(&d.publish, frames - 1, None);
     let mut scanner = play(
         &d.ingest,
-        &["--fps", "20", "--frames", &frames.to_string()],
+        &["--fps", "20", "--loop", "--frames", &frames.to_string()],
         &dir.path().join("bridge.log"),
     );
     let status = scanner.wait().unwrap();
@@ -533,7 +533,7 @@ fn bridge_killed_and_restarted() {
     let before = d.metrics()["pleura_frames_accepted_total"];
     let mut second = play(
         &d.ingest,
-        &["--fps", "100", "--frames", "30"],
+        &["--fps", "100", "--loop", "--frames", "30"],
         &dir.path().join("bridge2.log"),
     );
     assert!(second.wait().unwrap().success());
