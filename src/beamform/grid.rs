@@ -80,7 +80,9 @@ impl Grid {
             .copied()
             .fold(f64::INFINITY, f64::min);
         let t_end = t_first + (scan.n_ax.max(1) - 1) as f64 / scan.sampling_frequency;
-        let z_max = scan.sound_speed * t_end / 2.0;
+        // One wavelength short of the last sample's depth: echoes from an element beside the
+        // pixel travel slightly further than the depth itself.
+        let z_max = scan.sound_speed * t_end / 2.0 - scan.wavelength();
         // Start 2 mm below the probe, or at the depth of the first recorded sample when the
         // acquisition starts later (pwi_disk: 9.95 us, 7.4 mm).
         let z_first = scan.sound_speed * t_first / 2.0;
