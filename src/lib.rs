@@ -17,5 +17,9 @@
 
 pub mod beamform;
 pub mod config;
+pub mod eval;
+pub mod grid;
 pub mod logging;
+pub mod operator;
 pub mod recording;
+pub mod simulate;

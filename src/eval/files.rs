@@ -1,0 +1,289 @@
+//! Reconstruction files and the ground truth they are evaluated against.
+//!
+//! A reconstruction file (HDF5) holds, for F frames on an nz x nx grid:
+//! - `recon/mean` (F, nz, nx) float32: the aeration estimate in [0, 1];
+//! - `recon/std` (F, nz, nx) float32, optional: its pixel-wise standard deviation;
+//! - `recon/aeration_ci` (F, 2) float64, optional: 95 % interval of the mean lung aeration;
+//! - `recon/grid_x` (nx), `recon/grid_z` (nz) float64, m;
+//! - attributes `method` (what made it) and `source` (the recording it came from).
+//!
+//! The ground truth is in the simulated recording: `pleura/aeration` (F, nz, nx),
+//! `pleura/grid_x`, `pleura/grid_z`, and `pleura/lung_mask` (F, nz, nx) uint8, the pixels
+//! over which mean aeration is taken (the whole image when absent).
+
+use std::path::{Path, PathBuf};
+
+use hdf5::types::VarLenUnicode;
+use ndarray::{Array1, Array2, Array3, Ix1, Ix2, Ix3};
+
+use crate::grid::{Grid, GridError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EvalFileError {
+    #[error("{path}: {what}: {source}")]
+    Hdf5 {
+        path: PathBuf,
+        what: String,
+        source: hdf5::Error,
+    },
+    #[error("{path}: {what}")]
+    Invalid { path: PathBuf, what: String },
+    #[error("reconstruction does not match the truth: {0}")]
+    Mismatch(String),
+    #[error("{path}: grid: {source}")]
+    Grid { path: PathBuf, source: GridError },
+}
+
+fn h5<T>(path: &Path, what: &str, r: hdf5::Result<T>) -> Result<T, EvalFileError> {
+    r.map_err(|source| EvalFileError::Hdf5 {
+        path: path.to_path_buf(),
+        what: what.to_string(),
+        source,
+    })
+}
+
+/// A reconstruction of a sequence.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Recon {
+    pub mean: Array3<f32>,
+    pub std: Option<Array3<f32>>,
+    pub aeration_ci: Option<Array2<f64>>,
+    pub grid: Grid,
+    pub method: String,
+    pub source: String,
+}
+
+/// Ground truth of a simulated sequence.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Truth {
+    pub aeration: Array3<f32>,
+    pub lung_mask: Option<Array3<bool>>,
+    pub grid: Grid,
+}
+
+fn read_grid(path: &Path, f: &hdf5::Group, prefix: &str) -> Result<Grid, EvalFileError> {
+    let x: Array1<f64> = h5(
+        path,
+        &format!("{prefix}/grid_x"),
+        f.dataset(&format!("{prefix}/grid_x"))
+            .and_then(|d| d.read::<f64, Ix1>()),
+    )?;
+    let z: Array1<f64> = h5(
+        path,
+        &format!("{prefix}/grid_z"),
+        f.dataset(&format!("{prefix}/grid_z"))
+            .and_then(|d| d.read::<f64, Ix1>()),
+    )?;
+    Grid::new(x.to_vec(), z.to_vec()).map_err(|source| EvalFileError::Grid {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn read_attr_string(g: &hdf5::Group, name: &str) -> Option<String> {
+    g.attr(name)
+        .and_then(|a| a.read_scalar::<VarLenUnicode>())
+        .ok()
+        .map(|s| s.as_str().to_string())
+}
+
+fn write_attr_string(
+    path: &Path,
+    g: &hdf5::Group,
+    name: &str,
+    v: &str,
+) -> Result<(), EvalFileError> {
+    let s: VarLenUnicode = v.parse().map_err(|_| EvalFileError::Invalid {
+        path: path.to_path_buf(),
+        what: format!("attribute {name} is not valid text"),
+    })?;
+    h5(
+        path,
+        name,
+        g.new_attr::<VarLenUnicode>()
+            .shape(())
+            .create(name)
+            .and_then(|a| a.write_scalar(&s)),
+    )
+}
+
+impl Recon {
+    /// Writes the reconstruction file (replacing an existing one).
+    pub fn write(&self, path: &Path) -> Result<(), EvalFileError> {
+        let f = h5(path, "create", hdf5::File::create(path))?;
+        let g = h5(path, "recon group", f.create_group("recon"))?;
+        h5(
+            path,
+            "recon/mean",
+            g.new_dataset_builder()
+                .with_data(&self.mean)
+                .create("mean")
+                .map(|_| ()),
+        )?;
+        if let Some(s) = &self.std {
+            h5(
+                path,
+                "recon/std",
+                g.new_dataset_builder()
+                    .with_data(s)
+                    .create("std")
+                    .map(|_| ()),
+            )?;
+        }
+        if let Some(ci) = &self.aeration_ci {
+            h5(
+                path,
+                "recon/aeration_ci",
+                g.new_dataset_builder()
+                    .with_data(ci)
+                    .create("aeration_ci")
+                    .map(|_| ()),
+            )?;
+        }
+        let gx = Array1::from(self.grid.x.clone());
+        let gz = Array1::from(self.grid.z.clone());
+        h5(
+            path,
+            "recon/grid_x",
+            g.new_dataset_builder()
+                .with_data(&gx)
+                .create("grid_x")
+                .map(|_| ()),
+        )?;
+        h5(
+            path,
+            "recon/grid_z",
+            g.new_dataset_builder()
+                .with_data(&gz)
+                .create("grid_z")
+                .map(|_| ()),
+        )?;
+        write_attr_string(path, &f, "method", &self.method)?;
+        write_attr_string(path, &f, "source", &self.source)?;
+        Ok(())
+    }
+
+    /// Reads a reconstruction file.
+    pub fn read(path: &Path) -> Result<Self, EvalFileError> {
+        let f = h5(path, "open", hdf5::File::open(path))?;
+        let mean: Array3<f32> = h5(
+            path,
+            "recon/mean",
+            f.dataset("recon/mean").and_then(|d| d.read::<f32, Ix3>()),
+        )?;
+        let std = match f.dataset("recon/std") {
+            Ok(d) => Some(h5(path, "recon/std", d.read::<f32, Ix3>())?),
+            Err(_) => None,
+        };
+        let aeration_ci = match f.dataset("recon/aeration_ci") {
+            Ok(d) => Some(h5(path, "recon/aeration_ci", d.read::<f64, Ix2>())?),
+            Err(_) => None,
+        };
+        let grid = read_grid(path, &f, "recon")?;
+        let (n, nz, nx) = mean.dim();
+        if (nz, nx) != (grid.nz(), grid.nx()) {
+            return Err(EvalFileError::Invalid {
+                path: path.to_path_buf(),
+                what: format!(
+                    "recon/mean is ({nz}, {nx}) per frame but the grid is ({}, {})",
+                    grid.nz(),
+                    grid.nx()
+                ),
+            });
+        }
+        if std.as_ref().is_some_and(|s| s.dim() != mean.dim()) {
+            return Err(EvalFileError::Invalid {
+                path: path.to_path_buf(),
+                what: "recon/std shape differs from recon/mean".into(),
+            });
+        }
+        if aeration_ci.as_ref().is_some_and(|c| c.dim() != (n, 2)) {
+            return Err(EvalFileError::Invalid {
+                path: path.to_path_buf(),
+                what: format!("recon/aeration_ci must be ({n}, 2)"),
+            });
+        }
+        Ok(Self {
+            mean,
+            std,
+            aeration_ci,
+            grid,
+            method: read_attr_string(&f, "method").unwrap_or_default(),
+            source: read_attr_string(&f, "source").unwrap_or_default(),
+        })
+    }
+}
+
+impl Truth {
+    /// Reads the ground truth under `pleura/` of a simulated recording.
+    pub fn read(path: &Path) -> Result<Self, EvalFileError> {
+        let f = h5(path, "open", hdf5::File::open(path))?;
+        let aeration: Array3<f32> = h5(
+            path,
+            "pleura/aeration",
+            f.dataset("pleura/aeration")
+                .and_then(|d| d.read::<f32, Ix3>()),
+        )?;
+        let lung_mask = match f.dataset("pleura/lung_mask") {
+            Ok(d) => Some(h5(path, "pleura/lung_mask", d.read::<u8, Ix3>())?.mapv(|v| v != 0)),
+            Err(_) => None,
+        };
+        let grid = read_grid(path, &f, "pleura")?;
+        if lung_mask
+            .as_ref()
+            .is_some_and(|m| m.dim() != aeration.dim())
+        {
+            return Err(EvalFileError::Invalid {
+                path: path.to_path_buf(),
+                what: "pleura/lung_mask shape differs from pleura/aeration".into(),
+            });
+        }
+        Ok(Self {
+            aeration,
+            lung_mask,
+            grid,
+        })
+    }
+}
+
+/// Evaluates `recon` against `truth` frame by frame.
+pub fn evaluate(recon: &Recon, truth: &Truth) -> Result<super::Summary, EvalFileError> {
+    if recon.mean.dim() != truth.aeration.dim() {
+        return Err(EvalFileError::Mismatch(format!(
+            "reconstruction is {:?} (frames, nz, nx) but the truth is {:?}",
+            recon.mean.dim(),
+            truth.aeration.dim()
+        )));
+    }
+    let tol = 1e-9;
+    let same = |a: &[f64], b: &[f64]| {
+        a.len() == b.len() && a.iter().zip(b).all(|(u, v)| (u - v).abs() < tol)
+    };
+    if !same(&recon.grid.x, &truth.grid.x) || !same(&recon.grid.z, &truth.grid.z) {
+        return Err(EvalFileError::Mismatch("the grids differ".into()));
+    }
+    let (n, nz, nx) = truth.aeration.dim();
+    let all = Array2::from_elem((nz, nx), true);
+    let frames = (0..n)
+        .map(|i| {
+            let mask = match &truth.lung_mask {
+                Some(m) => m.index_axis(ndarray::Axis(0), i).to_owned(),
+                None => all.clone(),
+            };
+            super::evaluate_frame(
+                i,
+                &super::FrameInput {
+                    truth: truth.aeration.index_axis(ndarray::Axis(0), i),
+                    recon: recon.mean.index_axis(ndarray::Axis(0), i),
+                    lung_mask: mask.view(),
+                    recon_std: recon
+                        .std
+                        .as_ref()
+                        .map(|s| s.index_axis(ndarray::Axis(0), i)),
+                    mean_ci: recon.aeration_ci.as_ref().map(|c| [c[[i, 0]], c[[i, 1]]]),
+                },
+            )
+        })
+        .collect();
+    Ok(super::summarize(frames))
+}

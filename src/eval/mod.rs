@@ -1,0 +1,215 @@
+//! Image and aeration metrics of a reconstruction against the simulated ground truth.
+
+pub mod files;
+
+use ndarray::{Array2, ArrayView2};
+
+use crate::simulate::phantom::category;
+
+/// SSIM constants of Wang, Bovik, Sheikh & Simoncelli (2004), "Image quality assessment:
+/// from error visibility to structural similarity", IEEE TIP 13(4): K1 = 0.01, K2 = 0.03,
+/// an 11 x 11 circular-symmetric Gaussian window of standard deviation 1.5 pixels.
+pub const SSIM_K1: f64 = 0.01;
+pub const SSIM_K2: f64 = 0.03;
+pub const SSIM_WINDOW: usize = 11;
+pub const SSIM_SIGMA: f64 = 1.5;
+
+/// Peak signal-to-noise ratio for images of dynamic range `range`, dB
+/// (infinite for identical images).
+pub fn psnr(a: ArrayView2<f32>, b: ArrayView2<f32>, range: f64) -> f64 {
+    let mse = a
+        .iter()
+        .zip(b.iter())
+        .map(|(x, y)| (*x as f64 - *y as f64).powi(2))
+        .sum::<f64>()
+        / a.len().max(1) as f64;
+    10.0 * (range * range / mse).log10()
+}
+
+fn gaussian_window() -> Array2<f64> {
+    let r = (SSIM_WINDOW / 2) as f64;
+    let w = Array2::from_shape_fn((SSIM_WINDOW, SSIM_WINDOW), |(i, j)| {
+        let (di, dj) = (i as f64 - r, j as f64 - r);
+        (-(di * di + dj * dj) / (2.0 * SSIM_SIGMA * SSIM_SIGMA)).exp()
+    });
+    let s = w.sum();
+    w / s
+}
+
+/// Mean SSIM over the valid window positions (Wang et al. 2004, as their reference
+/// `ssim_index.m` with `filter2(..., 'valid')`), for images of dynamic range `range`.
+/// Images smaller than the window are compared with one window covering them (weights
+/// cropped and renormalised).
+pub fn ssim(a: ArrayView2<f32>, b: ArrayView2<f32>, range: f64) -> f64 {
+    let (nz, nx) = a.dim();
+    let full = gaussian_window();
+    let (wz, wx) = (SSIM_WINDOW.min(nz), SSIM_WINDOW.min(nx));
+    let oz = (SSIM_WINDOW - wz) / 2;
+    let ox = (SSIM_WINDOW - wx) / 2;
+    let mut w = full.slice(ndarray::s![oz..oz + wz, ox..ox + wx]).to_owned();
+    let s = w.sum();
+    w /= s;
+    let c1 = (SSIM_K1 * range).powi(2);
+    let c2 = (SSIM_K2 * range).powi(2);
+    let (pz, px) = (nz - wz + 1, nx - wx + 1);
+    let mut total = 0.0;
+    for i in 0..pz {
+        for j in 0..px {
+            let (mut ma, mut mb, mut saa, mut sbb, mut sab) = (0.0, 0.0, 0.0, 0.0, 0.0);
+            for u in 0..wz {
+                for v in 0..wx {
+                    let g = w[[u, v]];
+                    let x = a[[i + u, j + v]] as f64;
+                    let y = b[[i + u, j + v]] as f64;
+                    ma += g * x;
+                    mb += g * y;
+                    saa += g * x * x;
+                    sbb += g * y * y;
+                    sab += g * x * y;
+                }
+            }
+            let va = saa - ma * ma;
+            let vb = sbb - mb * mb;
+            let cov = sab - ma * mb;
+            total += ((2.0 * ma * mb + c1) * (2.0 * cov + c2))
+                / ((ma * ma + mb * mb + c1) * (va + vb + c2));
+        }
+    }
+    total / (pz * px) as f64
+}
+
+/// Mean of `img` over the pixels where `mask` is set (all pixels when none is).
+pub fn masked_mean(img: ArrayView2<f32>, mask: ArrayView2<bool>) -> f64 {
+    let (mut s, mut n) = (0.0, 0usize);
+    for (v, m) in img.iter().zip(mask.iter()) {
+        if *m {
+            s += *v as f64;
+            n += 1;
+        }
+    }
+    if n == 0 {
+        img.iter().map(|v| *v as f64).sum::<f64>() / img.len().max(1) as f64
+    } else {
+        s / n as f64
+    }
+}
+
+/// Metrics of one frame.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct FrameMetrics {
+    pub frame: usize,
+    pub psnr_db: f64,
+    pub ssim: f64,
+    pub mean_aeration_truth: f64,
+    pub mean_aeration_recon: f64,
+    pub mean_aeration_abs_error: f64,
+    pub category_truth: u8,
+    pub category_recon: u8,
+    /// Whether the reconstruction's 95 % interval of the mean aeration holds the truth.
+    pub mean_ci_covers: Option<bool>,
+    /// Fraction of pixels whose 95 % interval (mean +- 1.96 std) holds the truth.
+    pub pixel_coverage_95: Option<f64>,
+}
+
+/// Metrics of a whole sequence.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Summary {
+    pub frames: Vec<FrameMetrics>,
+    pub mean_psnr_db: f64,
+    pub mean_ssim: f64,
+    pub mean_aeration_mae: f64,
+    pub category_accuracy: f64,
+    pub mean_ci_coverage: Option<f64>,
+    pub pixel_coverage_95: Option<f64>,
+}
+
+/// Per-frame inputs of [`evaluate_frame`].
+pub struct FrameInput<'a> {
+    pub truth: ArrayView2<'a, f32>,
+    pub recon: ArrayView2<'a, f32>,
+    pub lung_mask: ArrayView2<'a, bool>,
+    pub recon_std: Option<ArrayView2<'a, f32>>,
+    pub mean_ci: Option<[f64; 2]>,
+}
+
+/// z of the two-sided 95 % normal interval.
+pub const Z95: f64 = 1.959_963_984_540_054;
+
+pub fn evaluate_frame(frame: usize, f: &FrameInput) -> FrameMetrics {
+    let mt = masked_mean(f.truth, f.lung_mask);
+    let mr = masked_mean(f.recon, f.lung_mask);
+    let pixel_coverage_95 = f.recon_std.map(|sd| {
+        let hit = f
+            .truth
+            .iter()
+            .zip(f.recon.iter())
+            .zip(sd.iter())
+            .filter(|((t, m), s)| (**t as f64 - **m as f64).abs() <= Z95 * **s as f64)
+            .count();
+        hit as f64 / f.truth.len().max(1) as f64
+    });
+    FrameMetrics {
+        frame,
+        psnr_db: psnr(f.truth, f.recon, 1.0),
+        ssim: ssim(f.truth, f.recon, 1.0),
+        mean_aeration_truth: mt,
+        mean_aeration_recon: mr,
+        mean_aeration_abs_error: (mt - mr).abs(),
+        category_truth: category(mt),
+        category_recon: category(mr),
+        mean_ci_covers: f.mean_ci.map(|[lo, hi]| lo <= mt && mt <= hi),
+        pixel_coverage_95,
+    }
+}
+
+pub fn summarize(frames: Vec<FrameMetrics>) -> Summary {
+    let n = frames.len().max(1) as f64;
+    let mean = |g: &dyn Fn(&FrameMetrics) -> f64| frames.iter().map(g).sum::<f64>() / n;
+    let ci: Vec<bool> = frames.iter().filter_map(|f| f.mean_ci_covers).collect();
+    let px: Vec<f64> = frames.iter().filter_map(|f| f.pixel_coverage_95).collect();
+    Summary {
+        mean_psnr_db: mean(&|f| f.psnr_db),
+        mean_ssim: mean(&|f| f.ssim),
+        mean_aeration_mae: mean(&|f| f.mean_aeration_abs_error),
+        category_accuracy: mean(&|f| (f.category_truth == f.category_recon) as u8 as f64),
+        mean_ci_coverage: (!ci.is_empty())
+            .then(|| ci.iter().filter(|c| **c).count() as f64 / ci.len() as f64),
+        pixel_coverage_95: (!px.is_empty()).then(|| px.iter().sum::<f64>() / px.len() as f64),
+        frames,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::Array2;
+
+    #[test]
+    fn psnr_of_known_error() {
+        let a = Array2::<f32>::zeros((4, 4));
+        let b = Array2::<f32>::from_elem((4, 4), 0.1);
+        assert!((psnr(a.view(), b.view(), 1.0) - 20.0).abs() < 1e-5);
+    }
+
+    #[test]
+    fn ssim_of_identical_is_one_and_coverage_counts() {
+        let a = Array2::from_shape_fn((16, 16), |(i, j)| ((i * 7 + j * 3) % 11) as f32 / 10.0);
+        assert!((ssim(a.view(), a.view(), 1.0) - 1.0).abs() < 1e-12);
+        let mask = Array2::from_elem((16, 16), true);
+        let sd = Array2::from_elem((16, 16), 0.01f32);
+        let shifted = &a + 0.015f32;
+        let m = evaluate_frame(
+            0,
+            &FrameInput {
+                truth: a.view(),
+                recon: shifted.view(),
+                lung_mask: mask.view(),
+                recon_std: Some(sd.view()),
+                mean_ci: Some([0.0, 0.1]),
+            },
+        );
+        assert_eq!(m.pixel_coverage_95, Some(1.0));
+        assert_eq!(m.mean_ci_covers, Some(false));
+        assert!((m.mean_aeration_abs_error - 0.015).abs() < 1e-6);
+    }
+}

@@ -1,0 +1,631 @@
+//! The measurement operator A: aeration image on a [`Grid`] -> channel data of a [`Scan`].
+//!
+//! First-order (Born) pulse-echo model, see `docs/physics.md`. Each pixel is a point
+//! scatterer of reflectivity equal to its aeration. For transmit `t`, pixel `p` and receive
+//! element `e`, the echo arrives at
+//!
+//! tau = (d_tx(t, p) + |p - e|) / c, sample s = (tau - initial_times[t]) * fs,
+//!
+//! where d_tx follows zea's generic transmit model: d_tx = min over firing elements of
+//! (t0_delays[t, e'] c + |p - e'|) for pixels before the focus (always, for plane and
+//! diverging waves), the max after it. The echo is the probe's pulse-echo impulse response
+//! ([`pulse::Pulse`]) centred at tau, scaled by
+//!
+//! - transmit: the apodization and directivity of the element whose wavelet defines the
+//!   wavefront at p, and for focused/diverging waves cylindrical spreading from the virtual
+//!   source sqrt(|f| / max(|p - v|, lambda));
+//! - receive: element directivity (soft baffle, Selfridge et al. 1980:
+//!   sinc(pi w sin(theta) / lambda) cos(theta), w the element width) and cylindrical
+//!   spreading sqrt(lambda / max(|p - e|, lambda)).
+//!
+//! I/Q scans (n_ch = 2) get the analytic echo demodulated at `demodulation_frequency`
+//! with absolute time (transmit t = 0): envelope(t - tau) exp(2 pi i (fc - fd)(t - tau))
+//! exp(-2 pi i fd tau), channel 0 = I, 1 = Q.
+//!
+//! # Implementation
+//!
+//! Matrix-free on candle tensors. Built once per (scan, grid): for every pixel and every
+//! (transmit, element) pair, the two linear-interpolation taps of the echo time on a time
+//! axis `upsampling` times finer than the data (u32 target index + f32 weight, times the
+//! I/Q phase for n_ch = 2). `forward` scatters pixel values onto that fine axis with
+//! `index_add`, then convolves with the sampled pulse and decimates in one strided
+//! `conv1d`; both ops have candle backward passes, so autograd differentiates through
+//! `forward`. `adjoint` is the exact transpose: `conv_transpose1d` then `index_select` and
+//! a weighted sum per pixel.
+
+pub mod pulse;
+
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::{Arc, Mutex};
+
+use candle_core::{DType, Device, Tensor};
+use ndarray::{Array2, Array3, Array4};
+use rayon::prelude::*;
+
+use crate::grid::Grid;
+use crate::recording::{Scan, TransmitKind};
+use pulse::{Pulse, DEFAULT_FRACTIONAL_BANDWIDTH};
+
+/// Errors building or applying the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum OperatorError {
+    #[error("scan field {field} is invalid for the measurement operator: {value}")]
+    InvalidScan { field: &'static str, value: String },
+    #[error("operator option {field} is invalid: {value}")]
+    InvalidOption { field: &'static str, value: String },
+    #[error("{what} tensor has shape {got:?}, expected {expected:?} with an optional leading batch dimension")]
+    Shape {
+        what: &'static str,
+        got: Vec<usize>,
+        expected: Vec<usize>,
+    },
+    #[error("array is not contiguous in memory order: {what}")]
+    Layout { what: &'static str },
+    #[error("tensor operation failed: {0}")]
+    Candle(#[from] candle_core::Error),
+}
+
+/// Options of the operator beyond what the scan says.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct OperatorOptions {
+    /// Pulse-echo fractional bandwidth when the scan has none
+    /// (default [`DEFAULT_FRACTIONAL_BANDWIDTH`]).
+    pub default_fractional_bandwidth: f64,
+    /// Fine time axis oversampling factor; `None` picks enough for 16 samples per period
+    /// of the highest significant frequency of the (RF or baseband) pulse.
+    pub upsampling: Option<usize>,
+}
+
+impl Default for OperatorOptions {
+    fn default() -> Self {
+        Self {
+            default_fractional_bandwidth: DEFAULT_FRACTIONAL_BANDWIDTH,
+            upsampling: None,
+        }
+    }
+}
+
+/// Fine samples per period of the highest significant pulse frequency used by default.
+const FINE_SAMPLES_PER_PERIOD: f64 = 16.0;
+
+/// The linear measurement operator A of one (scan, grid), with its adjoint.
+///
+/// Images are f32 tensors (nz, nx) or (batch, nz, nx); data are f32 tensors
+/// (n_tx, n_ax, n_el, n_ch) or (batch, n_tx, n_ax, n_el, n_ch) — the zea frame layout.
+#[derive(Debug)]
+pub struct MeasurementOperator {
+    n_tx: usize,
+    n_ax: usize,
+    n_el: usize,
+    n_ch: usize,
+    nz: usize,
+    nx: usize,
+    /// Scatter channels per (transmit, element): 1 for RF, 2 (re, im) for I/Q.
+    c_in: usize,
+    upsampling: usize,
+    fine_len: usize,
+    /// Entries per pixel: n_tx * n_el * 2 taps * c_in.
+    per_pixel: usize,
+    /// Fine-axis target of each entry, u32, (n_pixels * per_pixel).
+    targets: Tensor,
+    /// Weight of each entry, f32, (n_pixels, per_pixel).
+    weights: Tensor,
+    /// Pulse kernel for the strided conv1d, f32, (n_ch, c_in, 2 * half + 1).
+    kernel: Tensor,
+    pulse: Pulse,
+    device: Device,
+}
+
+/// zea's transmit distance of pixel `p` for transmit `tx`, with the index of the element
+/// whose wavelet defines it; `None` when no element fires.
+fn transmit_distance(scan: &Scan, tx: usize, px: f64, pz: f64) -> Option<(f64, usize)> {
+    let c = scan.sound_speed;
+    let after_focus = match scan.transmit_kind(tx) {
+        TransmitKind::Focused => {
+            pz > scan.polar_angles.get(tx).copied().unwrap_or(0.0).cos() * scan.focus_distances[tx]
+        }
+        TransmitKind::Plane | TransmitKind::Diverging => false,
+    };
+    let mut best: Option<(f64, usize)> = None;
+    for e in 0..scan.n_el() {
+        if scan.tx_apodizations[[tx, e]] == 0.0 {
+            continue;
+        }
+        let ex = scan.probe_geometry[[e, 0]];
+        let ez = scan.probe_geometry[[e, 2]];
+        let d = scan.t0_delays[[tx, e]] * c + ((px - ex).powi(2) + (pz - ez).powi(2)).sqrt();
+        let better = match best {
+            None => true,
+            Some((b, _)) => {
+                if after_focus {
+                    d > b
+                } else {
+                    d < b
+                }
+            }
+        };
+        if better {
+            best = Some((d, e));
+        }
+    }
+    best
+}
+
+/// Soft-baffle element directivity (Selfridge, Kino & Khuri-Yakub 1980):
+/// sinc(pi w sin(theta) / lambda) cos(theta), theta from the element normal (+z).
+pub fn directivity(width: f64, wavelength: f64, dx: f64, dz: f64) -> f64 {
+    let r = (dx * dx + dz * dz).sqrt();
+    if r == 0.0 {
+        return 1.0;
+    }
+    let sin_t = dx / r;
+    let cos_t = (dz / r).max(0.0);
+    let a = std::f64::consts::PI * width * sin_t / wavelength;
+    let sinc = if a.abs() < 1e-12 { 1.0 } else { a.sin() / a };
+    sinc * cos_t
+}
+
+fn invalid(field: &'static str, value: impl std::fmt::Display) -> OperatorError {
+    OperatorError::InvalidScan {
+        field,
+        value: value.to_string(),
+    }
+}
+
+fn validate(scan: &Scan) -> Result<(), OperatorError> {
+    let (n_tx, n_el) = (scan.n_tx(), scan.n_el());
+    let positive = |field, v: f64| {
+        if v.is_finite() && v > 0.0 {
+            Ok(())
+        } else {
+            Err(invalid(field, v))
+        }
+    };
+    positive("sampling_frequency", scan.sampling_frequency)?;
+    positive("center_frequency", scan.center_frequency)?;
+    positive("sound_speed", scan.sound_speed)?;
+    if n_tx == 0 {
+        return Err(invalid("initial_times", "no transmits"));
+    }
+    if n_el == 0 || scan.probe_geometry.ncols() != 3 {
+        return Err(invalid(
+            "probe_geometry",
+            format!("shape {:?}", scan.probe_geometry.dim()),
+        ));
+    }
+    if scan.n_ax == 0 {
+        return Err(invalid("n_ax", 0));
+    }
+    if scan.n_ch != 1 && scan.n_ch != 2 {
+        return Err(invalid("n_ch", scan.n_ch));
+    }
+    if scan.t0_delays.dim() != (n_tx, n_el) {
+        return Err(invalid(
+            "t0_delays",
+            format!(
+                "shape {:?}, expected ({n_tx}, {n_el})",
+                scan.t0_delays.dim()
+            ),
+        ));
+    }
+    if scan.tx_apodizations.dim() != (n_tx, n_el) {
+        return Err(invalid(
+            "tx_apodizations",
+            format!(
+                "shape {:?}, expected ({n_tx}, {n_el})",
+                scan.tx_apodizations.dim()
+            ),
+        ));
+    }
+    if scan.focus_distances.len() != n_tx {
+        return Err(invalid(
+            "focus_distances",
+            format!("{} values for {n_tx} transmits", scan.focus_distances.len()),
+        ));
+    }
+    if scan.transmit_origins.dim() != (n_tx, 3) {
+        return Err(invalid(
+            "transmit_origins",
+            format!("shape {:?}", scan.transmit_origins.dim()),
+        ));
+    }
+    if scan.polar_angles.len() != n_tx {
+        return Err(invalid(
+            "polar_angles",
+            format!("{} values for {n_tx} transmits", scan.polar_angles.len()),
+        ));
+    }
+    for tx in 0..n_tx {
+        if (0..n_el).all(|e| scan.tx_apodizations[[tx, e]] == 0.0) {
+            return Err(invalid(
+                "tx_apodizations",
+                format!("transmit {tx} fires no element"),
+            ));
+        }
+    }
+    if let Some(b) = scan.fractional_bandwidth {
+        positive("fractional_bandwidth", b)?;
+    }
+    if let Some(w) = scan.element_width {
+        if !(w.is_finite() && w >= 0.0) {
+            return Err(invalid("element_width", w));
+        }
+    }
+    Ok(())
+}
+
+impl MeasurementOperator {
+    /// Builds the operator of `scan` on `grid`, its tables living on `device`.
+    pub fn new(
+        scan: &Scan,
+        grid: &Grid,
+        options: OperatorOptions,
+        device: &Device,
+    ) -> Result<Self, OperatorError> {
+        validate(scan)?;
+        let b = scan
+            .fractional_bandwidth
+            .unwrap_or(options.default_fractional_bandwidth);
+        if !(b.is_finite() && b > 0.0) {
+            return Err(OperatorError::InvalidOption {
+                field: "default_fractional_bandwidth",
+                value: b.to_string(),
+            });
+        }
+        let pulse = Pulse {
+            center_frequency: scan.center_frequency,
+            fractional_bandwidth: b,
+        };
+        let (n_tx, n_el, n_ax, n_ch) = (scan.n_tx(), scan.n_el(), scan.n_ax, scan.n_ch);
+        let fs = scan.sampling_frequency;
+        let fc = scan.center_frequency;
+        let fd = if n_ch == 2 {
+            scan.demodulation_frequency
+        } else {
+            0.0
+        };
+        let c_in = n_ch;
+        let f_hi = (fc - fd).abs() + 0.5 * b * fc;
+        let upsampling = match options.upsampling {
+            Some(0) => {
+                return Err(OperatorError::InvalidOption {
+                    field: "upsampling",
+                    value: "0".into(),
+                })
+            }
+            Some(u) => u,
+            None => ((FINE_SAMPLES_PER_PERIOD * f_hi / fs).ceil() as usize).max(1),
+        };
+        let fine_fs = fs * upsampling as f64;
+        let half = (pulse.half_length() * fine_fs).ceil() as usize;
+        let fine_len = n_ax * upsampling + 2 * half;
+        let total_fine = n_tx * n_el * c_in * fine_len;
+        if total_fine > u32::MAX as usize {
+            return Err(OperatorError::InvalidOption {
+                field: "upsampling",
+                value: format!(
+                    "{upsampling} gives {total_fine} fine samples, more than u32 indices hold"
+                ),
+            });
+        }
+
+        let c = scan.sound_speed;
+        let lambda = c / fc;
+        let width = scan.element_width.unwrap_or_else(|| scan.pitch());
+        let per_pixel = n_tx * n_el * 2 * c_in;
+        let (nz, nx) = (grid.nz(), grid.nx());
+        let n_pix = nz * nx;
+
+        let mut targets = vec![0u32; n_pix * per_pixel];
+        let mut weights = vec![0f32; n_pix * per_pixel];
+        targets
+            .par_chunks_mut(per_pixel)
+            .zip(weights.par_chunks_mut(per_pixel))
+            .enumerate()
+            .for_each(|(p, (tg, wt))| {
+                let (pz, px) = (grid.z[p / nx], grid.x[p % nx]);
+                for tx in 0..n_tx {
+                    let Some((d_tx, e_tx)) = transmit_distance(scan, tx, px, pz) else {
+                        continue;
+                    };
+                    let ex = scan.probe_geometry[[e_tx, 0]];
+                    let ez = scan.probe_geometry[[e_tx, 2]];
+                    let mut a_tx = scan.tx_apodizations[[tx, e_tx]]
+                        * directivity(width, lambda, px - ex, pz - ez);
+                    if scan.transmit_kind(tx) != TransmitKind::Plane {
+                        let f = scan.focus_distances[tx];
+                        let th = scan.polar_angles[tx];
+                        let vx = scan.transmit_origins[[tx, 0]] + f * th.sin();
+                        let vz = scan.transmit_origins[[tx, 2]] + f * th.cos();
+                        let r = ((px - vx).powi(2) + (pz - vz).powi(2)).sqrt();
+                        a_tx *= (f.abs() / r.max(lambda)).sqrt();
+                    }
+                    for e in 0..n_el {
+                        let ex = scan.probe_geometry[[e, 0]];
+                        let ez = scan.probe_geometry[[e, 2]];
+                        let d_rx = ((px - ex).powi(2) + (pz - ez).powi(2)).sqrt();
+                        let a = a_tx
+                            * directivity(width, lambda, px - ex, pz - ez)
+                            * (lambda / d_rx.max(lambda)).sqrt();
+                        let tau = (d_tx + d_rx) / c;
+                        let q = (tau - scan.initial_times[tx]) * fine_fs + half as f64;
+                        let q0 = q.floor();
+                        let frac = q - q0;
+                        let phase = 2.0 * std::f64::consts::PI * fd * tau;
+                        let chan = if c_in == 2 {
+                            [phase.cos(), -phase.sin()]
+                        } else {
+                            [1.0, 0.0]
+                        };
+                        let base = ((tx * n_el + e) * 2) * c_in;
+                        for (k, tap_w) in [(0usize, 1.0 - frac), (1, frac)] {
+                            let idx = q0 + k as f64;
+                            if idx < 0.0 || idx >= fine_len as f64 {
+                                continue;
+                            }
+                            for (ci, cw) in chan.iter().enumerate().take(c_in) {
+                                let slot = base + k * c_in + ci;
+                                let row = ((tx * n_el + e) * c_in + ci) * fine_len;
+                                tg[slot] = (row + idx as usize) as u32;
+                                wt[slot] = (a * tap_w * cw) as f32;
+                            }
+                        }
+                    }
+                }
+            });
+
+        // Output sample n sits at fine index n U + half; conv1d computes
+        // out[n] = sum_k w[k] fine[n U + k], and an echo centred at fine index m adds
+        // pulse((n U + half - m) / fine_fs) to out[n], so with m = n U + k,
+        // w[k] = pulse((half - k) / fine_fs).
+        let klen = 2 * half + 1;
+        let mut kernel = vec![0f32; n_ch * c_in * klen];
+        for k in 0..klen {
+            let t = (half as f64 - k as f64) / fine_fs;
+            if n_ch == 1 {
+                kernel[k] = pulse.rf(t) as f32;
+            } else {
+                let (re, im) = pulse.baseband(t, fd);
+                // [out][in]: I <- re*d_re - im*d_im, Q <- im*d_re + re*d_im.
+                kernel[k] = re as f32;
+                kernel[klen + k] = -im as f32;
+                kernel[2 * klen + k] = im as f32;
+                kernel[3 * klen + k] = re as f32;
+            }
+        }
+
+        Ok(Self {
+            n_tx,
+            n_ax,
+            n_el,
+            n_ch,
+            nz,
+            nx,
+            c_in,
+            upsampling,
+            fine_len,
+            per_pixel,
+            targets: Tensor::from_vec(targets, n_pix * per_pixel, device)?,
+            weights: Tensor::from_vec(weights, (n_pix, per_pixel), device)?,
+            kernel: Tensor::from_vec(kernel, (n_ch, c_in, klen), device)?,
+            pulse,
+            device: device.clone(),
+        })
+    }
+
+    /// Image shape (nz, nx).
+    pub fn image_shape(&self) -> (usize, usize) {
+        (self.nz, self.nx)
+    }
+
+    /// Data shape (n_tx, n_ax, n_el, n_ch).
+    pub fn data_shape(&self) -> (usize, usize, usize, usize) {
+        (self.n_tx, self.n_ax, self.n_el, self.n_ch)
+    }
+
+    /// The pulse-echo impulse response used.
+    pub fn pulse(&self) -> Pulse {
+        self.pulse
+    }
+
+    /// Fine time axis oversampling factor used.
+    pub fn upsampling(&self) -> usize {
+        self.upsampling
+    }
+
+    /// The device the operator's tables live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Bytes held by the precomputed tables.
+    pub fn table_bytes(&self) -> usize {
+        (self.targets.elem_count() + self.weights.elem_count() + self.kernel.elem_count()) * 4
+    }
+
+    /// A x: image (nz, nx) or (b, nz, nx) -> data (n_tx, n_ax, n_el, n_ch) or
+    /// (b, n_tx, n_ax, n_el, n_ch). Differentiable with candle autograd.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor, OperatorError> {
+        let (b, batched) = match *x.dims() {
+            [nz, nx] if (nz, nx) == (self.nz, self.nx) => (1, false),
+            [b, nz, nx] if (nz, nx) == (self.nz, self.nx) => (b, true),
+            _ => {
+                return Err(OperatorError::Shape {
+                    what: "image",
+                    got: x.dims().to_vec(),
+                    expected: vec![self.nz, self.nx],
+                })
+            }
+        };
+        let n_pix = self.nz * self.nx;
+        let src = x
+            .to_dtype(DType::F32)?
+            .reshape((b, n_pix, 1))?
+            .broadcast_mul(&self.weights.unsqueeze(0)?)?
+            .reshape((b, n_pix * self.per_pixel))?;
+        let total = self.n_tx * self.n_el * self.c_in * self.fine_len;
+        let fine = Tensor::zeros((b, total), DType::F32, &self.device)?.index_add(
+            &self.targets,
+            &src,
+            1,
+        )?;
+        let fine = fine.reshape((b * self.n_tx * self.n_el, self.c_in, self.fine_len))?;
+        let y = fine.conv1d(&self.kernel, 0, self.upsampling, 1, 1)?;
+        let y = y
+            .reshape((b, self.n_tx, self.n_el, self.n_ch, self.n_ax))?
+            .permute((0, 1, 4, 2, 3))?
+            .contiguous()?;
+        Ok(if batched { y } else { y.squeeze(0)? })
+    }
+
+    /// A^T y: data (n_tx, n_ax, n_el, n_ch) or (b, ...) -> image (nz, nx) or (b, nz, nx);
+    /// the exact transpose of [`forward`](Self::forward).
+    pub fn adjoint(&self, y: &Tensor) -> Result<Tensor, OperatorError> {
+        let d = (self.n_tx, self.n_ax, self.n_el, self.n_ch);
+        let (b, batched) = match *y.dims() {
+            [t, a, e, c] if (t, a, e, c) == d => (1, false),
+            [b, t, a, e, c] if (t, a, e, c) == d => (b, true),
+            _ => {
+                return Err(OperatorError::Shape {
+                    what: "data",
+                    got: y.dims().to_vec(),
+                    expected: vec![d.0, d.1, d.2, d.3],
+                })
+            }
+        };
+        let y = y
+            .to_dtype(DType::F32)?
+            .reshape((b, self.n_tx, self.n_ax, self.n_el, self.n_ch))?
+            .permute((0, 1, 3, 4, 2))?
+            .contiguous()?
+            .reshape((b * self.n_tx * self.n_el, self.n_ch, self.n_ax))?;
+        let klen = self.kernel.dim(2)?;
+        let out_padding = self.fine_len - ((self.n_ax - 1) * self.upsampling + klen);
+        let fine = y.conv_transpose1d(&self.kernel, 0, out_padding, self.upsampling, 1, 1)?;
+        let total = self.n_tx * self.n_el * self.c_in * self.fine_len;
+        let n_pix = self.nz * self.nx;
+        let x = fine
+            .reshape((b, total))?
+            .index_select(&self.targets, 1)?
+            .reshape((b, n_pix, self.per_pixel))?
+            .broadcast_mul(&self.weights.unsqueeze(0)?)?
+            .sum(2)?
+            .reshape((b, self.nz, self.nx))?;
+        Ok(if batched { x } else { x.squeeze(0)? })
+    }
+
+    /// Image array (nz, nx) -> tensor on the operator's device.
+    pub fn image_tensor(&self, x: &Array2<f32>) -> Result<Tensor, OperatorError> {
+        let v: Vec<f32> = x.iter().copied().collect();
+        Ok(Tensor::from_vec(v, x.dim(), &self.device)?)
+    }
+
+    /// Frame array (n_tx, n_ax, n_el, n_ch) -> tensor on the operator's device.
+    pub fn data_tensor(&self, y: &Array4<f32>) -> Result<Tensor, OperatorError> {
+        let v: Vec<f32> = y.iter().copied().collect();
+        Ok(Tensor::from_vec(v, y.dim(), &self.device)?)
+    }
+
+    /// A x on arrays.
+    pub fn forward_array(&self, x: &Array2<f32>) -> Result<Array4<f32>, OperatorError> {
+        let y = self.forward(&self.image_tensor(x)?)?;
+        let v = y.flatten_all()?.to_vec1::<f32>()?;
+        Array4::from_shape_vec(self.data_shape(), v).map_err(|_| OperatorError::Layout {
+            what: "forward output",
+        })
+    }
+
+    /// A^T y on arrays.
+    pub fn adjoint_array(&self, y: &Array4<f32>) -> Result<Array2<f32>, OperatorError> {
+        let x = self.adjoint(&self.data_tensor(y)?)?;
+        let v = x.flatten_all()?.to_vec1::<f32>()?;
+        Array2::from_shape_vec((self.nz, self.nx), v).map_err(|_| OperatorError::Layout {
+            what: "adjoint output",
+        })
+    }
+}
+
+/// Tensor (b, nz, nx) -> array, for callers working with ndarray.
+pub fn tensor_to_array3(t: &Tensor) -> Result<Array3<f32>, OperatorError> {
+    let (b, nz, nx) = t.dims3()?;
+    let v = t.flatten_all()?.to_vec1::<f32>()?;
+    Array3::from_shape_vec((b, nz, nx), v).map_err(|_| OperatorError::Layout {
+        what: "image batch",
+    })
+}
+
+/// Hash of everything the operator depends on: scan, grid, options and device.
+pub fn fingerprint(scan: &Scan, grid: &Grid, options: &OperatorOptions, device: &Device) -> u64 {
+    let mut h = DefaultHasher::new();
+    let mut f = |v: f64| v.to_bits().hash(&mut h);
+    scan.probe_geometry.iter().for_each(|v| f(*v));
+    scan.t0_delays.iter().for_each(|v| f(*v));
+    scan.tx_apodizations.iter().for_each(|v| f(*v));
+    scan.transmit_origins.iter().for_each(|v| f(*v));
+    scan.initial_times.iter().for_each(|v| f(*v));
+    scan.polar_angles.iter().for_each(|v| f(*v));
+    scan.focus_distances.iter().for_each(|v| f(*v));
+    for v in [
+        scan.sampling_frequency,
+        scan.center_frequency,
+        scan.demodulation_frequency,
+        scan.sound_speed,
+        scan.element_width.unwrap_or(-1.0),
+        scan.fractional_bandwidth.unwrap_or(-1.0),
+        options.default_fractional_bandwidth,
+    ] {
+        f(v);
+    }
+    (scan.n_ax, scan.n_ch, scan.n_el(), options.upsampling).hash(&mut h);
+    grid.hash_into(&mut h);
+    format!("{:?}", device.location()).hash(&mut h);
+    h.finish()
+}
+
+/// Operators built once and shared, keyed by [`fingerprint`].
+#[derive(Default)]
+pub struct OperatorCache {
+    map: Mutex<HashMap<u64, Arc<MeasurementOperator>>>,
+}
+
+impl OperatorCache {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The operator of (scan, grid, options) on `device`, built on first use.
+    pub fn get(
+        &self,
+        scan: &Scan,
+        grid: &Grid,
+        options: OperatorOptions,
+        device: &Device,
+    ) -> Result<Arc<MeasurementOperator>, OperatorError> {
+        let key = fingerprint(scan, grid, &options, device);
+        if let Some(op) = self.lock().get(&key) {
+            return Ok(op.clone());
+        }
+        let op = Arc::new(MeasurementOperator::new(scan, grid, options, device)?);
+        self.lock().insert(key, op.clone());
+        Ok(op)
+    }
+
+    /// Number of operators held.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<MeasurementOperator>>> {
+        // A panic while holding the lock cannot leave the map half-updated (insert is
+        // atomic from our side), so a poisoned lock is still usable.
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests;
