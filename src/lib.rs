@@ -17,9 +17,12 @@
 
 pub mod beamform;
 pub mod config;
+pub mod device;
+pub mod diffusion;
 pub mod eval;
 pub mod grid;
 pub mod logging;
 pub mod operator;
 pub mod recording;
 pub mod simulate;
+pub mod train;

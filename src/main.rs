@@ -28,6 +28,14 @@ struct Cli {
 enum Command {
     /// Validate a zea recording and print a summary of it.
     Info(cli::info::Args),
+    /// Train the diffusion prior on aeration images.
+    Train(cli::train::Args),
+    /// Draw unconditional samples from the diffusion prior.
+    Sample(cli::sample::Args),
+    /// Memorisation check and aeration statistics of the diffusion prior.
+    EvalPrior(cli::eval_prior::Args),
+    /// Speed measurements.
+    Bench(cli::bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -35,6 +43,10 @@ fn main() -> ExitCode {
     logging::init(cli.log.as_deref(), cli.log_format);
     let result = match cli.command {
         Command::Info(args) => cli::info::run(args),
+        Command::Train(args) => cli::train::run(args),
+        Command::Sample(args) => cli::sample::run(args),
+        Command::EvalPrior(args) => cli::eval_prior::run(args),
+        Command::Bench(args) => cli::bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

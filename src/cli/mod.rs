@@ -1,3 +1,7 @@
 //! One module per subcommand: its clap arguments (`Args`) and its `run`.
 
+pub mod bench;
+pub mod eval_prior;
 pub mod info;
+pub mod sample;
+pub mod train;

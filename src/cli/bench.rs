@@ -1,0 +1,113 @@
+//! `pleura bench`: speed measurements printed as tables (figures go to docs/BENCHMARKS.md).
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use candle_core::{DType, Tensor, Var};
+use pleura::diffusion::checkpoint::{Model, ModelSpec};
+use pleura::diffusion::sampler::NoiseRng;
+use pleura::diffusion::schedule::ScheduleConfig;
+use pleura::diffusion::unet::{param_count, UNetConfig};
+use pleura::train::adamw::{AdamW, AdamWConfig};
+
+/// Arguments of `pleura bench`.
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    pub what: What,
+}
+
+/// What to measure.
+#[derive(clap::Subcommand)]
+pub enum What {
+    /// The diffusion prior's U-Net at the default size: forward, forward+backward, train step.
+    Unet(UnetArgs),
+}
+
+/// Arguments of `pleura bench unet`.
+#[derive(clap::Args)]
+pub struct UnetArgs {
+    /// Images per batch.
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    /// Timed repetitions (after one warm-up).
+    #[arg(long, default_value_t = 5)]
+    pub iters: usize,
+    /// Compute device: cpu, cuda:N or auto.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    match args.what {
+        What::Unet(a) => bench_unet(a),
+    }
+}
+
+fn time(iters: usize, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<f64> {
+    f()?;
+    let t = Instant::now();
+    for _ in 0..iters {
+        f()?;
+    }
+    Ok(t.elapsed().as_secs_f64() / iters.max(1) as f64)
+}
+
+/// U-Net forward and forward+backward time per image and AdamW training steps per second
+/// at the default configuration.
+pub fn bench_unet(a: UnetArgs) -> anyhow::Result<()> {
+    let device = pleura::device::select(&a.device)?;
+    let spec = ModelSpec {
+        model: UNetConfig::default(),
+        schedule: ScheduleConfig::default(),
+        grid_x: None,
+        grid_z: None,
+    };
+    let model = Model::new(spec, 0, &device)?;
+    let s = model.spec.model.image_size;
+    let mut rng = NoiseRng::new(0);
+    let x = rng.normal(&[a.batch, 1, s, s], &device, DType::F32)?;
+    let t = Tensor::full(500f32, a.batch, &device)?;
+    let fwd = time(a.iters, || {
+        model.unet.forward(&x, &t)?.sum_all()?.to_scalar::<f32>()?;
+        Ok(())
+    })?;
+    let fwd_bwd = time(a.iters, || {
+        model.unet.forward(&x, &t)?.sqr()?.mean_all()?.backward()?;
+        Ok(())
+    })?;
+    let params: HashMap<String, Var> = model
+        .varmap
+        .data()
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .clone();
+    let mut opt = AdamW::new(AdamWConfig::default(), params)?;
+    let step = time(a.iters, || {
+        let g = model.unet.forward(&x, &t)?.sqr()?.mean_all()?.backward()?;
+        opt.step(&g)?;
+        Ok(())
+    })?;
+    let b = a.batch as f64;
+    println!(
+        "U-Net {}x{} ({} parameters, {:.1} MB f32) on {}, batch {}, {} threads",
+        s,
+        s,
+        param_count(&model.varmap),
+        param_count(&model.varmap) as f64 * 4.0 / 1e6,
+        pleura::device::describe(&device),
+        a.batch,
+        rayon::current_num_threads()
+    );
+    println!("{:<28} {:>12}", "measure", "value");
+    println!("{:<28} {:>9.1} ms", "forward / image", fwd / b * 1e3);
+    println!(
+        "{:<28} {:>9.1} ms",
+        "forward+backward / image",
+        fwd_bwd / b * 1e3
+    );
+    println!("{:<28} {:>9.1} ms", "train step (batch)", step * 1e3);
+    println!("{:<28} {:>12.3}", "train steps/s", 1.0 / step);
+    println!("{:<28} {:>12.2}", "train images/s", b / step);
+    Ok(())
+}
