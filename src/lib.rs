@@ -23,6 +23,7 @@ pub mod eval;
 pub mod grid;
 pub mod logging;
 pub mod operator;
+pub mod posterior;
 pub mod recording;
 pub mod simulate;
 pub mod train;
