@@ -78,7 +78,10 @@ pub struct FrameEstimate {
 pub enum FrameOutcome {
     Done(Box<FrameEstimate>),
     /// Nothing is published for this frame.
-    Failed { reason: String, attempts: usize },
+    Failed {
+        reason: String,
+        attempts: usize,
+    },
 }
 
 struct Previous {

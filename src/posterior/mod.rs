@@ -201,7 +201,11 @@ impl SamplerConfig {
             return bad("sampler.samples", "0".into(), "must be >= 1");
         }
         if !(self.zeta.is_finite() && self.zeta >= 0.0) {
-            return bad("sampler.zeta", self.zeta.to_string(), "must be finite, >= 0");
+            return bad(
+                "sampler.zeta",
+                self.zeta.to_string(),
+                "must be finite, >= 0",
+            );
         }
         if !(0.0..=1.0).contains(&self.eta) {
             return bad("sampler.eta", self.eta.to_string(), "must be in [0, 1]");

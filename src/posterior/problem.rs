@@ -63,7 +63,11 @@ impl LinearOperator for MeasurementOperator {
     fn echo_free_samples(&self) -> Result<Option<Vec<bool>>, PosteriorError> {
         let (nz, nx) = MeasurementOperator::image_shape(self);
         let ones = Tensor::ones((1, nz, nx), DType::F32, self.device())?;
-        let r = self.forward(&ones)?.abs()?.flatten_all()?.to_vec1::<f32>()?;
+        let r = self
+            .forward(&ones)?
+            .abs()?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
         let (n_tx, n_ax, n_el, n_ch) = MeasurementOperator::data_shape(self);
         let peak = r.iter().copied().fold(0.0f32, f32::max);
         let mut mask = vec![false; r.len()];
@@ -314,5 +318,9 @@ impl Measurement {
 
 /// The l2 norm of a whole tensor.
 pub fn l2(t: &Tensor) -> Result<f64, PosteriorError> {
-    Ok(t.sqr()?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?.sqrt())
+    Ok(t.sqr()?
+        .sum_all()?
+        .to_dtype(DType::F64)?
+        .to_scalar::<f64>()?
+        .sqrt())
 }

@@ -74,7 +74,7 @@ pub struct Draw {
 
 /// Posterior sampler: a frozen copy of the prior network and its training schedule.
 pub struct PosteriorSampler {
-    unet: UNet,
+    pub(crate) unet: UNet,
     base: Schedule,
     device: Device,
     image_size: usize,
@@ -164,7 +164,9 @@ impl PosteriorSampler {
             Start::Warm(prev) => {
                 let i0 = ((cfg.warm_start_fraction * s as f64).ceil() as usize).clamp(1, s) - 1;
                 let ac = sampler.schedule().alphas_cumprod[i0];
-                let x0 = to_model(prev)?.reshape((1, 1, h, w))?.broadcast_as(&shape)?;
+                let x0 = to_model(prev)?
+                    .reshape((1, 1, h, w))?
+                    .broadcast_as(&shape)?;
                 let z = rng.normal(&shape, &self.device, DType::F32)?;
                 (((x0 * ac.sqrt())? + (z * (1.0 - ac).sqrt())?)?, i0)
             }
@@ -193,7 +195,11 @@ impl PosteriorSampler {
                 Method::Dps | Method::DdimDps => {
                     let xv = Var::from_tensor(&x)?;
                     let eps = sampler.predict_eps(xv.as_tensor(), i)?;
-                    let x0 = sampler.predict_x0(xv.as_tensor(), &eps, i)?;
+                    // Clipped before the residual, as the reference code's
+                    // `pred_xstart`: saturated pixels get no gradient.
+                    let x0 = sampler
+                        .predict_x0(xv.as_tensor(), &eps, i)?
+                        .clamp(-1.0, 1.0)?;
                     let a = to_aeration(&x0.squeeze(1)?)?;
                     let r = meas.y.broadcast_sub(&op.forward(&a)?)?;
                     let norms = r.sqr()?.flatten_from(1)?.sum(1)?.sqrt()?;
@@ -219,7 +225,7 @@ impl PosteriorSampler {
                         })
                         .collect();
                     let wt = Tensor::from_vec(weights, (k, 1, 1, 1), &self.device)?;
-                    let x0c = x0.detach().clamp(-1.0, 1.0)?;
+                    let x0c = x0.detach();
                     let x_prev = x.detach();
                     let base = match cfg.method {
                         Method::Dps => sampler.ddpm_step(&x_prev, &x0c, i, &noise)?,

