@@ -27,6 +27,8 @@ pub enum ConfigError {
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub log: LogConfig,
+    /// `[sampler]`: posterior sampling of each frame.
+    pub sampler: crate::posterior::SamplerConfig,
 }
 
 /// `[log]`: logging.
@@ -67,6 +69,8 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/pleura.toml");
         let cfg = Config::load(&path).expect("config/pleura.toml must parse");
         assert_eq!(cfg.log.format, LogFormat::Text);
+        assert_eq!(cfg.sampler, crate::posterior::SamplerConfig::default());
+        cfg.sampler.validate().expect("shipped sampler settings are valid");
     }
 
     #[test]

@@ -36,6 +36,8 @@ enum Command {
     EvalPrior(cli::eval_prior::Args),
     /// Speed measurements.
     Bench(cli::bench::Args),
+    /// Reconstruct every frame of a recording by posterior sampling (offline replay).
+    Replay(cli::replay::Args),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +49,7 @@ fn main() -> ExitCode {
         Command::Sample(args) => cli::sample::run(args),
         Command::EvalPrior(args) => cli::eval_prior::run(args),
         Command::Bench(args) => cli::bench::run(args),
+        Command::Replay(args) => cli::replay::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,5 +3,6 @@
 pub mod bench;
 pub mod eval_prior;
 pub mod info;
+pub mod replay;
 pub mod sample;
 pub mod train;
