@@ -7,6 +7,12 @@
 //! - [`recording`]: zea HDF5 recordings: typed scan parameters, lazy frame reader,
 //!   incremental crash-safe recorder, pleura's additions under `pleura/`.
 //! - [`beamform`]: delay-and-sum of RF or I/Q channel data to I/Q images, envelope, B-mode.
+//! - [`grid`]: the reconstruction grid (pixel centres below the probe) aeration lives on.
+//! - [`operator`]: the measurement operator A (first-order Born pulse-echo model) mapping an
+//!   aeration image to channel data, and its adjoint, on candle tensors.
+//! - [`simulate`]: simulated linear probe, lung aeration phantoms, simulated recordings.
+//! - [`baseline`]: classical reconstructions (DAS envelope, Tikhonov, total variation).
+//! - [`eval`]: image and aeration metrics of reconstructions against ground truth.
 //! - [`config`]: the daemon's TOML configuration (`config/pleura.toml`), strictly parsed.
 //! - [`logging`]: `tracing` set-up (RUST_LOG-style filters, optional JSON lines).
 //!
@@ -15,6 +21,7 @@
 //! The scanner side (wire protocol codec, C ABI) is the `pleura_bridge` crate in
 //! `firmware-bridge/`.
 
+pub mod baseline;
 pub mod beamform;
 pub mod config;
 pub mod device;

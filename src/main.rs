@@ -38,6 +38,14 @@ enum Command {
     Bench(cli::bench::Args),
     /// Reconstruct every frame of a recording by posterior sampling (offline replay).
     Replay(cli::replay::Args),
+    /// Delay-and-sum a recording to envelope and B-mode images (HDF5, optional PNGs).
+    Beamform(cli::beamform::Args),
+    /// Simulate a lung recording (zea layout + ground truth) or a set of phantom images.
+    Simulate(cli::simulate::Args),
+    /// Classical baseline reconstruction (DAS, Tikhonov, TV) of a recording.
+    ReconstructBaseline(cli::reconstruct_baseline::Args),
+    /// Metrics of a reconstruction against simulated ground truth.
+    Eval(cli::eval::Args),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +58,10 @@ fn main() -> ExitCode {
         Command::EvalPrior(args) => cli::eval_prior::run(args),
         Command::Bench(args) => cli::bench::run(args),
         Command::Replay(args) => cli::replay::run(args),
+        Command::Beamform(args) => cli::beamform::run(args),
+        Command::Simulate(args) => cli::simulate::run(args),
+        Command::ReconstructBaseline(args) => cli::reconstruct_baseline::run(args),
+        Command::Eval(args) => cli::eval::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,85 +6,7 @@ mod common;
 use ndarray::{Array2, Array3, Array4, Axis};
 use pleura::beamform::bmode::{log_compress, max_of};
 use pleura::beamform::{Apodization, Beamformer, DasOptions, Grid};
-use pleura::recording::Scan;
-
-/// pwi_disk loaded through h5py (until the recording reader lands): scan + RF frames.
-fn load_pwi_disk() -> (Scan, Array4<f32>, usize) {
-    let dir = common::tempdir();
-    let out = dir.path().join("rf.f32");
-    let script = r#"
-import h5py, numpy as np, sys, json
-f = h5py.File(sys.argv[1], 'r')
-rf = f['data/raw_data'][()].astype(np.float32)
-rf.tofile(sys.argv[2])
-s = f['scan']
-d = {k: np.asarray(s[k][()]).tolist() for k in s.keys()}
-d['fractional_bandwidth_percent'] = float(s.attrs['fractional_bandwidth_percent'])
-d['shape'] = list(rf.shape)
-print(json.dumps(d).replace('Infinity', 'null'))
-"#;
-    let js = common::run_python(
-        script,
-        &[common::pwi_disk().to_str().unwrap(), out.to_str().unwrap()],
-    );
-    let v: serde_json::Value = serde_json::from_str(&js).unwrap();
-    let arr1 = |k: &str| -> Vec<f64> {
-        v[k].as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_f64().unwrap_or(f64::INFINITY))
-            .collect()
-    };
-    let arr2 = |k: &str| -> Array2<f64> {
-        let rows: Vec<Vec<f64>> = v[k]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| {
-                r.as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|x| x.as_f64().unwrap())
-                    .collect()
-            })
-            .collect();
-        Array2::from_shape_vec((rows.len(), rows[0].len()), rows.concat()).unwrap()
-    };
-    let shape: Vec<usize> = v["shape"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_u64().unwrap() as usize)
-        .collect();
-    let scan = Scan {
-        probe_geometry: arr2("probe_geometry"),
-        sampling_frequency: v["sampling_frequency"].as_f64().unwrap(),
-        center_frequency: v["center_frequency"].as_f64().unwrap(),
-        demodulation_frequency: v["demodulation_frequency"].as_f64().unwrap(),
-        sound_speed: v["sound_speed"].as_f64().unwrap(),
-        n_ax: shape[2],
-        n_ch: shape[4],
-        initial_times: arr1("initial_times"),
-        t0_delays: arr2("t0_delays"),
-        tx_apodizations: arr2("tx_apodizations"),
-        polar_angles: arr1("polar_angles"),
-        azimuth_angles: arr1("azimuth_angles"),
-        focus_distances: arr1("focus_distances"),
-        transmit_origins: arr2("transmit_origins"),
-        element_width: v["element_width"].as_f64(),
-        time_to_next_transmit: None,
-        fractional_bandwidth: Some(v["fractional_bandwidth_percent"].as_f64().unwrap() / 100.0),
-    };
-    let bytes = std::fs::read(&out).unwrap();
-    let data: Vec<f32> = bytes
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
-    let n_frames = shape[0];
-    let frames =
-        Array4::from_shape_vec((n_frames * shape[1], shape[2], shape[3], shape[4]), data).unwrap();
-    (scan, frames, n_frames)
-}
+use pleura::recording::{Recording, Scan};
 
 /// The golden B-mode and its grid.
 fn load_golden() -> (Array3<u8>, Vec<f64>, Vec<f64>) {
@@ -120,7 +42,9 @@ print(json.dumps({'shape': list(b.shape), 'x': g['grid_x'][()].tolist(), 'z': g[
 
 #[test]
 fn pwi_disk_matches_pymust_golden_bmode() {
-    let (scan, frames, n_frames) = load_pwi_disk();
+    let rec = Recording::open(common::pwi_disk()).unwrap();
+    let scan = rec.scan().clone();
+    let n_frames = rec.n_frames();
     let (golden, gx, gz) = load_golden();
     let grid = Grid::new(gx, gz).unwrap();
     let opts = DasOptions {
@@ -130,11 +54,8 @@ fn pwi_disk_matches_pymust_golden_bmode() {
     let mut bf = Beamformer::new(&scan, &grid, &opts).unwrap();
     let mut env = Array3::<f32>::zeros((n_frames, grid.nz(), grid.nx()));
     for i in 0..n_frames {
-        let frame = frames
-            .slice_axis(Axis(0), (i..i + 1).into())
-            .into_shape_with_order((1, scan.n_ax, scan.n_el(), 1))
-            .unwrap();
-        bf.envelope_into(frame, env.index_axis_mut(Axis(0), i))
+        let frame = rec.read_frame(i).unwrap();
+        bf.envelope_into(frame.data.view(), env.index_axis_mut(Axis(0), i))
             .unwrap();
     }
     let global = env.iter().copied().fold(0.0f32, f32::max);
@@ -691,4 +612,128 @@ fn bad_input_errors_name_values() {
         good,
         "the beamformer is usable after a bad frame"
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// The command line.
+
+#[test]
+fn cli_beamforms_pwi_disk_like_the_golden() {
+    let dir = common::tempdir();
+    let out = dir.path().join("bf.h5");
+    let png = dir.path().join("png");
+    let status = common::pleura()
+        .args([
+            "beamform",
+            common::pwi_disk().to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .args([
+            "--grid-x=-0.0125,0.0125,251",
+            "--grid-z=0.01,0.035,251",
+            "--f-number",
+            "1.1248",
+        ])
+        .args([
+            "--apodization",
+            "rect",
+            "--dynamic-range",
+            "30",
+            "--png",
+            png.to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let golden = common::shared().join("data/pwi_disk/golden_bmode.h5");
+    let script = r#"
+import h5py, numpy as np, sys
+o, g = h5py.File(sys.argv[1], 'r'), h5py.File(sys.argv[2], 'r')
+b, gb = o['bmode'][()].astype(float), g['bmode'][()].astype(float)
+assert o['bmode'].dtype == np.uint8 and o['envelope'].dtype == np.float32
+assert o['envelope'].shape == (32, 251, 251) and b.shape == gb.shape
+assert np.allclose(o['grid_x'][()], g['grid_x'][()]) and np.allclose(o['grid_z'][()], g['grid_z'][()])
+assert (o['failed'][()] == 0).all()
+assert b.max() == 255 and o['envelope'][()].max() == np.float32(o.attrs['reference_max'])
+print(np.corrcoef(b.ravel(), gb.ravel())[0, 1], np.abs(b - gb).mean())
+"#;
+    let r = common::run_python(script, &[out.to_str().unwrap(), golden.to_str().unwrap()]);
+    let v: Vec<f64> = r.split_whitespace().map(|x| x.parse().unwrap()).collect();
+    println!(
+        "pleura beamform vs golden: r = {:.4}, mean |diff| = {:.2}",
+        v[0], v[1]
+    );
+    assert!(v[0] >= 0.99 && v[1] <= 4.0, "{r}");
+    let n_png = std::fs::read_dir(&png)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "png")
+        })
+        .count();
+    assert_eq!(n_png, 32);
+}
+
+#[test]
+fn cli_skips_frames_with_nan_and_beamforms_the_rest() {
+    use pleura::recording::{Frame, Recorder, RecorderOptions, SampleType};
+    let dir = common::tempdir();
+    let input = dir.path().join("nan.zea.h5");
+    let scan = linear_array_scan(&array64(), &[plane(0.0)]);
+    let rf = simulate_rf(
+        &scan,
+        &[Scatterer {
+            x: 0.0,
+            z: 15e-3,
+            amplitude: 1.0,
+        }],
+        &pulse(),
+    );
+    let options = RecorderOptions {
+        sample_type: SampleType::Float32,
+        ..RecorderOptions::default()
+    };
+    let mut rec = Recorder::create(&input, &scan, options).unwrap();
+    for i in 0..3u64 {
+        rec.append(&Frame {
+            data: rf.clone(),
+            sequence_number: i,
+            timestamp_ns: i * 1000,
+        })
+        .unwrap();
+    }
+    rec.finish().unwrap();
+    // The recorder refuses non-finite samples; a corrupt file can still hold them.
+    common::run_python(
+        "import h5py, sys\nf = h5py.File(sys.argv[1], 'r+')\nf['data/raw_data'][1, 0, 200, 10, 0] = float('nan')",
+        &[input.to_str().unwrap()],
+    );
+    let out = dir.path().join("bf.h5");
+    let res = common::pleura()
+        .args([
+            "beamform",
+            input.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .args(["--grid-x=-0.003,0.003,31", "--grid-z=0.012,0.018,31"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&res.stderr);
+    assert!(res.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("frame 1 skipped: frame sample (tx 0, ax 200, el 10, ch 0) is NaN"),
+        "{stderr}"
+    );
+    let script = r#"
+import h5py, sys
+o = h5py.File(sys.argv[1], 'r')
+print(o['failed'][()].tolist(), float(abs(o['envelope'][1]).max()), int(o['bmode'][0].max()), int(o['bmode'][2].max()))
+"#;
+    let r = common::run_python(script, &[out.to_str().unwrap()]);
+    assert_eq!(r.trim(), "[0, 1, 0] 0.0 255 255");
 }

@@ -375,6 +375,29 @@ fn round_trip_through_h5py() {
 }
 
 #[test]
+fn dropping_the_recorder_keeps_every_frame() {
+    let dir = common::tempdir();
+    let path = dir.path().join("dropped.zea.h5");
+    let scan = small_scan(3, 1);
+    let mut opts = options(SampleType::Int16, None);
+    opts.flush_every = Duration::from_secs(3600);
+    let mut rec = Recorder::create(&path, &scan, opts).unwrap();
+    for i in 0..3 {
+        rec.append(&frame(&scan, i)).unwrap();
+    }
+    assert_eq!(
+        rec.flushed_frames(),
+        0,
+        "no flush within the hour-long period"
+    );
+    drop(rec);
+    let read = Recording::open(&path).unwrap();
+    assert!(read.writer_closed());
+    assert_eq!(read.n_frames(), 3);
+    assert_eq!(read.read_frame(2).unwrap(), frame(&scan, 2));
+}
+
+#[test]
 fn recorder_rejects_bad_frames() {
     let dir = common::tempdir();
     let scan = small_scan(3, 1);
@@ -404,6 +427,24 @@ fn recorder_rejects_bad_frames() {
         err.to_string().contains("without a ground-truth grid"),
         "{err}"
     );
+    f.data[[1, 2, 3, 0]] = f32::NAN;
+    assert!(rec.append(&f).unwrap_err().to_string().contains("NaN"));
+    let mut floats = Recorder::create(
+        dir.path().join("bad_f32.zea.h5"),
+        &scan,
+        options(SampleType::Float32, None),
+    )
+    .unwrap();
+    let mut f = frame(&scan, 0);
+    f.data[[2, 15, 7, 0]] = f32::INFINITY;
+    let err = floats.append(&f).unwrap_err().to_string();
+    assert!(
+        err.contains("data/raw_data[0, 2, 15, 7, 0]") && err.contains("inf"),
+        "{err}"
+    );
+    f.data[[2, 15, 7, 0]] = 0.25;
+    floats.append(&f).unwrap();
+    assert_eq!(floats.finish().unwrap(), 1);
     assert_eq!(rec.n_frames(), 0);
     rec.append(&frame(&scan, 0)).unwrap();
     assert_eq!(rec.finish().unwrap(), 1);
@@ -526,4 +567,313 @@ fn recorder_survives_sigkill() {
             frame(&kill_scan(), flushed - 1)
         );
     }
+}
+
+/// Writes hand-broken variants of the first two frames of pwi_disk, one file per case.
+const MAKE_MALFORMED: &str = r#"
+import sys, os, h5py, numpy as np
+src_path, out = sys.argv[1], sys.argv[2]
+src = h5py.File(src_path, 'r')
+
+def write(case, mutate=None, raw=None, frames=2):
+    f = h5py.File(os.path.join(out, case + '.h5'), 'w')
+    for k, v in src.attrs.items():
+        f.attrs[k] = v
+    scan = f.create_group('scan')
+    for k, v in src['scan'].attrs.items():
+        scan.attrs[k] = v
+    for k, d in src['scan'].items():
+        scan[k] = d[()]
+    del scan['n_frames'], scan['time_to_next_transmit']
+    scan['n_frames'] = np.int64(frames)
+    scan['time_to_next_transmit'] = src['scan/time_to_next_transmit'][:frames]
+    f['data/raw_data'] = src['data/raw_data'][:frames] if raw is None else raw
+    if mutate:
+        mutate(f)
+    f.close()
+
+def replace(name, value):
+    def m(f):
+        del f[name]
+        f[name] = value
+    return m
+
+def geometry(edit):
+    def m(f):
+        g = f['scan/probe_geometry'][()]
+        edit(g)
+        del f['scan/probe_geometry']
+        f['scan/probe_geometry'] = g
+    return m
+
+def both(*ms):
+    def m(f):
+        for x in ms:
+            x(f)
+    return m
+
+raw2 = src['data/raw_data'][:2]
+write('valid')
+def variants(f):
+    # Other ways h5py users store the same things.
+    f.attrs['probe_name'] = np.bytes_('fixed-ascii-probe')
+    f.attrs['us_machine'] = np.array('fixed-unicode'.encode(), dtype='S')
+    replace('scan/sound_speed', np.float64(1480.0))(f)
+    replace('scan/n_ax', np.int32(334))(f)
+    replace('scan/sampling_frequency', np.array([6.6666665e6], np.float32))(f)
+    replace('scan/n_el', np.float64(128.0))(f)
+write('h5py_variants', variants)
+write('reversed_elements', geometry(lambda g: g.__setitem__(slice(None), g[::-1].copy())))
+write('missing_fs', lambda f: f['scan'].__delitem__('sampling_frequency'))
+write('missing_scan', lambda f: f.__delitem__('scan'))
+write('missing_probe_name', lambda f: f.attrs.__delitem__('probe_name'))
+write('nan_fc', replace('scan/center_frequency', np.float32('nan')))
+write('negative_fs', replace('scan/sampling_frequency', np.float64(-6.5e6)))
+write('zero_c', replace('scan/sound_speed', np.float32(0)))
+write('inf_demod', replace('scan/demodulation_frequency', np.float64('inf')))
+write('string_c', replace('scan/sound_speed', 'fast'))
+write('t0_shape', replace('scan/t0_delays', np.zeros((1, 127), np.float32)))
+write('n_el_127', replace('scan/n_el', np.int64(127)))
+write('n_ax_negative', replace('scan/n_ax', np.int64(-334)))
+write('n_frames_5', replace('scan/n_frames', np.int64(5)))
+write('ttnt_shape', replace('scan/time_to_next_transmit', np.full((3, 1), 1e-4, np.float32)))
+write('duplicate_element', geometry(lambda g: g.__setitem__(5, g[4])))
+write('off_line', geometry(lambda g: g.__setitem__((10, 2), 0.005)))
+write('nan_element', geometry(lambda g: g.__setitem__((7, 0), np.nan)))
+write('raw_rank4', raw=raw2[..., 0])
+write('raw_float64', raw=raw2.astype(np.float64))
+write('n_ch_3', replace('scan/n_ch', np.int64(3)), raw=np.repeat(raw2, 3, axis=4))
+write('empty', raw=raw2[:0], frames=0)
+write('seq_short', lambda f: f.create_dataset('pleura/sequence_number', data=np.arange(1, dtype=np.uint64)))
+def gt(f, value=0.5):
+    f['pleura/grid_x'] = np.linspace(-1e-3, 1e-3, 3)
+    f['pleura/grid_z'] = np.linspace(1e-3, 2e-3, 4)
+    f['pleura/aeration'] = np.full((2, 4, 3), value, np.float32)
+write('aeration_shape', lambda f: (gt(f), f['pleura'].__delitem__('grid_x'), f['pleura'].create_dataset('grid_x', data=np.zeros(1) + [5e-3])))
+write('grid_unsorted', lambda f: (gt(f), f['pleura'].__delitem__('grid_z'), f['pleura'].create_dataset('grid_z', data=[1e-3, 3e-3, 2e-3, 4e-3])))
+write('aeration_range', lambda f: gt(f, 1.5))
+with open(os.path.join(out, 'not_hdf5.h5'), 'w') as t:
+    t.write('this is not an HDF5 file\n')
+"#;
+
+#[test]
+fn malformed_files_give_errors_naming_field_and_value() {
+    let dir = common::tempdir();
+    let d = dir.path();
+    common::run_python(
+        MAKE_MALFORMED,
+        &[common::pwi_disk().to_str().unwrap(), d.to_str().unwrap()],
+    );
+    let open = |case: &str| Recording::open(d.join(format!("{case}.h5")));
+
+    let valid = open("valid").unwrap();
+    assert_eq!(valid.n_frames(), 2);
+    let variants = open("h5py_variants").unwrap();
+    assert_eq!(variants.probe_name(), "fixed-ascii-probe");
+    assert_eq!(variants.us_machine(), "fixed-unicode");
+    assert_eq!(variants.scan(), valid.scan());
+    let reversed = open("reversed_elements").unwrap();
+    assert!(
+        close(reversed.scan().pitch(), 0.298e-3, 1e-4),
+        "unsorted elements are a line too"
+    );
+
+    let cases: &[(&str, &[&str])] = &[
+        ("missing_fs", &["missing", "scan/sampling_frequency"]),
+        ("missing_scan", &["missing", "`scan`"]),
+        ("missing_probe_name", &["missing", "@probe_name"]),
+        (
+            "nan_fc",
+            &["scan/center_frequency", "NaN", "finite and positive"],
+        ),
+        (
+            "negative_fs",
+            &["scan/sampling_frequency", "-6500000", "finite and positive"],
+        ),
+        (
+            "zero_c",
+            &["scan/sound_speed", "= 0", "finite and positive"],
+        ),
+        ("inf_demod", &["scan/demodulation_frequency", "inf"]),
+        (
+            "string_c",
+            &["scan/sound_speed", "datatype unicode", "floating-point"],
+        ),
+        ("t0_shape", &["scan/t0_delays", "[1, 127]", "n_el = 128"]),
+        (
+            "n_el_127",
+            &["scan/probe_geometry", "[128, 3]", "n_el = 127"],
+        ),
+        ("n_ax_negative", &["scan/n_ax", "-334", "negative"]),
+        (
+            "n_frames_5",
+            &["data/raw_data", "[2, 1, 334, 128, 1]", "n_frames = 5"],
+        ),
+        (
+            "ttnt_shape",
+            &["scan/time_to_next_transmit", "[3, 1]", "n_frames = 2"],
+        ),
+        (
+            "duplicate_element",
+            &["scan/probe_geometry[5]", "elements 4 and 5", "x = -0.01"],
+        ),
+        (
+            "off_line",
+            &["scan/probe_geometry[10]", "0.005", "line along x"],
+        ),
+        ("nan_element", &["scan/probe_geometry[7]", "NaN", "finite"]),
+        (
+            "raw_rank4",
+            &["data/raw_data", "[2, 1, 334, 128]", "n_ch = 1"],
+        ),
+        (
+            "raw_float64",
+            &["data/raw_data", "float64", "int16 or float32"],
+        ),
+        ("n_ch_3", &["scan/n_ch", "= 3", "1 (RF) or 2 (I/Q)"]),
+        (
+            "empty",
+            &["no frames", "`scan/n_frames` = 0", "[0, 1, 334, 128, 1]"],
+        ),
+        (
+            "seq_short",
+            &["pleura/sequence_number", "[1]", "n_frames = 2"],
+        ),
+        (
+            "aeration_shape",
+            &["pleura/aeration", "[2, 4, 3]", "nx = 1"],
+        ),
+        (
+            "grid_unsorted",
+            &["pleura/grid_z[2]", "0.002", "greater than the previous"],
+        ),
+        ("not_hdf5", &["cannot open", "not_hdf5.h5"]),
+    ];
+    for (case, needles) in cases {
+        let err = open(case).expect_err(case).to_string();
+        for n in *needles {
+            assert!(err.contains(n), "{case}: error {err:?} lacks {n:?}");
+        }
+    }
+    // Aeration values are checked when read.
+    let rec = open("aeration_range").unwrap();
+    let err = rec.read_ground_truth_frame(1).unwrap_err().to_string();
+    assert!(
+        err.contains("pleura/aeration[1]") && err.contains("1.5") && err.contains("[0, 1]"),
+        "{err}"
+    );
+    assert!(rec.ground_truth().is_err());
+}
+
+#[test]
+fn bundled_testdata_is_the_first_frames_of_pwi_disk() {
+    let small = Recording::open(common::testdata("pwi_disk_4frames.zea.h5")).unwrap();
+    let full = Recording::open(common::pwi_disk()).unwrap();
+    assert_eq!(small.n_frames(), 4);
+    assert_eq!(small.scan(), &{
+        let mut s = full.scan().clone();
+        s.time_to_next_transmit = s
+            .time_to_next_transmit
+            .map(|t| t.slice(ndarray::s![..4, ..]).to_owned());
+        s
+    });
+    for i in 0..4 {
+        assert_eq!(small.read_frame(i).unwrap(), full.read_frame(i).unwrap());
+    }
+    let size = std::fs::metadata(common::testdata("pwi_disk_4frames.zea.h5"))
+        .unwrap()
+        .len();
+    assert!(size < 1_000_000, "testdata is {size} bytes");
+}
+
+#[test]
+fn info_prints_a_summary_and_json() {
+    let path = common::testdata("pwi_disk_4frames.zea.h5");
+    let out = common::pleura().arg("info").arg(&path).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    for needle in [
+        "verasonics-linear-128 on Verasonics Vantage",
+        "elements:      128, pitch 0.298 mm, element width 0.262 mm",
+        "centre 5.000 MHz, sampling 6.667 MHz, demodulation 5.000 MHz, bandwidth 15 %",
+        "sound speed:   1480 m/s",
+        "334 per channel, RF (int16)",
+        "0: plane        0.00 deg",
+        "frames:        4, duration 0.000400 s (10000.0 frames/s)",
+        "ground truth:  none",
+    ] {
+        assert!(
+            text.contains(needle),
+            "info output lacks {needle:?}:\n{text}"
+        );
+    }
+
+    // A recording with steered transmits, I/Q samples and ground truth, as JSON.
+    let dir = common::tempdir();
+    let rec_path = dir.path().join("gt.zea.h5");
+    let scan = small_scan(3, 2);
+    let grid = GroundTruthGrid {
+        grid_x: vec![-1e-3, 0.0, 1e-3],
+        grid_z: vec![4e-3, 5e-3],
+    };
+    let mut rec =
+        Recorder::create(&rec_path, &scan, options(SampleType::Float32, Some(grid))).unwrap();
+    for i in 0..2 {
+        rec.append_with_ground_truth(&frame(&scan, i), aeration(i, 2, 3).view())
+            .unwrap();
+    }
+    rec.finish().unwrap();
+    let out = common::pleura()
+        .args(["info", "--json"])
+        .arg(&rec_path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["n_frames"], 2);
+    assert_eq!(v["n_elements"], 8);
+    assert_eq!(v["signal"], "I/Q");
+    assert_eq!(v["sample_type"], "float32");
+    assert_eq!(v["size_bytes"], std::fs::metadata(&rec_path).unwrap().len());
+    let angles: Vec<f64> = v["transmits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["polar_angle_deg"].as_f64().unwrap())
+        .collect();
+    assert_eq!(angles.len(), 3);
+    for (a, want) in angles.iter().zip([-10.0, 0.0, 10.0]) {
+        assert!((a - want).abs() < 1e-9, "angle {a} != {want}");
+    }
+    assert_eq!(v["transmits"][0]["kind"], "plane");
+    assert_eq!(v["ground_truth"]["nx"], 3);
+    assert_eq!(v["ground_truth"]["nz"], 2);
+    // 2 frames at 3 transmits of 1e-4 s each.
+    assert!((v["duration_s"].as_f64().unwrap() - 6e-4).abs() < 1e-12);
+
+    // An invalid file: failure, with the field and value on stderr.
+    let bad = dir.path().join("bad.h5");
+    common::run_python(
+        "import sys, h5py, shutil\n\
+         shutil.copy(sys.argv[1], sys.argv[2])\n\
+         f = h5py.File(sys.argv[2], 'r+')\n\
+         del f['scan/sound_speed']\n\
+         f['scan/sound_speed'] = -1540.0",
+        &[path.to_str().unwrap(), bad.to_str().unwrap()],
+    );
+    let out = common::pleura().arg("info").arg(&bad).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("scan/sound_speed") && err.contains("-1540"),
+        "{err}"
+    );
 }

@@ -67,16 +67,16 @@ const FRAC_STEPS: usize = 4096;
 /// Apodization weights are stored as u16 fractions of APOD_ONE.
 const APOD_ONE: f32 = u16::MAX as f32;
 
-/// One contribution to a pixel: channel sample `idx` (flat index into the frame's
-/// (tx, el, ax) I/Q buffer) and the next, mixed with fraction `frac` / FRAC_STEPS and
-/// weighted by `apod` / APOD_ONE.
+/// One receiving element of a pixel: element `el`, its receive delay `rx` in samples and
+/// its apodization `apod` / APOD_ONE. The pixel's transmit delays (one per transmit, in
+/// samples from the first recorded sample) are added to `rx` when a frame is summed, so the
+/// table is shared by all transmits.
 #[derive(Clone, Copy, Debug)]
-struct Tap {
-    idx: u32,
-    frac: u16,
+struct ElemTap {
+    rx: f32,
+    el: u16,
     apod: u16,
 }
-
 /// What kind of samples a frame carries.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Input {
@@ -105,9 +105,15 @@ pub struct DasPlan {
     lut: Vec<[Complex32; 2]>,
     /// Per row: exp(-i 2 pi fd 2 z / c) / APOD_ONE.
     row_phase: Vec<Complex32>,
-    /// Taps of pixel p (column-major, p = ix nz + iz) are taps[offsets[p]..offsets[p + 1]].
+    /// Receiving elements of pixel p (column-major, p = ix nz + iz) are
+    /// taps[offsets[p]..offsets[p + 1]].
     offsets: Vec<usize>,
-    taps: Vec<Tap>,
+    taps: Vec<ElemTap>,
+    /// Transmit delay of pixel p for transmit k, in samples of that transmit's channels
+    /// ((tau_tx / c - initial_times[k]) fs), at tx[p n_tx + k].
+    tx: Vec<f32>,
+    /// Number of (pixel, transmit, element) contributions with a recorded sample.
+    n_contributions: usize,
 }
 
 /// Per-transmit geometry of the transmit delay.
@@ -283,22 +289,42 @@ impl DasPlan {
         let max_s = (n_ax - 1) as f64;
         let half_inv_f = 0.5 / f;
         let apod = options.apodization;
-        let columns: Vec<(Vec<Tap>, Vec<u32>)> = (0..nx)
+        if n_el > u16::MAX as usize + 1 {
+            return Err(BeamformError::scan("n_el", n_el, "at most 65536 elements"));
+        }
+        struct Column {
+            taps: Vec<ElemTap>,
+            counts: Vec<u32>,
+            tx: Vec<f32>,
+            in_range: Vec<usize>,
+        }
+        let columns: Vec<Column> = (0..nx)
             .into_par_iter()
             .map(|ix| {
                 let x = xs[ix];
-                let mut taps = Vec::new();
-                let mut counts = Vec::with_capacity(nz);
+                let mut col = Column {
+                    taps: Vec::new(),
+                    counts: Vec::with_capacity(nz),
+                    tx: Vec::with_capacity(nz * n_tx),
+                    in_range: Vec::with_capacity(nz),
+                };
                 let mut rx = vec![0.0; n_el];
-                let mut weight = vec![0u16; n_el];
                 for &z in zs {
-                    let before = taps.len();
+                    let before = col.taps.len();
                     for (e, p) in el.iter().enumerate() {
                         let (dx, dy, dz) = (x - p[0], -p[1], z - p[2]);
                         rx[e] = (dx * dx + dy * dy + dz * dz).sqrt();
                         let u = dx.abs() / (dz * half_inv_f);
-                        weight[e] = (apod.weight(u) * APOD_ONE as f64).round() as u16;
+                        let w = (apod.weight(u) * APOD_ONE as f64).round() as u16;
+                        if w > 0 {
+                            col.taps.push(ElemTap {
+                                rx: (rx[e] / c * fs) as f32,
+                                el: e as u16,
+                                apod: w,
+                            });
+                        }
                     }
+                    let mut in_range = 0;
                     for (k, tx) in txs.iter().enumerate() {
                         let in_front = tx.sign * (z - tx.focal_z) <= 0.0;
                         let mut d = if in_front {
@@ -310,32 +336,25 @@ impl DasPlan {
                             let v = tx.t0c[e] + rx[e];
                             d = if in_front { d.min(v) } else { d.max(v) };
                         }
-                        let t0 = scan.initial_times[k];
-                        for e in 0..n_el {
-                            if weight[e] == 0 {
-                                continue;
-                            }
-                            let s = ((d + rx[e]) / c - t0) * fs;
-                            if !(s >= 0.0 && s <= max_s) {
-                                continue;
-                            }
-                            let i = (s.floor() as usize).min(n_ax - 2);
-                            let frac = ((s - i as f64) * FRAC_STEPS as f64).round() as u16;
-                            taps.push(Tap {
-                                idx: ((k * n_el + e) * n_ax + i) as u32,
-                                frac,
-                                apod: weight[e],
-                            });
-                        }
+                        let t = (d / c - scan.initial_times[k]) * fs;
+                        col.tx.push(t as f32);
+                        in_range += col.taps[before..]
+                            .iter()
+                            .filter(|tap| {
+                                let s = tap.rx + t as f32;
+                                s >= 0.0 && s <= max_s as f32
+                            })
+                            .count();
                     }
-                    counts.push((taps.len() - before) as u32);
+                    col.counts.push((col.taps.len() - before) as u32);
+                    col.in_range.push(in_range);
                 }
-                (taps, counts)
+                col
             })
             .collect();
 
-        for (ix, (taps, _)) in columns.iter().enumerate() {
-            if taps.is_empty() {
+        for (ix, col) in columns.iter().enumerate() {
+            if col.in_range.iter().all(|&n| n == 0) {
                 return Err(BeamformError::OutsideFieldOfView {
                     axis: "x",
                     value: xs[ix],
@@ -344,7 +363,7 @@ impl DasPlan {
             }
         }
         for iz in 0..nz {
-            if columns.iter().all(|(_, counts)| counts[iz] == 0) {
+            if columns.iter().all(|col| col.in_range[iz] == 0) {
                 return Err(BeamformError::OutsideFieldOfView {
                     axis: "z",
                     value: zs[iz],
@@ -355,15 +374,21 @@ impl DasPlan {
             }
         }
 
-        let total: usize = columns.iter().map(|(t, _)| t.len()).sum();
+        let total: usize = columns.iter().map(|col| col.taps.len()).sum();
+        let n_contributions = columns
+            .iter()
+            .map(|col| col.in_range.iter().sum::<usize>())
+            .sum();
         let mut taps = Vec::with_capacity(total);
+        let mut tx = Vec::with_capacity(nx * nz * n_tx);
         let mut offsets = Vec::with_capacity(nx * nz + 1);
         offsets.push(0);
-        for (t, counts) in columns {
-            for n in counts {
+        for col in columns {
+            for n in col.counts {
                 offsets.push(offsets[offsets.len() - 1] + n as usize);
             }
-            taps.extend_from_slice(&t);
+            taps.extend_from_slice(&col.taps);
+            tx.extend_from_slice(&col.tx);
         }
 
         let theta = 2.0 * std::f64::consts::PI * fd / fs;
@@ -393,6 +418,8 @@ impl DasPlan {
             row_phase,
             offsets,
             taps,
+            tx,
+            n_contributions,
         })
     }
 
@@ -408,16 +435,17 @@ impl DasPlan {
 
     /// Number of (pixel, transmit, element) contributions summed per frame.
     pub fn n_taps(&self) -> usize {
-        self.taps.len()
+        self.n_contributions
     }
 
     /// Bytes held by the plan's tables.
     pub fn table_bytes(&self) -> usize {
-        self.taps.len() * std::mem::size_of::<Tap>()
+        self.taps.len() * std::mem::size_of::<ElemTap>()
             + self.offsets.len() * std::mem::size_of::<usize>()
+            + self.tx.len() * std::mem::size_of::<f32>()
     }
 
-    /// Loads a frame (n_tx, n_ax, n_el, n_ch) into `channels` as (tx, el, ax) I/Q samples
+    /// Loads a frame (n_tx, n_ax, n_el, n_ch) into `channels` as (el, tx, ax) I/Q samples
     /// with their demodulation phase undone (see [`DasPlan`]).
     fn load(
         &self,
@@ -447,7 +475,7 @@ impl DasPlan {
         channels.par_chunks_mut(n_ax).enumerate().for_each_init(
             || self.demod.as_ref().map(|d| d.scratch()),
             |scratch, (ch_i, out)| {
-                let (tx, e) = (ch_i / n_el, ch_i % n_el);
+                let (e, tx) = (ch_i / n_tx, ch_i % n_tx);
                 match (self.input, &self.demod, scratch) {
                     (Input::Rf, Some(d), Some(s)) => {
                         d.demodulate(frame.slice(ndarray::s![tx, .., e, 0]), out, s);
@@ -467,19 +495,34 @@ impl DasPlan {
         Ok(())
     }
 
-    /// Sums the taps of every pixel into `iq` (column-major, ix nz + iz).
+    /// Sums the contributions of every pixel into `iq` (column-major, ix nz + iz).
     fn sum(&self, channels: &[Complex32], iq: &mut [Complex32]) {
         let nz = self.grid.nz();
+        let [n_tx, n_ax, _, _] = self.dims;
+        let max_s = (n_ax - 1) as f32;
+        let steps = FRAC_STEPS as f32;
         iq.par_chunks_mut(nz).enumerate().for_each(|(ix, col)| {
             let base = ix * nz;
             for (iz, out) in col.iter_mut().enumerate() {
-                let taps = &self.taps[self.offsets[base + iz]..self.offsets[base + iz + 1]];
+                let p = base + iz;
+                let taps = &self.taps[self.offsets[p]..self.offsets[p + 1]];
+                let tx = &self.tx[p * n_tx..(p + 1) * n_tx];
                 let mut acc = Complex32::default();
                 for t in taps {
-                    let i = t.idx as usize;
-                    let [c0, c1] = self.lut[t.frac as usize];
-                    let pair = &channels[i..i + 2];
-                    acc += (c0 * pair[0] + c1 * pair[1]) * t.apod as f32;
+                    let el = &channels[t.el as usize * n_tx * n_ax..][..n_tx * n_ax];
+                    let mut acc_el = Complex32::default();
+                    for (k, &txk) in tx.iter().enumerate() {
+                        let s = t.rx + txk;
+                        if !(s >= 0.0 && s <= max_s) {
+                            continue;
+                        }
+                        let i = (s as usize).min(n_ax - 2);
+                        let q = ((s - i as f32) * steps + 0.5) as usize;
+                        let [c0, c1] = self.lut[q];
+                        let pair = &el[k * n_ax + i..][..2];
+                        acc_el += c0 * pair[0] + c1 * pair[1];
+                    }
+                    acc += acc_el * t.apod as f32;
                 }
                 *out = acc * self.row_phase[iz];
             }

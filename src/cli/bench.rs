@@ -1,113 +1,326 @@
-//! `pleura bench`: speed measurements printed as tables (figures go to docs/BENCHMARKS.md).
+//! `pleura bench ...`: throughput benchmarks printing a table (figures go to
+//! docs/BENCHMARKS.md). One sub-subcommand per kind of work.
 
-use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Instant;
 
-use candle_core::{DType, Tensor, Var};
-use pleura::diffusion::checkpoint::{Model, ModelSpec};
-use pleura::diffusion::sampler::NoiseRng;
-use pleura::diffusion::schedule::ScheduleConfig;
-use pleura::diffusion::unet::{param_count, UNetConfig};
-use pleura::train::adamw::{AdamW, AdamWConfig};
+use anyhow::{bail, Context, Result};
+use ndarray::{Array2, Array4};
+use pleura::beamform::sim::{
+    linear_array_scan, simulate_rf, GaussianPulse, LinearArray, Scatterer, Transmit,
+};
+use pleura::beamform::{Apodization, Beamformer, DasOptions, Grid};
+use pleura::recording::{Recording, Scan};
 
 /// Arguments of `pleura bench`.
 #[derive(clap::Args)]
 pub struct Args {
     #[command(subcommand)]
-    pub what: What,
+    pub kind: Kind,
 }
 
-/// What to measure.
+/// What to benchmark.
 #[derive(clap::Subcommand)]
-pub enum What {
+pub enum Kind {
+    /// Delay-and-sum beamforming (pwi_disk and a 7-angle synthetic case), against PyMUST.
+    Beamform(BeamformArgs),
     /// The diffusion prior's U-Net at the default size: forward, forward+backward, train step.
-    Unet(UnetArgs),
+    Unet(super::bench_unet::UnetArgs),
 }
 
-/// Arguments of `pleura bench unet`.
+/// Arguments of `pleura bench beamform`.
 #[derive(clap::Args)]
-pub struct UnetArgs {
-    /// Images per batch.
-    #[arg(long, default_value_t = 8)]
-    pub batch: usize,
-    /// Timed repetitions (after one warm-up).
-    #[arg(long, default_value_t = 5)]
-    pub iters: usize,
-    /// Compute device: cpu, cuda:N or auto.
-    #[arg(long, default_value = "auto")]
-    pub device: String,
+pub struct BeamformArgs {
+    /// The pwi_disk recording.
+    #[arg(long, default_value = "../shared/data/pwi_disk/pwi_disk.zea.h5")]
+    pub pwi_disk: PathBuf,
+    /// Frames per case.
+    #[arg(long, default_value_t = 32)]
+    pub frames: usize,
+    /// Timed runs per case; the fastest is reported.
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
+    /// Skip the PyMUST side.
+    #[arg(long)]
+    pub no_pymust: bool,
+    /// Python with pymust (scripts/setup.sh).
+    #[arg(long, default_value = ".venv/bin/python")]
+    pub python: PathBuf,
+    /// The PyMUST timing script.
+    #[arg(long, default_value = "scripts/bench_pymust_beamform.py")]
+    pub pymust_script: PathBuf,
 }
 
-pub fn run(args: Args) -> anyhow::Result<()> {
-    match args.what {
-        What::Unet(a) => bench_unet(a),
+pub fn run(args: Args) -> Result<()> {
+    match args.kind {
+        Kind::Beamform(a) => beamform(a),
+        Kind::Unet(a) => super::bench_unet::bench_unet(a),
     }
 }
 
-fn time(iters: usize, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<f64> {
-    f()?;
-    let t = Instant::now();
-    for _ in 0..iters {
-        f()?;
-    }
-    Ok(t.elapsed().as_secs_f64() / iters.max(1) as f64)
+/// One benchmark case: a scan, its frames, a grid, options and a zea file holding the
+/// same data for PyMUST.
+struct Case {
+    name: String,
+    scan: Scan,
+    frames: Vec<Array4<f32>>,
+    grid: Grid,
+    options: DasOptions,
+    file: PathBuf,
 }
 
-/// U-Net forward and forward+backward time per image and AdamW training steps per second
-/// at the default configuration.
-pub fn bench_unet(a: UnetArgs) -> anyhow::Result<()> {
-    let device = pleura::device::select(&a.device)?;
-    let spec = ModelSpec {
-        model: UNetConfig::default(),
-        schedule: ScheduleConfig::default(),
-        grid_x: None,
-        grid_z: None,
+/// Timings of pleura on one case.
+struct PleuraTimes {
+    plan_s: f64,
+    cold_s: f64,
+    warm_frame_s: f64,
+}
+
+/// Timings of PyMUST on one case, as its script reports them.
+struct PymustTimes {
+    rf2iq_s: f64,
+    build_s: f64,
+    apply_s: f64,
+}
+
+fn pwi_disk_case(path: &Path, n_frames: usize) -> Result<Case> {
+    let rec = Recording::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let scan = rec.scan().clone();
+    let n = n_frames.min(rec.n_frames());
+    let frames = (0..n)
+        .map(|i| {
+            rec.read_frame(i)
+                .map(|f| f.data)
+                .with_context(|| format!("frame {i} of {}", path.display()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Case {
+        name: "pwi_disk (1 PW)".into(),
+        scan,
+        frames,
+        // The golden B-mode's grid (README of pwi_disk) and its receive f-number.
+        grid: Grid::linspace((-12.5e-3, 12.5e-3, 251), (10e-3, 35e-3, 251))?,
+        options: DasOptions {
+            f_number: 1.1248,
+            apodization: Apodization::Rect,
+        },
+        file: path.to_path_buf(),
+    })
+}
+
+/// 7 plane waves (-9..9 deg, 3 deg step), 128 elements, 0.3 mm pitch, 5 MHz sampled at
+/// 20 MHz, 20 point scatterers; the frame is repeated `n_frames` times.
+fn synthetic_case(dir: &Path, n_frames: usize) -> Result<Case> {
+    let array = LinearArray {
+        n_el: 128,
+        pitch: 0.3e-3,
+        center_frequency: 5e6,
+        sampling_frequency: 20e6,
+        sound_speed: 1540.0,
+        n_ax: 1280,
+        initial_time: 0.0,
     };
-    let model = Model::new(spec, 0, &device)?;
-    let s = model.spec.model.image_size;
-    let mut rng = NoiseRng::new(0);
-    let x = rng.normal(&[a.batch, 1, s, s], &device, DType::F32)?;
-    let t = Tensor::full(500f32, a.batch, &device)?;
-    let fwd = time(a.iters, || {
-        model.unet.forward(&x, &t)?.sum_all()?.to_scalar::<f32>()?;
-        Ok(())
-    })?;
-    let fwd_bwd = time(a.iters, || {
-        model.unet.forward(&x, &t)?.sqr()?.mean_all()?.backward()?;
-        Ok(())
-    })?;
-    let params: HashMap<String, Var> = model
-        .varmap
-        .data()
-        .lock()
-        .map_err(|_| anyhow::anyhow!("poisoned"))?
-        .clone();
-    let mut opt = AdamW::new(AdamWConfig::default(), params)?;
-    let step = time(a.iters, || {
-        let g = model.unet.forward(&x, &t)?.sqr()?.mean_all()?.backward()?;
-        opt.step(&g)?;
-        Ok(())
-    })?;
-    let b = a.batch as f64;
-    println!(
-        "U-Net {}x{} ({} parameters, {:.1} MB f32) on {}, batch {}, {} threads",
-        s,
-        s,
-        param_count(&model.varmap),
-        param_count(&model.varmap) as f64 * 4.0 / 1e6,
-        pleura::device::describe(&device),
-        a.batch,
-        rayon::current_num_threads()
+    let transmits: Vec<Transmit> = (-3..=3)
+        .map(|k| Transmit {
+            polar_angle: (3.0 * k as f64).to_radians(),
+            focus_distance: f64::INFINITY,
+        })
+        .collect();
+    let scan = linear_array_scan(&array, &transmits);
+    let scatterers: Vec<Scatterer> = (0..20)
+        .map(|i| Scatterer {
+            x: -15e-3 + 1.5e-3 * i as f64,
+            z: 8e-3 + 1.5e-3 * i as f64,
+            amplitude: 1.0,
+        })
+        .collect();
+    let rf = simulate_rf(
+        &scan,
+        &scatterers,
+        &GaussianPulse {
+            center_frequency: 5e6,
+            bandwidth: 0.6,
+        },
     );
-    println!("{:<28} {:>12}", "measure", "value");
-    println!("{:<28} {:>9.1} ms", "forward / image", fwd / b * 1e3);
+    let file = dir.join("synthetic_7pw.zea.h5");
+    write_zea(&file, &scan, &rf, n_frames)?;
+    Ok(Case {
+        name: "synthetic (7 PW)".into(),
+        scan,
+        frames: vec![rf; n_frames],
+        grid: Grid::linspace((-19e-3, 19e-3, 251), (5e-3, 40e-3, 251))?,
+        options: DasOptions {
+            f_number: 1.5,
+            apodization: Apodization::Rect,
+        },
+        file,
+    })
+}
+
+/// Writes the datasets of the zea layout the PyMUST script reads.
+fn write_zea(path: &Path, scan: &Scan, frame: &Array4<f32>, n_frames: usize) -> Result<()> {
+    let f = hdf5::File::create(path)?;
+    let (n_tx, n_ax, n_el, n_ch) = frame.dim();
+    let data = f.create_group("data")?;
+    let raw = data
+        .new_dataset::<f32>()
+        .shape([n_frames, n_tx, n_ax, n_el, n_ch])
+        .create("raw_data")?;
+    let one = frame.as_standard_layout();
+    let all: Vec<f32> = (0..n_frames).flat_map(|_| one.iter().copied()).collect();
+    raw.write_raw(all.as_slice())?;
+    let s = f.create_group("scan")?;
+    let scalar = |name: &str, v: f64| -> Result<()> {
+        s.new_dataset::<f64>().create(name)?.write_scalar(&v)?;
+        Ok(())
+    };
+    scalar("sampling_frequency", scan.sampling_frequency)?;
+    scalar("center_frequency", scan.center_frequency)?;
+    scalar("sound_speed", scan.sound_speed)?;
+    let matrix = |name: &str, a: &Array2<f64>| -> Result<()> {
+        let v = a.as_standard_layout();
+        let d = s
+            .new_dataset::<f64>()
+            .shape([a.nrows(), a.ncols()])
+            .create(name)?;
+        d.write_raw(v.as_slice().context("contiguous")?)?;
+        Ok(())
+    };
+    matrix("probe_geometry", &scan.probe_geometry)?;
+    matrix("t0_delays", &scan.t0_delays)?;
+    s.new_dataset::<f64>()
+        .shape([scan.initial_times.len()])
+        .create("initial_times")?
+        .write_raw(scan.initial_times.as_slice())?;
+    Ok(())
+}
+
+fn time_pleura(case: &Case, repeats: usize) -> Result<PleuraTimes> {
+    let (nz, nx) = (case.grid.nz(), case.grid.nx());
+    let mut env = Array2::<f32>::zeros((nz, nx));
+    let mut best: Option<PleuraTimes> = None;
+    for _ in 0..repeats.max(1) {
+        let t = Instant::now();
+        let mut bf = Beamformer::new(&case.scan, &case.grid, &case.options)?;
+        let plan_s = t.elapsed().as_secs_f64();
+        for f in &case.frames {
+            bf.envelope_into(f.view(), env.view_mut())?;
+        }
+        let cold_s = t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        for f in &case.frames {
+            bf.envelope_into(f.view(), env.view_mut())?;
+        }
+        let warm_frame_s = t.elapsed().as_secs_f64() / case.frames.len() as f64;
+        let better = match &best {
+            Some(b) => cold_s < b.cold_s,
+            None => true,
+        };
+        if better {
+            best = Some(PleuraTimes {
+                plan_s,
+                cold_s,
+                warm_frame_s: best
+                    .as_ref()
+                    .map_or(warm_frame_s, |b| b.warm_frame_s.min(warm_frame_s)),
+            });
+        } else if let Some(b) = best.as_mut() {
+            b.warm_frame_s = b.warm_frame_s.min(warm_frame_s);
+        }
+    }
+    best.context("no timed run")
+}
+
+fn time_pymust(args: &BeamformArgs, case: &Case) -> Result<PymustTimes> {
+    let (x, z) = (case.grid.x(), case.grid.z());
+    let out = Command::new(&args.python)
+        .arg(&args.pymust_script)
+        .arg(&case.file)
+        .args(
+            [
+                x[0],
+                x[x.len() - 1],
+                x.len() as f64,
+                z[0],
+                z[z.len() - 1],
+                z.len() as f64,
+                case.options.f_number,
+            ]
+            .map(|v| v.to_string()),
+        )
+        .arg(case.frames.len().to_string())
+        .output()
+        .with_context(|| format!("running {}", args.python.display()))?;
+    if !out.status.success() {
+        bail!(
+            "PyMUST bench failed ({}): {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let v: serde_json::Value =
+        serde_json::from_slice(&out.stdout).context("PyMUST bench output")?;
+    let get = |k: &str| {
+        v[k].as_f64()
+            .with_context(|| format!("PyMUST bench output lacks {k}"))
+    };
+    Ok(PymustTimes {
+        rf2iq_s: get("rf2iq_s")?,
+        build_s: get("build_s")?,
+        apply_s: get("apply_s")?,
+    })
+}
+
+fn beamform(args: BeamformArgs) -> Result<()> {
+    let tmp = std::env::temp_dir().join(format!("pleura-bench-beamform-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp)?;
+    let cases = [
+        pwi_disk_case(&args.pwi_disk, args.frames)?,
+        synthetic_case(&tmp, args.frames)?,
+    ];
     println!(
-        "{:<28} {:>9.1} ms",
-        "forward+backward / image",
-        fwd_bwd / b * 1e3
+        "threads: {} (rayon); timings: best of {} runs; ns/px-ch = time per frame / (pixels x elements x transmits)",
+        rayon::current_num_threads(),
+        args.repeats
     );
-    println!("{:<28} {:>9.1} ms", "train step (batch)", step * 1e3);
-    println!("{:<28} {:>12.3}", "train steps/s", 1.0 / step);
-    println!("{:<28} {:>12.2}", "train images/s", b / step);
+    println!();
+    println!("| case | grid | frames | pleura plan | pleura plan+all frames | pleura warm /frame | pleura ns/px-ch | PyMUST rf2iq | PyMUST dasmtx build | PyMUST apply /frame | PyMUST ns/px-ch | speed-up (PyMUST build+apply / pleura plan+all) | warm per-frame pleura / PyMUST apply |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for case in &cases {
+        let p = time_pleura(case, args.repeats)?;
+        let n = case.frames.len() as f64;
+        let px_ch = (case.grid.nx() * case.grid.nz() * case.scan.n_el() * case.scan.n_tx()) as f64;
+        let mut row = format!(
+            "| {} | {}x{} | {} | {:.0} ms | {:.3} s ({:.0} frames/s) | {:.2} ms ({:.0} frames/s) | {:.3} |",
+            case.name,
+            case.grid.nx(),
+            case.grid.nz(),
+            case.frames.len(),
+            p.plan_s * 1e3,
+            p.cold_s,
+            n / p.cold_s,
+            p.warm_frame_s * 1e3,
+            1.0 / p.warm_frame_s,
+            p.warm_frame_s * 1e9 / px_ch
+        );
+        if args.no_pymust {
+            row.push_str(" - | - | - | - | - | - |");
+        } else {
+            let m = time_pymust(&args, case)?;
+            let apply_frame = m.apply_s / n;
+            row.push_str(&format!(
+                " {:.2} s | {:.2} s | {:.2} ms | {:.3} | {:.1}x | {:.2}x |",
+                m.rf2iq_s,
+                m.build_s,
+                apply_frame * 1e3,
+                apply_frame * 1e9 / px_ch,
+                (m.build_s + m.apply_s) / p.cold_s,
+                p.warm_frame_s / apply_frame
+            ));
+        }
+        println!("{row}");
+    }
+    std::fs::remove_dir_all(&tmp)?;
     Ok(())
 }

@@ -28,10 +28,12 @@
 //! (transmit, element) pair, the two linear-interpolation taps of the echo time on a time
 //! axis `upsampling` times finer than the data (u32 target index + f32 weight, times the
 //! I/Q phase for n_ch = 2). `forward` scatters pixel values onto that fine axis with
-//! `index_add`, then convolves with the sampled pulse and decimates in one strided
-//! `conv1d`; both ops have candle backward passes, so autograd differentiates through
-//! `forward`. `adjoint` is the exact transpose: `conv_transpose1d` then `index_select` and
-//! a weighted sum per pixel.
+//! `index_add`, then convolves with the sampled pulse and decimates in polyphase form:
+//! the fine samples, grouped U at a time, times a (U, blocks) pulse matrix, and the
+//! `blocks` products summed with shifts. `index_add`, `matmul`, `narrow` and `add` all have
+//! cheap candle backward passes, so autograd differentiates through `forward`. `adjoint`
+//! is the exact transpose: shifted copies stacked, the transposed pulse matrix, then
+//! `index_select` and a weighted sum per pixel.
 
 pub mod pulse;
 
@@ -111,8 +113,13 @@ pub struct MeasurementOperator {
     targets: Tensor,
     /// Weight of each entry, f32, (n_pixels, per_pixel).
     weights: Tensor,
-    /// Pulse kernel for the strided conv1d, f32, (n_ch, c_in, 2 * half + 1).
-    kernel: Tensor,
+    /// Pulse taps per output sample (ceil((2 half + 1) / upsampling)).
+    blocks: usize,
+    /// Polyphase pulse matrix, f32, (c_in * upsampling, blocks * n_ch): row (ci, phase b),
+    /// column (block a, output channel o) holds tap k = a U + b of channel ci -> o.
+    pulse_matrix: Tensor,
+    /// Its transpose, contiguous.
+    pulse_matrix_t: Tensor,
     pulse: Pulse,
     device: Device,
 }
@@ -299,7 +306,9 @@ impl MeasurementOperator {
         };
         let fine_fs = fs * upsampling as f64;
         let half = (pulse.half_length() * fine_fs).ceil() as usize;
-        let fine_len = n_ax * upsampling + 2 * half;
+        let klen = 2 * half + 1;
+        let blocks = klen.div_ceil(upsampling);
+        let fine_len = (n_ax + blocks - 1) * upsampling;
         let total_fine = n_tx * n_el * c_in * fine_len;
         if total_fine > u32::MAX as usize {
             return Err(OperatorError::InvalidOption {
@@ -375,25 +384,30 @@ impl MeasurementOperator {
                 }
             });
 
-        // Output sample n sits at fine index n U + half; conv1d computes
-        // out[n] = sum_k w[k] fine[n U + k], and an echo centred at fine index m adds
-        // pulse((n U + half - m) / fine_fs) to out[n], so with m = n U + k,
+        // Output sample n sits at fine index n U + half, and an echo centred at fine index
+        // m adds pulse((n U + half - m) / fine_fs) to it. With m = n U + k, k = a U + b
+        // (block a, phase b), out[n] = sum_(a, ci, b) fine[ci][(n + a) U + b] w_ci[k], where
         // w[k] = pulse((half - k) / fine_fs).
-        let klen = 2 * half + 1;
-        let mut kernel = vec![0f32; n_ch * c_in * klen];
+        let u = upsampling;
+        let (rows, cols) = (c_in * u, blocks * n_ch);
+        let mut pm = vec![0f32; rows * cols];
         for k in 0..klen {
             let t = (half as f64 - k as f64) / fine_fs;
+            let (a, bph) = (k / u, k % u);
+            let at = |ci: usize, o: usize| (ci * u + bph) * cols + a * n_ch + o;
             if n_ch == 1 {
-                kernel[k] = pulse.rf(t) as f32;
+                pm[at(0, 0)] = pulse.rf(t) as f32;
             } else {
                 let (re, im) = pulse.baseband(t, fd);
-                // [out][in]: I <- re*d_re - im*d_im, Q <- im*d_re + re*d_im.
-                kernel[k] = re as f32;
-                kernel[klen + k] = -im as f32;
-                kernel[2 * klen + k] = im as f32;
-                kernel[3 * klen + k] = re as f32;
+                // I <- re * d_re - im * d_im, Q <- im * d_re + re * d_im.
+                pm[at(0, 0)] = re as f32;
+                pm[at(0, 1)] = im as f32;
+                pm[at(1, 0)] = -im as f32;
+                pm[at(1, 1)] = re as f32;
             }
         }
+        let pulse_matrix = Tensor::from_vec(pm, (rows, cols), device)?;
+        let pulse_matrix_t = pulse_matrix.t()?.contiguous()?;
 
         Ok(Self {
             n_tx,
@@ -408,7 +422,9 @@ impl MeasurementOperator {
             per_pixel,
             targets: Tensor::from_vec(targets, n_pix * per_pixel, device)?,
             weights: Tensor::from_vec(weights, (n_pix, per_pixel), device)?,
-            kernel: Tensor::from_vec(kernel, (n_ch, c_in, klen), device)?,
+            blocks,
+            pulse_matrix,
+            pulse_matrix_t,
             pulse,
             device: device.clone(),
         })
@@ -441,7 +457,8 @@ impl MeasurementOperator {
 
     /// Bytes held by the precomputed tables.
     pub fn table_bytes(&self) -> usize {
-        (self.targets.elem_count() + self.weights.elem_count() + self.kernel.elem_count()) * 4
+        (self.targets.elem_count() + self.weights.elem_count() + 2 * self.pulse_matrix.elem_count())
+            * 4
     }
 
     /// A x: image (nz, nx) or (b, nz, nx) -> data (n_tx, n_ax, n_el, n_ch) or
@@ -470,11 +487,24 @@ impl MeasurementOperator {
             &src,
             1,
         )?;
-        let fine = fine.reshape((b * self.n_tx * self.n_el, self.c_in, self.fine_len))?;
-        let y = fine.conv1d(&self.kernel, 0, self.upsampling, 1, 1)?;
+        let r = b * self.n_tx * self.n_el;
+        let (u, nb, ci) = (self.upsampling, self.n_ax + self.blocks - 1, self.c_in);
+        let g = fine
+            .reshape((r, ci, nb, u))?
+            .permute((0, 2, 1, 3))?
+            .reshape((r, nb, ci * u))?;
+        // p[n', a] = g[n'] . w_a for every block a, then out[n] = sum_a p[n + a, a].
+        let p = g
+            .reshape((r * nb, ci * u))?
+            .matmul(&self.pulse_matrix)?
+            .reshape((r, nb, self.blocks, self.n_ch))?;
+        let mut y = p.narrow(1, 0, self.n_ax)?.narrow(2, 0, 1)?.squeeze(2)?;
+        for a in 1..self.blocks {
+            y = (y + p.narrow(1, a, self.n_ax)?.narrow(2, a, 1)?.squeeze(2)?)?;
+        }
         let y = y
-            .reshape((b, self.n_tx, self.n_el, self.n_ch, self.n_ax))?
-            .permute((0, 1, 4, 2, 3))?
+            .reshape((b, self.n_tx, self.n_el, self.n_ax, self.n_ch))?
+            .permute((0, 1, 3, 2, 4))?
             .contiguous()?;
         Ok(if batched { y } else { y.squeeze(0)? })
     }
@@ -494,15 +524,26 @@ impl MeasurementOperator {
                 })
             }
         };
+        let r = b * self.n_tx * self.n_el;
+        let (u, nb, ci) = (self.upsampling, self.n_ax + self.blocks - 1, self.c_in);
         let y = y
             .to_dtype(DType::F32)?
             .reshape((b, self.n_tx, self.n_ax, self.n_el, self.n_ch))?
-            .permute((0, 1, 3, 4, 2))?
+            .permute((0, 1, 3, 2, 4))?
             .contiguous()?
-            .reshape((b * self.n_tx * self.n_el, self.n_ch, self.n_ax))?;
-        let klen = self.kernel.dim(2)?;
-        let out_padding = self.fine_len - ((self.n_ax - 1) * self.upsampling + klen);
-        let fine = y.conv_transpose1d(&self.kernel, 0, out_padding, self.upsampling, 1, 1)?;
+            .reshape((r, self.n_ax, self.n_ch))?;
+        // Transpose of out[n] = sum_a p[n + a, a]: p[n + a, a] = y[n], then the transposed
+        // pulse matrix.
+        let shifted = (0..self.blocks)
+            .map(|a| y.pad_with_zeros(1, a, self.blocks - 1 - a))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let g = Tensor::stack(&shifted, 2)?
+            .reshape((r * nb, self.blocks * self.n_ch))?
+            .matmul(&self.pulse_matrix_t)?;
+        let fine = g
+            .reshape((r, nb, ci, u))?
+            .permute((0, 2, 1, 3))?
+            .contiguous()?;
         let total = self.n_tx * self.n_el * self.c_in * self.fine_len;
         let n_pix = self.nz * self.nx;
         let x = fine

@@ -7,14 +7,14 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum RecordingError {
     /// The file could not be opened or created as HDF5.
-    #[error("cannot open {path} as HDF5: {source}")]
+    #[error("cannot open {path} as HDF5")]
     Open {
         path: PathBuf,
         #[source]
         source: hdf5::Error,
     },
     /// An HDF5 operation on a field failed.
-    #[error("{field}: {op} failed: {source}")]
+    #[error("{field}: {op} failed")]
     Hdf5 {
         field: String,
         op: &'static str,
@@ -46,8 +46,8 @@ pub enum RecordingError {
         reason: String,
     },
     /// The recording holds no frames.
-    #[error("the recording has no frames (`data/raw_data` has shape {shape:?})")]
-    Empty { shape: Vec<usize> },
+    #[error("the recording has no frames (`scan/n_frames` = {n_frames}, `data/raw_data` has shape {shape:?})")]
+    Empty { n_frames: usize, shape: Vec<usize> },
     /// A frame index past the end.
     #[error("frame {index} requested, the recording has {n_frames} frames")]
     FrameIndex { index: usize, n_frames: usize },
@@ -98,5 +98,16 @@ impl RecordingError {
             found,
             expected: expected.into(),
         }
+    }
+}
+
+/// Formats a value for a message: as the float32 it was stored as when it is one (so a
+/// float32 0.005 reads "0.005", not "0.004999999888241291"), else in full.
+pub(crate) fn num(v: f64) -> String {
+    let single = v as f32;
+    if f64::from(single) == v {
+        single.to_string()
+    } else {
+        v.to_string()
     }
 }

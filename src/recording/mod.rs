@@ -12,3 +12,15 @@ pub use error::RecordingError;
 pub use reader::{Frame, GroundTruth, Recording, SampleType};
 pub use scan::{Scan, TransmitKind};
 pub use writer::{GroundTruthGrid, Recorder, RecorderOptions};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reader_and_recorder_can_move_between_threads() {
+        fn is_send<T: Send>() {}
+        is_send::<Recording>();
+        is_send::<Recorder>();
+    }
+}

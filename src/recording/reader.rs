@@ -210,17 +210,19 @@ impl Recording {
         })?;
         let description =
             h5::string_attr(&file, "description", "@description")?.unwrap_or_default();
-        let mut scan = Scan::read(&file)?;
         let scan_group = h5::group(&file, "scan", "scan")?;
         let n_frames = h5::scalar_count(&scan_group, "n_frames", "scan/n_frames")?;
         let frames = FrameCount {
             n: n_frames,
             exact: writer_closed,
         };
-
         let data = h5::group(&file, "data", "data")?;
         let raw = h5::dataset(&data, "raw_data", "data/raw_data")?;
         let shape = raw.shape();
+        if n_frames == 0 || shape.first() == Some(&0) {
+            return Err(RecordingError::Empty { n_frames, shape });
+        }
+        let mut scan = Scan::read(&file)?;
         let expected = [scan.n_tx(), scan.n_ax, scan.n_el(), scan.n_ch];
         let expected_text = format!(
             "[{}, n_tx = {}, n_ax = {}, n_el = {}, n_ch = {}]",
@@ -246,9 +248,6 @@ impl Recording {
         };
         if !frames.fits(shape[0]) || shape[1..] != expected[..] {
             return Err(RecordingError::shape("data/raw_data", shape, expected_text));
-        }
-        if n_frames == 0 {
-            return Err(RecordingError::Empty { shape });
         }
         if let Some(t) = &mut scan.time_to_next_transmit {
             if !frames.fits(t.nrows()) {

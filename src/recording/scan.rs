@@ -7,7 +7,7 @@
 use hdf5::Group;
 use ndarray::Array2;
 
-use super::error::RecordingError;
+use super::error::{num, RecordingError};
 use super::h5;
 
 /// The kind of wavefront a transmit sends, derived from its focus distance
@@ -111,7 +111,7 @@ fn finite_positive(field: &str, v: f64) -> Result<(), RecordingError> {
     } else {
         Err(RecordingError::value(
             field,
-            v,
+            num(v),
             "must be finite and positive",
         ))
     }
@@ -125,7 +125,7 @@ fn all_finite<'a>(
         None => Ok(()),
         Some((i, v)) => Err(RecordingError::value(
             format!("{field}[{i}] (flat index)"),
-            v,
+            num(*v),
             "must be finite",
         )),
     }
@@ -169,7 +169,7 @@ impl Scan {
         if !(self.demodulation_frequency.is_finite() && self.demodulation_frequency >= 0.0) {
             return Err(RecordingError::value(
                 "scan/demodulation_frequency",
-                self.demodulation_frequency,
+                num(self.demodulation_frequency),
                 "must be finite and not negative",
             ));
         }
@@ -253,7 +253,7 @@ impl Scan {
             {
                 return Err(RecordingError::value(
                     format!("scan/time_to_next_transmit[{}, {}]", i / n_tx, i % n_tx),
-                    v,
+                    num(*v),
                     "must be finite and not negative",
                 ));
             }
@@ -276,7 +276,7 @@ impl Scan {
             if row.iter().any(|v| !v.is_finite()) {
                 return Err(RecordingError::value(
                     format!("{FIELD}[{i}]"),
-                    format!("({}, {}, {})", row[0], row[1], row[2]),
+                    format!("({}, {}, {})", num(row[0]), num(row[1]), num(row[2])),
                     "element position must be finite",
                 ));
             }
@@ -288,15 +288,15 @@ impl Scan {
         for i in 0..n {
             let dy = (g[[i, 1]] - g[[0, 1]]).abs();
             let dz = (g[[i, 2]] - g[[0, 2]]).abs();
-            if !(span > 0.0) || dy > line_tol || dz > line_tol {
+            if span <= 0.0 || dy > line_tol || dz > line_tol {
                 return Err(RecordingError::value(
                     format!("{FIELD}[{i}]"),
-                    format!("({}, {}, {})", g[[i, 0]], g[[i, 1]], g[[i, 2]]),
+                    format!("({}, {}, {})", num(g[[i, 0]]), num(g[[i, 1]]), num(g[[i, 2]])),
                     format!(
                         "elements must lie on a line along x (same y and z as element 0 at ({}, {}, {}))",
-                        g[[0, 0]],
-                        g[[0, 1]],
-                        g[[0, 2]]
+                        num(g[[0, 0]]),
+                        num(g[[0, 1]]),
+                        num(g[[0, 2]])
                     ),
                 ));
             }
@@ -308,7 +308,7 @@ impl Scan {
                 let (a, b) = (a.min(b), a.max(b));
                 return Err(RecordingError::value(
                     format!("{FIELD}[{b}]"),
-                    format!("x = {}", g[[b, 0]]),
+                    format!("x = {}", num(g[[b, 0]])),
                     format!("elements {a} and {b} are at the same x position"),
                 ));
             }
@@ -470,5 +470,124 @@ impl Scan {
                 })?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scan() -> Scan {
+        let n_el = 4;
+        let mut g = Array2::zeros((n_el, 3));
+        for e in 0..n_el {
+            g[[e, 0]] = (e as f64 - 1.5) * 0.3e-3;
+        }
+        Scan {
+            probe_geometry: g,
+            sampling_frequency: 20e6,
+            center_frequency: 5e6,
+            demodulation_frequency: 0.0,
+            sound_speed: 1540.0,
+            n_ax: 10,
+            n_ch: 1,
+            initial_times: vec![0.0, 0.0],
+            t0_delays: Array2::zeros((2, n_el)),
+            tx_apodizations: Array2::ones((2, n_el)),
+            polar_angles: vec![-0.1, 0.1],
+            azimuth_angles: vec![0.0; 2],
+            focus_distances: vec![f64::INFINITY, 0.03],
+            transmit_origins: Array2::zeros((2, 3)),
+            element_width: None,
+            time_to_next_transmit: None,
+            fractional_bandwidth: None,
+        }
+    }
+
+    fn err(s: &Scan) -> String {
+        s.validate().expect_err("invalid scan accepted").to_string()
+    }
+
+    #[test]
+    fn a_valid_scan_passes_and_derives_its_quantities() {
+        let s = scan();
+        s.validate().unwrap();
+        assert_eq!((s.n_el(), s.n_tx()), (4, 2));
+        assert!((s.pitch() - 0.3e-3).abs() < 1e-15);
+        assert!((s.wavelength() - 1540.0 / 5e6).abs() < 1e-15);
+        assert_eq!(s.transmit_kind(0), TransmitKind::Plane);
+        assert_eq!(s.transmit_kind(1), TransmitKind::Focused);
+    }
+
+    #[test]
+    fn elements_may_come_in_any_order_and_off_the_x_axis_along_a_line() {
+        let mut s = scan();
+        for (row, x) in [0.45e-3, -0.45e-3, 0.15e-3, -0.15e-3]
+            .into_iter()
+            .enumerate()
+        {
+            s.probe_geometry[[row, 0]] = x;
+            s.probe_geometry[[row, 2]] = 1e-3;
+        }
+        s.validate().unwrap();
+        assert!((s.pitch() - 0.3e-3).abs() < 1e-15);
+    }
+
+    #[test]
+    fn bad_parameters_are_named_with_their_values() {
+        let mut s = scan();
+        s.sampling_frequency = f64::NAN;
+        let e = err(&s);
+        assert!(
+            e.contains("scan/sampling_frequency") && e.contains("NaN"),
+            "{e}"
+        );
+        let mut s = scan();
+        s.sound_speed = -1540.0;
+        let e = err(&s);
+        assert!(e.contains("scan/sound_speed") && e.contains("-1540"), "{e}");
+        let mut s = scan();
+        s.n_ch = 3;
+        assert!(err(&s).contains("scan/n_ch` = 3"));
+        let mut s = scan();
+        s.t0_delays = Array2::zeros((2, 3));
+        let e = err(&s);
+        assert!(
+            e.contains("scan/t0_delays") && e.contains("[2, 3]") && e.contains("n_el = 4"),
+            "{e}"
+        );
+        let mut s = scan();
+        s.focus_distances[1] = f64::NAN;
+        assert!(err(&s).contains("scan/focus_distances[1]"));
+        let mut s = scan();
+        s.time_to_next_transmit = Some(Array2::from_elem((3, 2), -1e-4));
+        assert!(err(&s).contains("scan/time_to_next_transmit[0, 0]` = -0.0001"));
+    }
+
+    #[test]
+    fn geometry_must_be_a_line_of_distinct_elements() {
+        let mut s = scan();
+        s.probe_geometry[[3, 0]] = s.probe_geometry[[2, 0]];
+        let e = err(&s);
+        assert!(e.contains("elements 2 and 3"), "{e}");
+        let mut s = scan();
+        s.probe_geometry[[1, 1]] = 0.1e-3;
+        let e = err(&s);
+        assert!(
+            e.contains("scan/probe_geometry[1]") && e.contains("0.0001"),
+            "{e}"
+        );
+        let mut s = scan();
+        s.probe_geometry = Array2::zeros((1, 3));
+        s.t0_delays = Array2::zeros((2, 1));
+        s.tx_apodizations = Array2::zeros((2, 1));
+        assert!(err(&s).contains("at least 2 elements"));
+    }
+
+    #[test]
+    fn values_stored_as_float32_print_as_written() {
+        assert_eq!(num(f64::from(0.005_f32)), "0.005");
+        assert_eq!(num(0.1), "0.1");
+        assert_eq!(num(f64::NAN), "NaN");
     }
 }

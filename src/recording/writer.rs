@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use hdf5::{Dataset, Extent, File, Group, SimpleExtents};
-use ndarray::{s, Array1, Array2, ArrayView2};
+use ndarray::{s, Array1, Array2, Array4, ArrayView2};
 
 use super::error::RecordingError;
 use super::h5;
@@ -355,38 +355,61 @@ impl Recorder {
         self.append_inner(frame, Some(aeration))
     }
 
-    fn check_frame(&self, frame: &Frame) -> Result<(), RecordingError> {
-        if frame.data.shape() != self.frame_shape {
-            return Err(RecordingError::FrameShape {
+    fn check_shape(&self, frame: &Frame) -> Result<(), RecordingError> {
+        if frame.data.shape() == self.frame_shape {
+            Ok(())
+        } else {
+            Err(RecordingError::FrameShape {
                 found: frame.data.shape().to_vec(),
                 expected: self.frame_shape,
-            });
+            })
         }
-        match self.sample_type {
-            SampleType::Int16 => {
-                let bad = frame.data.indexed_iter().find(|(_, &v)| {
-                    !(v.fract() == 0.0 && (f32::from(i16::MIN)..=f32::from(i16::MAX)).contains(&v))
+    }
+
+    /// The (tx, ax, el, ch) index of the `k`-th sample in logical order.
+    fn unravel(&self, k: usize) -> [usize; 4] {
+        let [_, n_ax, n_el, n_ch] = self.frame_shape;
+        [
+            k / (n_ax * n_el * n_ch),
+            k / (n_el * n_ch) % n_ax,
+            k / n_ch % n_el,
+            k % n_ch,
+        ]
+    }
+
+    /// The frame as int16, exactly: every sample must be a whole number in range.
+    fn to_int16(&self, frame: &Frame) -> Result<Array4<i16>, RecordingError> {
+        let mut out = Vec::with_capacity(frame.data.len());
+        for (k, &v) in frame.data.iter().enumerate() {
+            // `as` saturates (NaN gives 0); the round trip tells whether v was exact.
+            let q = v as i16;
+            if f32::from(q) != v {
+                return Err(RecordingError::NotInt16 {
+                    value: v,
+                    index: self.unravel(k),
                 });
-                if let Some(((t, a, e, c), &value)) = bad {
-                    return Err(RecordingError::NotInt16 {
-                        value,
-                        index: [t, a, e, c],
-                    });
-                }
             }
-            SampleType::Float32 => {
-                if let Some(((t, a, e, c), v)) =
-                    frame.data.indexed_iter().find(|(_, v)| !v.is_finite())
-                {
-                    return Err(RecordingError::value(
-                        format!("data/raw_data[{}, {t}, {a}, {e}, {c}]", self.n_frames),
-                        v,
-                        "sample must be finite",
-                    ));
-                }
+            out.push(q);
+        }
+        let [t, a, e, c] = self.frame_shape;
+        Array4::from_shape_vec((t, a, e, c), out).map_err(|_| RecordingError::FrameShape {
+            found: frame.data.shape().to_vec(),
+            expected: self.frame_shape,
+        })
+    }
+
+    fn check_finite(&self, frame: &Frame) -> Result<(), RecordingError> {
+        match frame.data.iter().position(|v| !v.is_finite()) {
+            None => Ok(()),
+            Some(k) => {
+                let [t, a, e, c] = self.unravel(k);
+                Err(RecordingError::value(
+                    format!("data/raw_data[{}, {t}, {a}, {e}, {c}]", self.n_frames),
+                    frame.data[[t, a, e, c]],
+                    "sample must be finite",
+                ))
             }
         }
-        Ok(())
     }
 
     fn append_inner(
@@ -394,7 +417,14 @@ impl Recorder {
         frame: &Frame,
         aeration: Option<ArrayView2<f32>>,
     ) -> Result<(), RecordingError> {
-        self.check_frame(frame)?;
+        self.check_shape(frame)?;
+        let int16 = match self.sample_type {
+            SampleType::Int16 => Some(self.to_int16(frame)?),
+            SampleType::Float32 => {
+                self.check_finite(frame)?;
+                None
+            }
+        };
         let i = self.n_frames;
         let n = i + 1;
         let field = |name: &str| format!("{name}[{i}]");
@@ -404,10 +434,9 @@ impl Recorder {
             .resize(raw_shape)
             .map_err(|e| RecordingError::hdf5("data/raw_data", "resize", e))?;
         let sel = s![i, .., .., .., ..];
-        match self.sample_type {
-            // Exact: check_frame accepted only whole numbers in the int16 range.
-            SampleType::Int16 => self.raw.write_slice(&frame.data.mapv(|v| v as i16), sel),
-            SampleType::Float32 => self.raw.write_slice(&frame.data, sel),
+        match &int16 {
+            Some(q) => self.raw.write_slice(q, sel),
+            None => self.raw.write_slice(&frame.data, sel),
         }
         .map_err(|e| RecordingError::hdf5(field("data/raw_data"), "write", e))?;
         for (ds, name, value) in [
@@ -469,30 +498,25 @@ impl Recorder {
         Ok(())
     }
 
-    /// Flushes and closes the file; returns the number of frames written.
+    /// Flushes and closes the file; returns the number of frames written. (Dropping the
+    /// recorder also flushes and closes, but can only log a failure.)
     pub fn finish(mut self) -> Result<usize, RecordingError> {
         self.flush()?;
-        let n = self.n_frames;
-        let Recorder {
-            file,
-            raw,
-            n_frames_ds,
-            sequence_number,
-            timestamp_ns,
-            time_to_next_transmit,
-            ground_truth,
-            ..
-        } = self;
-        drop((
-            raw,
-            n_frames_ds,
-            sequence_number,
-            timestamp_ns,
-            time_to_next_transmit,
-            ground_truth,
-        ));
-        file.close()
-            .map_err(|e| RecordingError::hdf5("/", "close", e))?;
-        Ok(n)
+        Ok(self.n_frames)
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        if self.flushed_frames != self.n_frames {
+            if let Err(e) = self.flush() {
+                tracing::error!(
+                    path = %self.path.display(),
+                    error = %e,
+                    cause = ?std::error::Error::source(&e),
+                    "flushing the recording on drop failed"
+                );
+            }
+        }
     }
 }

@@ -1,0 +1,79 @@
+"""PyMUST side of `pleura bench beamform`: time rf2iq, dasmtx (sparse DAS matrix build)
+and its application to every frame of a zea recording, and print the timings as JSON.
+
+usage: bench_pymust_beamform.py FILE.h5 XMIN XMAX NX ZMIN ZMAX NZ FNUMBER [N_FRAMES]
+
+Per transmit k: param.TXdelay = scan/t0_delays[k], param.t0 = scan/initial_times[k];
+the I/Q of transmit k is rf2iq(RF_k, param) and the compound image is sum_k M_k @ IQ_k,
+with M_k = dasmtx(1j * [n_ax, n_el], x, z, param, 'linear').
+"""
+
+import json
+import sys
+import time
+
+import h5py
+import numpy as np
+import pymust
+
+
+def main():
+    path = sys.argv[1]
+    xmin, xmax, nx, zmin, zmax, nz, fnum = map(float, sys.argv[2:9])
+    with h5py.File(path, "r") as f:
+        raw = f["data/raw_data"]
+        n_frames = int(sys.argv[9]) if len(sys.argv) > 9 else raw.shape[0]
+        rf = raw[:n_frames].astype(np.float64)
+        s = f["scan"]
+        fs = float(s["sampling_frequency"][()])
+        fc = float(s["center_frequency"][()])
+        c = float(s["sound_speed"][()])
+        pg = s["probe_geometry"][()]
+        t0_delays = s["t0_delays"][()]
+        initial_times = s["initial_times"][()]
+        bw = s.attrs.get("fractional_bandwidth_percent", None)
+    n_tx, n_ax, n_el = rf.shape[1], rf.shape[2], rf.shape[3]
+    x, z = np.meshgrid(np.linspace(xmin, xmax, int(nx)), np.linspace(zmin, zmax, int(nz)))
+
+    def param_for(k):
+        p = pymust.utils.Param()
+        p.fs, p.fc, p.c = fs, fc, c
+        p.pitch = float(abs(pg[-1, 0] - pg[0, 0]) / (n_el - 1))
+        p.Nelements = n_el
+        p.fnumber = fnum
+        p.t0 = np.array([float(initial_times[k])])
+        p.TXdelay = t0_delays[k].reshape(1, -1)
+        if bw is not None:
+            p.bandwidth = float(bw)
+        return p
+
+    t = time.perf_counter()
+    iq = np.empty((n_frames, n_tx, n_ax, n_el), dtype=np.complex128)
+    for i in range(n_frames):
+        for k in range(n_tx):
+            iq[i, k] = pymust.rf2iq(rf[i, k, :, :, 0], param_for(k))
+    t_rf2iq = time.perf_counter() - t
+
+    t = time.perf_counter()
+    mats = [pymust.dasmtx(1j * np.array([n_ax, n_el]), x, z, param_for(k), "linear").tocsr() for k in range(n_tx)]
+    t_build = time.perf_counter() - t
+
+    t = time.perf_counter()
+    out = None
+    for i in range(n_frames):
+        img = sum(mats[k] @ iq[i, k].flatten(order="F") for k in range(n_tx))
+        out = np.abs(img)
+    t_apply = time.perf_counter() - t
+    assert out is not None and np.isfinite(out).all()
+
+    print(json.dumps({
+        "frames": n_frames,
+        "rf2iq_s": t_rf2iq,
+        "build_s": t_build,
+        "apply_s": t_apply,
+        "nnz": int(sum(m.nnz for m in mats)),
+    }))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,200 @@
+//! `pleura beamform`: delay-and-sum every frame of a recording to envelope and B-mode.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use ndarray::{s, Array2};
+use pleura::beamform::bmode::{log_compress, max_of};
+use pleura::beamform::{Apodization, BeamformError, Beamformer, DasOptions, Grid};
+use pleura::recording::Recording;
+
+/// Receive apodization names on the command line.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum ApodizationArg {
+    Hann,
+    /// Tukey window, half of the aperture flat (alpha 0.5).
+    Tukey,
+    Rect,
+}
+
+/// Arguments of `pleura beamform`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The recording (zea HDF5 layout), RF or I/Q.
+    pub input: PathBuf,
+    /// Output HDF5: envelope, bmode, grid_x, grid_z, failed.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Lateral grid MIN,MAX,N in metres (default: across the array, half-wavelength step).
+    #[arg(long, value_name = "MIN,MAX,N")]
+    pub grid_x: Option<String>,
+    /// Depth grid MIN,MAX,N in metres (default: 2 mm to the deepest recorded depth,
+    /// quarter-wavelength step).
+    #[arg(long, value_name = "MIN,MAX,N")]
+    pub grid_z: Option<String>,
+    /// Receive f-number (dynamic aperture width = depth / f-number).
+    #[arg(long, default_value_t = 1.5)]
+    pub f_number: f64,
+    /// Receive apodization across the aperture.
+    #[arg(long, value_enum, default_value_t = ApodizationArg::Hann)]
+    pub apodization: ApodizationArg,
+    /// Dynamic range of the B-mode, dB.
+    #[arg(long, default_value_t = 60.0)]
+    pub dynamic_range: f64,
+    /// Also write one grey-level PNG per frame into this directory.
+    #[arg(long)]
+    pub png: Option<PathBuf>,
+}
+
+/// Parses "MIN,MAX,N".
+fn parse_axis(flag: &str, v: &str) -> Result<(f64, f64, usize)> {
+    let parts: Vec<&str> = v.split(',').map(str::trim).collect();
+    if parts.len() != 3 {
+        bail!("{flag} {v:?}: expected MIN,MAX,N");
+    }
+    let min: f64 = parts[0]
+        .parse()
+        .with_context(|| format!("{flag} MIN {:?}", parts[0]))?;
+    let max: f64 = parts[1]
+        .parse()
+        .with_context(|| format!("{flag} MAX {:?}", parts[1]))?;
+    let n: usize = parts[2]
+        .parse()
+        .with_context(|| format!("{flag} N {:?}", parts[2]))?;
+    if n < 1 {
+        bail!("{flag} N = 0: at least one point is needed");
+    }
+    Ok((min, max, n))
+}
+
+fn write_png(path: &Path, image: &Array2<u8>) -> Result<()> {
+    let (h, w) = image.dim();
+    let file =
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), w as u32, h as u32);
+    enc.set_color(png::ColorType::Grayscale);
+    enc.set_depth(png::BitDepth::Eight);
+    let mut writer = enc.write_header()?;
+    let data = image.as_standard_layout();
+    writer.write_image_data(data.as_slice().context("contiguous image")?)?;
+    writer.finish()?;
+    Ok(())
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let rec = Recording::open(&args.input)
+        .with_context(|| format!("opening {}", args.input.display()))?;
+    let scan = rec.scan().clone();
+    let default = Grid::default_for(&scan)?;
+    let x = match &args.grid_x {
+        Some(v) => parse_axis("--grid-x", v)?,
+        None => (default.x()[0], default.x()[default.nx() - 1], default.nx()),
+    };
+    let z = match &args.grid_z {
+        Some(v) => parse_axis("--grid-z", v)?,
+        None => (default.z()[0], default.z()[default.nz() - 1], default.nz()),
+    };
+    let grid = Grid::linspace(x, z)?;
+    let options = DasOptions {
+        f_number: args.f_number,
+        apodization: match args.apodization {
+            ApodizationArg::Hann => Apodization::Hann,
+            ApodizationArg::Tukey => Apodization::Tukey(0.5),
+            ApodizationArg::Rect => Apodization::Rect,
+        },
+    };
+    if !(args.dynamic_range.is_finite() && args.dynamic_range > 0.0) {
+        return Err(BeamformError::DynamicRange(args.dynamic_range).into());
+    }
+    let mut bf = Beamformer::new(&scan, &grid, &options)?;
+    let (nz, nx, n_frames) = (grid.nz(), grid.nx(), rec.n_frames());
+    tracing::info!(
+        input = %args.input.display(),
+        n_frames,
+        nx,
+        nz,
+        taps = bf.plan().n_taps(),
+        table_mib = bf.plan().table_bytes() as f64 / (1 << 20) as f64,
+        "beamforming"
+    );
+
+    let out = hdf5::File::create(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let env_ds = out
+        .new_dataset::<f32>()
+        .shape([n_frames, nz, nx])
+        .create("envelope")?;
+    let bmode_ds = out
+        .new_dataset::<u8>()
+        .shape([n_frames, nz, nx])
+        .create("bmode")?;
+    out.new_dataset::<f64>()
+        .shape([nx])
+        .create("grid_x")?
+        .write_raw(grid.x())?;
+    out.new_dataset::<f64>()
+        .shape([nz])
+        .create("grid_z")?
+        .write_raw(grid.z())?;
+
+    let bar = ProgressBar::new(n_frames as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} frames ({per_sec}, eta {eta})")?
+            .progress_chars("=> "),
+    );
+    bar.set_message("beamforming");
+    let mut env = Array2::<f32>::zeros((nz, nx));
+    let mut failed = vec![0u8; n_frames];
+    let mut global_max = 0.0f32;
+    for i in 0..n_frames {
+        let frame = rec
+            .read_frame(i)
+            .with_context(|| format!("reading frame {i}"))?;
+        match bf.envelope_into(frame.data.view(), env.view_mut()) {
+            Ok(()) => global_max = global_max.max(max_of(env.view())),
+            Err(e @ BeamformError::NonFinite { .. }) => {
+                bar.suspend(|| tracing::warn!("frame {i} skipped: {e}"));
+                failed[i] = 1;
+                env.fill(0.0);
+            }
+            Err(e) => return Err(e).with_context(|| format!("frame {i}")),
+        }
+        env_ds.write_slice(&env, s![i, .., ..])?;
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    out.new_dataset::<u8>()
+        .shape([n_frames])
+        .create("failed")?
+        .write_raw(failed.as_slice())?;
+    let n_failed = failed.iter().filter(|&&f| f != 0).count();
+    if n_failed == n_frames {
+        bail!("all {n_frames} frames failed (non-finite samples); no B-mode written");
+    }
+
+    if let Some(dir) = &args.png {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    for i in 0..n_frames {
+        let e: Array2<f32> = env_ds.read_slice_2d(s![i, .., ..])?;
+        let b = log_compress(e.view(), global_max, args.dynamic_range)?;
+        bmode_ds.write_slice(&b, s![i, .., ..])?;
+        if let Some(dir) = &args.png {
+            write_png(&dir.join(format!("frame_{i:05}.png")), &b)?;
+        }
+    }
+    let attr = |name: &str, v: f64| -> Result<()> {
+        out.new_attr::<f64>().create(name)?.write_scalar(&v)?;
+        Ok(())
+    };
+    attr("f_number", options.f_number)?;
+    attr("dynamic_range_db", args.dynamic_range)?;
+    attr("reference_max", global_max as f64)?;
+    println!(
+        "{}: {n_frames} frames ({n_failed} failed) beamformed on {nx} x {nz} pixels -> {}",
+        args.input.display(),
+        args.out.display()
+    );
+    Ok(())
+}
