@@ -6,6 +6,10 @@
 //!
 //! - [`recording`]: zea HDF5 recordings: typed scan parameters, lazy frame reader,
 //!   incremental crash-safe recorder, pleura's additions under `pleura/`.
+//! - [`device`]: compute device selection (`cpu`, `cuda:N`, `auto`).
+//! - [`diffusion`]: the diffusion prior over aeration images: noise schedules, U-Net,
+//!   DDPM/DDIM sampling with the per-step pieces posterior sampling uses, memorisation check.
+//! - [`train`]: training of the prior (AdamW, EMA, atomic checkpoints, exact resumption).
 //! - [`beamform`]: delay-and-sum of RF or I/Q channel data to I/Q images, envelope, B-mode.
 //! - [`grid`]: the reconstruction grid (pixel centres below the probe) aeration lives on.
 //! - [`operator`]: the measurement operator A (first-order Born pulse-echo model) mapping an

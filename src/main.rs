@@ -34,12 +34,12 @@ enum Command {
     Sample(cli::sample::Args),
     /// Memorisation check and aeration statistics of the diffusion prior.
     EvalPrior(cli::eval_prior::Args),
-    /// Speed measurements.
-    Bench(cli::bench::Args),
     /// Reconstruct every frame of a recording by posterior sampling (offline replay).
     Replay(cli::replay::Args),
     /// Delay-and-sum a recording to envelope and B-mode images (HDF5, optional PNGs).
     Beamform(cli::beamform::Args),
+    /// Throughput benchmarks printing a table.
+    Bench(cli::bench::Args),
     /// Simulate a lung recording (zea layout + ground truth) or a set of phantom images.
     Simulate(cli::simulate::Args),
     /// Classical baseline reconstruction (DAS, Tikhonov, TV) of a recording.
@@ -56,9 +56,9 @@ fn main() -> ExitCode {
         Command::Train(args) => cli::train::run(args),
         Command::Sample(args) => cli::sample::run(args),
         Command::EvalPrior(args) => cli::eval_prior::run(args),
-        Command::Bench(args) => cli::bench::run(args),
         Command::Replay(args) => cli::replay::run(args),
         Command::Beamform(args) => cli::beamform::run(args),
+        Command::Bench(args) => cli::bench::run(args),
         Command::Simulate(args) => cli::simulate::run(args),
         Command::ReconstructBaseline(args) => cli::reconstruct_baseline::run(args),
         Command::Eval(args) => cli::eval::run(args),

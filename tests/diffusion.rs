@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use pleura::diffusion::checkpoint::{Model, ModelSpec};
-use pleura::diffusion::sampler::{generate, Method, NoiseRng, Sampler};
+use pleura::diffusion::sampler::{generate, Method, NoiseRng, SampleOptions, Sampler};
 use pleura::diffusion::schedule::{
     ddim_timesteps, space_timesteps, Schedule, ScheduleConfig, ScheduleKind,
 };
@@ -429,7 +429,14 @@ fn checkpoint_round_trip_is_exact() {
         .to_vec1::<f32>()
         .unwrap();
     assert_ne!(a, w, "EMA and raw weights must differ after training");
-    let s1 = generate(&loaded, 3, 4, Method::Ddpm, 1, 2, &dev, |_| {}).unwrap();
+    let opts = SampleOptions {
+        n: 3,
+        steps: 4,
+        method: Method::Ddpm,
+        seed: 1,
+        batch: 2,
+    };
+    let s1 = generate(&loaded, &opts, &dev, |_| {}).unwrap();
     assert!(s1.data.iter().all(|v| (0.0..=1.0).contains(v)));
     assert_eq!((s1.n, s1.h, s1.w), (3, 8, 8));
 }

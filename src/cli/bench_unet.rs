@@ -1,4 +1,5 @@
-//! `pleura bench unet`: the diffusion prior's U-Net speed (figures go to docs/BENCHMARKS.md).
+//! `pleura bench unet`: speed of the diffusion prior's U-Net (figures go to
+//! docs/BENCHMARKS.md, section "Diffusion prior").
 
 use std::collections::HashMap;
 use std::time::Instant;

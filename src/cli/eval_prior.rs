@@ -46,17 +46,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let device = pleura::device::select(&args.sampling.device)?;
             let model = Model::load(&args.model, &device)
                 .with_context(|| format!("cannot load model {}", args.model.display()))?;
-            let s = &args.sampling;
-            generate(
-                &model,
-                args.n,
-                s.steps,
-                s.method(),
-                s.seed,
-                s.batch,
-                &device,
-                |_| {},
-            )?
+            generate(&model, &args.sampling.options(args.n), &device, |_| {})?
         }
     };
     let r = evaluate(&train, &generated, args.pool)?;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use pleura::diffusion::checkpoint::Model;
-use pleura::diffusion::sampler::{generate, Method};
+use pleura::diffusion::sampler::{generate, Method, SampleOptions};
 
 /// Sampling algorithm on the command line.
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -37,6 +37,16 @@ pub struct SamplingArgs {
 }
 
 impl SamplingArgs {
+    pub fn options(&self, n: usize) -> SampleOptions {
+        SampleOptions {
+            n,
+            steps: self.steps,
+            method: self.method(),
+            seed: self.seed,
+            batch: self.batch,
+        }
+    }
+
     pub fn method(&self) -> Method {
         match self.method {
             MethodArg::Ddpm => Method::Ddpm,
@@ -72,17 +82,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     let bar = indicatif::ProgressBar::new(args.n as u64);
-    let s = &args.sampling;
-    let images = generate(
-        &model,
-        args.n,
-        s.steps,
-        s.method(),
-        s.seed,
-        s.batch,
-        &device,
-        |d| bar.set_position(d as u64),
-    )?;
+    let images = generate(&model, &args.sampling.options(args.n), &device, |d| {
+        bar.set_position(d as u64)
+    })?;
     bar.finish_and_clear();
     images.save(&args.out)?;
     if let Some(dir) = &args.png {

@@ -25,7 +25,7 @@ pub struct Args {
     /// Images per step (overrides train.batch_size; ignored with --resume).
     #[arg(long)]
     pub batch: Option<usize>,
-    /// Continue the run in --out from its latest checkpoint.
+    /// Continue the run in --out from its latest checkpoint (a new run when there is none).
     #[arg(long)]
     pub resume: bool,
     /// Compute device: cpu, cuda:N or auto.

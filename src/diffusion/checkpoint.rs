@@ -223,3 +223,38 @@ pub fn write_checkpoint(
     }
     Ok(dst)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A checkpoint whose writing fails part-way (as a kill would leave it) is never
+    /// designated by `latest`; the next write cleans it up.
+    #[test]
+    fn interrupted_checkpoint_leaves_latest_intact() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path();
+        write_checkpoint(out, 1, |d| {
+            std::fs::write(d.join("config.json"), "{}").map_err(DiffusionError::io(d))
+        })
+        .unwrap();
+        let err = write_checkpoint(out, 2, |d| {
+            std::fs::write(d.join("config.json"), "{").map_err(DiffusionError::io(d))?;
+            Err(DiffusionError::Poisoned)
+        });
+        assert!(err.is_err());
+        assert_eq!(resolve(out).unwrap(), out.join("ckpt-00000001"));
+        assert!(out.join(".tmp-ckpt-00000002").exists());
+        write_checkpoint(out, 2, |d| {
+            std::fs::write(d.join("config.json"), "{}").map_err(DiffusionError::io(d))
+        })
+        .unwrap();
+        assert_eq!(resolve(out).unwrap(), out.join("ckpt-00000002"));
+        assert!(!out.join(".tmp-ckpt-00000002").exists());
+        assert!(
+            !out.join("ckpt-00000001").exists(),
+            "older checkpoints are removed"
+        );
+        assert!(resolve(&out.join("nothing")).is_err());
+    }
+}

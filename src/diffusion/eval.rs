@@ -9,7 +9,9 @@
 //! generated set whose distances sit well below that baseline copies the training set.
 //!
 //! Aeration categories (mean aeration of an image): 0: [0, 0.60), 1: [0.60, 0.85),
-//! 2: [0.85, 1] (the pleura physics contract's 0-60 / 60-85 / 85-100 %).
+//! 2: [0.85, 1] (the pleura physics contract's 0-60 / 60-85 / 85-100 %). The mean is over
+//! the whole image for both sets, since generated images carry no lung mask; it therefore
+//! runs lower than the simulator's lung-only `mean_aeration`.
 
 use serde::Serialize;
 
@@ -254,5 +256,39 @@ mod tests {
         assert_eq!(category(0.59), 0);
         assert_eq!(category(0.6), 1);
         assert_eq!(category(0.85), 2);
+    }
+
+    fn set(values: &[[f32; 4]]) -> ImageSet {
+        ImageSet {
+            n: values.len(),
+            h: 2,
+            w: 2,
+            data: values.iter().flatten().copied().collect(),
+            grid_x: None,
+            grid_z: None,
+        }
+    }
+
+    #[test]
+    fn copies_have_zero_distance() {
+        let train = set(&[
+            [0.1, 0.2, 0.3, 0.4],
+            [0.9, 0.9, 0.9, 0.9],
+            [0.7, 0.7, 0.7, 0.7],
+        ]);
+        let gen = set(&[[0.9, 0.9, 0.9, 0.9], [0.5, 0.5, 0.5, 0.5]]);
+        let r = evaluate(&train, &gen, 1).unwrap();
+        // Generated 0 copies training image 1; generated 1 is 0.2 from image 2 everywhere.
+        assert_eq!(r.nearest.quantiles[0], 0.0);
+        assert!((r.nearest.quantiles[6] - 0.2).abs() < 1e-6);
+        assert_eq!(r.nearest_by_category[2].1.n, 1);
+        assert_eq!(r.nearest_by_category[0].1.n, 1);
+        assert!((r.train_baseline.quantiles[0] - 0.2).abs() < 1e-6);
+        assert!((r.generated_aeration.mean - 0.7).abs() < 1e-6);
+        assert_eq!(r.generated_aeration.fractions, [0.5, 0.0, 0.5]);
+        // Pooling 2x2 averages each image to one feature.
+        let r2 = evaluate(&train, &gen, 2).unwrap();
+        assert!((r2.nearest.quantiles[6] - 0.2).abs() < 1e-6);
+        assert!(evaluate(&train, &gen, 3).is_err());
     }
 }

@@ -218,20 +218,35 @@ impl<'a> Sampler<'a> {
     }
 }
 
-/// Draws `n` images in aeration units [0, 1] from a loaded model, `batch` at a time, with
-/// `steps` respaced steps, noise from `seed` (one generator across batches, so the images
-/// depend on `batch` too). The grids of the model's training data are carried over.
-/// `progress(done_images)` is called after each batch.
+/// What [`generate`] draws.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SampleOptions {
+    /// Number of images.
+    pub n: usize,
+    /// Respaced sampling steps (1..=T).
+    pub steps: usize,
+    pub method: Method,
+    /// Seed of the noise (one generator across batches, so the images depend on `batch`).
+    pub seed: u64,
+    /// Images per batch.
+    pub batch: usize,
+}
+
+/// Draws images in aeration units [0, 1] from a loaded model. The grids of the model's
+/// training data are carried over. `progress(done_images)` is called after each batch.
 pub fn generate(
     model: &super::checkpoint::Model,
-    n: usize,
-    steps: usize,
-    method: Method,
-    seed: u64,
-    batch: usize,
+    opts: &SampleOptions,
     device: &Device,
     mut progress: impl FnMut(usize),
 ) -> Result<super::data::ImageSet, DiffusionError> {
+    let SampleOptions {
+        n,
+        steps,
+        method,
+        seed,
+        batch,
+    } = *opts;
     if batch == 0 || n == 0 {
         return Err(DiffusionError::Config {
             field: "n/batch",

@@ -135,7 +135,7 @@ impl TrainConfig {
                 "must be in 1..=schedule.steps",
             );
         }
-        if !(t.optimizer.lr > 0.0) {
+        if t.optimizer.lr.is_nan() || t.optimizer.lr <= 0.0 {
             return bad(
                 "train.optimizer.lr",
                 t.optimizer.lr.to_string(),
@@ -486,5 +486,24 @@ impl Trainer {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_config_is_the_default() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/train-prior.toml");
+        assert_eq!(TrainConfig::load(&path).unwrap(), TrainConfig::default());
+        let err = toml::from_str::<TrainConfig>("[train]\nbatch = 3\n").unwrap_err();
+        assert!(err.to_string().contains("batch"), "{err}");
+    }
+
+    #[test]
+    fn seeds_of_nearby_indices_differ() {
+        assert_ne!(mix(0, 0), mix(0, 1));
+        assert_ne!(mix(0, 1), mix(1, 0));
     }
 }
