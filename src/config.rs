@@ -70,7 +70,9 @@ mod tests {
         let cfg = Config::load(&path).expect("config/pleura.toml must parse");
         assert_eq!(cfg.log.format, LogFormat::Text);
         assert_eq!(cfg.sampler, crate::posterior::SamplerConfig::default());
-        cfg.sampler.validate().expect("shipped sampler settings are valid");
+        cfg.sampler
+            .validate()
+            .expect("shipped sampler settings are valid");
     }
 
     #[test]

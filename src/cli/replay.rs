@@ -124,7 +124,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut das = Beamformer::new(rec.scan(), &bgrid, &DasOptions::default())?;
     let truth_ok = rec
         .ground_truth_grid()
-        .is_some_and(|(x, z)| x == grid.x.as_slice() && z == grid.z.as_slice());
+        .is_some_and(|(x, z)| same_axis(x, &grid.x) && same_axis(z, &grid.z));
     if rec.has_ground_truth() && !truth_ok {
         tracing::warn!("ground truth is on another grid: PNG panels omit it");
     }
@@ -132,7 +132,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
 
-    let n = args.max_frames.map_or(rec.n_frames(), |m| m.min(rec.n_frames()));
+    let n = args
+        .max_frames
+        .map_or(rec.n_frames(), |m| m.min(rec.n_frames()));
     let (nz, nx) = (grid.nz(), grid.nx());
     let mut out = Output::new(n, nz, nx);
     let bar = indicatif::ProgressBar::new(n as u64);
@@ -291,6 +293,11 @@ fn check_fit(scan: &Scan, grid: &Grid) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Same pixel centres to 1 nm (grids read back from JSON may differ in the last bit).
+fn same_axis(a: &[f64], b: &[f64]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(u, v)| (u - v).abs() < 1e-9)
+}
+
 /// SHA-256 of the model's `config.json` followed by its weights file.
 fn model_sha256(dir: &Path) -> anyhow::Result<String> {
     let ckpt = checkpoint::resolve(dir)?;
@@ -298,7 +305,8 @@ fn model_sha256(dir: &Path) -> anyhow::Result<String> {
     for name in ["config.json", "ema.safetensors", "model.safetensors"] {
         let p = ckpt.join(name);
         if p.exists() {
-            let bytes = std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))?;
+            let bytes =
+                std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))?;
             h.update(&bytes);
             if name != "config.json" {
                 break;
@@ -361,7 +369,9 @@ impl Output {
     fn write(&self, path: &Path, grid: &Grid, attrs: &Attrs) -> anyhow::Result<()> {
         let f = hdf5::File::create(path)?;
         let g = f.create_group("recon")?;
-        g.new_dataset_builder().with_data(&self.mean).create("mean")?;
+        g.new_dataset_builder()
+            .with_data(&self.mean)
+            .create("mean")?;
         g.new_dataset_builder().with_data(&self.std).create("std")?;
         g.new_dataset_builder().with_data(&self.das).create("das")?;
         g.new_dataset_builder()
