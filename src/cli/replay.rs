@@ -116,9 +116,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let op = cache.get(rec.scan(), &grid, OperatorOptions::default(), &device)?;
     let op: Arc<dyn LinearOperator> = op;
     let op = NormalizedOperator::new(op, cfg.power_iterations, &device)?;
-    let sampler = PosteriorSampler::new(&model, &device)?;
+    let sampler = Arc::new(PosteriorSampler::new(&model, &device)?);
     sampler.check_operator(&op)?;
-    let mut recon = Reconstructor::new(&sampler, cfg.clone())?;
+    let mut recon = Reconstructor::new(sampler, cfg.clone())?;
 
     let bgrid = beamform::Grid::new(grid.x.clone(), grid.z.clone())?;
     let mut das = Beamformer::new(rec.scan(), &bgrid, &DasOptions::default())?;

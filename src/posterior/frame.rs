@@ -13,6 +13,8 @@
 //! estimate until the tails hold a few samples each (K >= 40 puts one sample beyond each
 //! 2.5 % quantile). Both are clipped to [0, 1].
 
+use std::sync::Arc;
+
 use candle_core::Tensor;
 use ndarray::Array2;
 
@@ -90,15 +92,17 @@ struct Previous {
 }
 
 /// Reconstructs the frames of one sequence in order.
-pub struct Reconstructor<'s> {
-    sampler: &'s PosteriorSampler,
+pub struct Reconstructor {
+    sampler: Arc<PosteriorSampler>,
     cfg: SamplerConfig,
     prev: Option<Previous>,
     frame: u64,
 }
 
-impl<'s> Reconstructor<'s> {
-    pub fn new(sampler: &'s PosteriorSampler, cfg: SamplerConfig) -> Result<Self, PosteriorError> {
+impl Reconstructor {
+    /// A reconstructor sharing `sampler` (one per sequence or stream; it is `Send`, so a
+    /// pipeline stage can own it).
+    pub fn new(sampler: Arc<PosteriorSampler>, cfg: SamplerConfig) -> Result<Self, PosteriorError> {
         cfg.validate()?;
         Ok(Self {
             sampler,

@@ -194,11 +194,11 @@ fn interval_rules() {
 #[test]
 fn fully_observed_noise_free_converges_to_truth() {
     let model = tiny_model(false);
-    let ps = PosteriorSampler::new(&model, &Device::Cpu).expect("sampler");
+    let ps = Arc::new(PosteriorSampler::new(&model, &Device::Cpu).expect("sampler"));
     let a = truth(0.0);
     let (op, meas) = identity_problem(&a);
     // DDS: CG data consistency solves the identity exactly at every step.
-    let mut rec = Reconstructor::new(&ps, cfg(Method::Dds, 10, 3)).expect("rec");
+    let mut rec = Reconstructor::new(ps.clone(), cfg(Method::Dds, 10, 3)).expect("rec");
     let est = done(rec.reconstruct(&op, &flat(&a), &[N, N]));
     assert!(
         max_abs_diff(&est.mean, &a) < 1e-4,
@@ -227,7 +227,7 @@ fn fully_observed_noise_free_converges_to_truth() {
 #[test]
 fn residual_falls_along_trajectory_on_ultrasound_operator() {
     let model = tiny_model(true);
-    let ps = PosteriorSampler::new(&model, &Device::Cpu).expect("sampler");
+    let ps = Arc::new(PosteriorSampler::new(&model, &Device::Cpu).expect("sampler"));
     let (us, _) = ultrasound_op();
     let op = NormalizedOperator::new(us.clone(), 10, &Device::Cpu).expect("norm");
     let a = truth(0.0);
@@ -283,7 +283,7 @@ fn noise_is_estimated_from_pre_echo_samples() {
 #[test]
 fn warm_start_from_previous_frame_needs_fewer_steps() {
     let model = tiny_model(true);
-    let ps = PosteriorSampler::new(&model, &Device::Cpu).expect("sampler");
+    let ps = Arc::new(PosteriorSampler::new(&model, &Device::Cpu).expect("sampler"));
     let (us, _) = ultrasound_op();
     let op = NormalizedOperator::new(us.clone(), 10, &Device::Cpu).expect("norm");
     let prev = truth(0.0);
@@ -325,7 +325,7 @@ fn warm_start_from_previous_frame_needs_fewer_steps() {
         noise_sigma: None,
         ..warm_cfg
     };
-    let mut rec = Reconstructor::new(&ps, noisy_cfg).expect("rec");
+    let mut rec = Reconstructor::new(ps.clone(), noisy_cfg).expect("rec");
     let mut rng = StdRng::seed_from_u64(9);
     let mut noisy = |a: &Array2<f32>| {
         let mut y = us.forward_array(a).expect("forward");
@@ -360,7 +360,7 @@ fn data_shape(y: &ndarray::Array4<f32>) -> Vec<usize> {
 #[test]
 fn reproducible_for_a_seed() {
     let model = tiny_model(true);
-    let ps = PosteriorSampler::new(&model, &Device::Cpu).expect("sampler");
+    let ps = Arc::new(PosteriorSampler::new(&model, &Device::Cpu).expect("sampler"));
     let a = truth(0.0);
     let (op, meas) = identity_problem(&a);
     let c = SamplerConfig {
@@ -382,12 +382,12 @@ fn reproducible_for_a_seed() {
 #[test]
 fn nan_measurement_is_rejected_up_front() {
     let model = tiny_model(false);
-    let ps = PosteriorSampler::new(&model, &Device::Cpu).expect("sampler");
+    let ps = Arc::new(PosteriorSampler::new(&model, &Device::Cpu).expect("sampler"));
     let a = truth(0.0);
     let (op, _) = identity_problem(&a);
     let mut data = flat(&a);
     data[37] = f32::NAN;
-    let mut rec = Reconstructor::new(&ps, cfg(Method::Dds, 5, 2)).expect("rec");
+    let mut rec = Reconstructor::new(ps.clone(), cfg(Method::Dds, 5, 2)).expect("rec");
     match rec.reconstruct(&op, &data, &[N, N]) {
         FrameOutcome::Failed { reason, attempts } => {
             assert!(
@@ -411,10 +411,10 @@ fn nan_measurement_is_rejected_up_front() {
 #[test]
 fn nan_in_iterate_restarts_the_frame() {
     let model = tiny_model(false);
-    let ps = PosteriorSampler::new(&model, &Device::Cpu).expect("sampler");
+    let ps = Arc::new(PosteriorSampler::new(&model, &Device::Cpu).expect("sampler"));
     let a = truth(0.0);
     let (op, _) = identity_problem(&a);
-    let mut rec = Reconstructor::new(&ps, cfg(Method::Dds, 5, 2)).expect("rec");
+    let mut rec = Reconstructor::new(ps.clone(), cfg(Method::Dds, 5, 2)).expect("rec");
     ps.inject_nan.store(1, Ordering::SeqCst);
     let est = done(rec.reconstruct(&op, &flat(&a), &[N, N]));
     assert_eq!(est.restarts, 1);
@@ -437,7 +437,7 @@ fn nan_in_iterate_restarts_the_frame() {
 #[test]
 fn absurd_step_size_divergence_is_caught() {
     let model = tiny_model(true);
-    let ps = PosteriorSampler::new(&model, &Device::Cpu).expect("sampler");
+    let ps = Arc::new(PosteriorSampler::new(&model, &Device::Cpu).expect("sampler"));
     let a = truth(0.0);
     let (op, _) = identity_problem(&a);
     let c = SamplerConfig {
@@ -445,7 +445,7 @@ fn absurd_step_size_divergence_is_caught() {
         max_restarts: 1,
         ..cfg(Method::Dps, 10, 2)
     };
-    let mut rec = Reconstructor::new(&ps, c).expect("rec");
+    let mut rec = Reconstructor::new(ps.clone(), c).expect("rec");
     match rec.reconstruct(&op, &flat(&a), &[N, N]) {
         FrameOutcome::Failed { reason, attempts } => {
             assert_eq!(attempts, 2);
@@ -458,7 +458,7 @@ fn absurd_step_size_divergence_is_caught() {
 #[test]
 fn grid_mismatch_and_bad_config_are_errors() {
     let model = tiny_model(false);
-    let ps = PosteriorSampler::new(&model, &Device::Cpu).expect("sampler");
+    let ps = Arc::new(PosteriorSampler::new(&model, &Device::Cpu).expect("sampler"));
     let probe = LinearProbe {
         n_el: 8,
         ..LinearProbe::default_lung()
@@ -479,10 +479,17 @@ fn grid_mismatch_and_bad_config_are_errors() {
         eta: 1.5,
         ..SamplerConfig::default()
     };
-    let err = Reconstructor::new(&ps, bad)
+    let err = Reconstructor::new(ps.clone(), bad)
         .err()
         .expect("eta 1.5 rejected");
     assert!(err.to_string().contains("sampler.eta"), "{err}");
     assert!("dps".parse::<Method>().is_ok());
     assert!("ddpm".parse::<Method>().is_err());
+}
+
+#[test]
+fn reconstructor_can_move_into_a_pipeline_stage() {
+    fn assert_send<T: Send>() {}
+    assert_send::<Reconstructor>();
+    assert_send::<Arc<PosteriorSampler>>();
 }
