@@ -28,6 +28,8 @@ pub enum ConfigError {
 pub struct Config {
     pub log: LogConfig,
     pub daemon: DaemonConfig,
+    /// `[sampler]`: posterior sampling of each frame.
+    pub sampler: crate::posterior::SamplerConfig,
 }
 
 /// `[log]`: logging.
@@ -142,6 +144,10 @@ mod tests {
             DaemonConfig::default(),
             "the toml documents the defaults"
         );
+        assert_eq!(cfg.sampler, crate::posterior::SamplerConfig::default());
+        cfg.sampler
+            .validate()
+            .expect("shipped sampler settings are valid");
     }
 
     #[test]

@@ -44,6 +44,7 @@ pub mod logging;
 pub mod metrics;
 pub mod operator;
 pub mod pipeline;
+pub mod posterior;
 pub mod recording;
 pub mod scanner;
 pub mod simulate;

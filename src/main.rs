@@ -36,6 +36,8 @@ enum Command {
     Sample(cli::sample::Args),
     /// Memorisation check and aeration statistics of the diffusion prior.
     EvalPrior(cli::eval_prior::Args),
+    /// Reconstruct every frame of a recording by posterior sampling (offline replay).
+    Replay(cli::replay::Args),
     /// Delay-and-sum a recording to envelope and B-mode images (HDF5, optional PNGs).
     Beamform(cli::beamform::Args),
     /// Throughput benchmarks printing a table.
@@ -57,6 +59,7 @@ fn main() -> ExitCode {
         Command::Train(args) => cli::train::run(args),
         Command::Sample(args) => cli::sample::run(args),
         Command::EvalPrior(args) => cli::eval_prior::run(args),
+        Command::Replay(args) => cli::replay::run(args),
         Command::Beamform(args) => cli::beamform::run(args),
         Command::Bench(args) => cli::bench::run(args),
         Command::Simulate(args) => cli::simulate::run(args),

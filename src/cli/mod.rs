@@ -10,6 +10,7 @@ pub mod eval_prior;
 pub mod info;
 pub mod reconstruct_baseline;
 pub mod serve;
+pub mod replay;
 pub mod sample;
 pub mod simulate;
 pub mod train;

@@ -1,0 +1,490 @@
+//! `pleura replay`: reconstruct every frame of a recording offline by posterior sampling
+//! and write the results (and optionally one PNG panel per frame).
+//!
+//! Per frame: DAS beamforming onto the reconstruction grid (shown as B-mode and stored
+//! as `recon/das`), posterior sampling (`pleura::posterior`), summary statistics.
+//! Output datasets (F frames, nz x nx grid):
+//! `recon/mean`, `recon/std` (F, nz, nx) float32 (NaN for failed frames);
+//! `recon/aeration` (F) float64; `recon/aeration_ci` (F, 2) float64;
+//! `recon/category` (F) uint8 (0: < 60 %, 1: 60-85 %, 2: >= 85 %, 255: failed);
+//! `recon/das` (F, nz, nx) float32 (envelope / its frame maximum, in [0, 1]);
+//! `recon/latency_ms` (F) float64 (DAS + sampling of the frame);
+//! `recon/residual` (F) float64 (relative data residual of the mean);
+//! `recon/noise_sigma` (F) float64 (data units); `recon/nfe` (F) uint32;
+//! `recon/start` (F) strings (cold / warm / scene-change); `recon/restarts` (F) uint32;
+//! `recon/failed` (F) uint8 and `recon/failed_reason` (F) strings (empty when not failed);
+//! `recon/grid_x` (nx), `recon/grid_z` (nz) float64, m.
+//! Attributes (root): `method`, `source`, `model`, `model_sha256`, `sampler` (the sampler
+//! settings as JSON), `operator_norm`, `device`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use hdf5::types::VarLenUnicode;
+use ndarray::{Array1, Array2, Array3};
+use sha2::{Digest, Sha256};
+
+use pleura::beamform::{self, Beamformer, DasOptions};
+use pleura::config::Config;
+use pleura::diffusion::checkpoint::{self, Model};
+use pleura::grid::{Grid, DEFAULT_PITCH, DEFAULT_Z_MIN};
+use pleura::operator::{OperatorCache, OperatorOptions};
+use pleura::posterior::frame::{FrameOutcome, Reconstructor};
+use pleura::posterior::problem::{LinearOperator, NormalizedOperator};
+use pleura::posterior::sampler::PosteriorSampler;
+use pleura::posterior::Method;
+use pleura::recording::{Recording, Scan};
+
+/// Arguments of `pleura replay`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The recording (zea HDF5 layout).
+    pub input: PathBuf,
+    /// Output HDF5 file (replaced).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Configuration file; its `[sampler]` section gives the defaults of the options below.
+    #[arg(long, default_value = "config/pleura.toml")]
+    pub config: PathBuf,
+    /// Model directory (a checkpoint, or a training output directory with `latest`).
+    #[arg(long, default_value = "testdata/model")]
+    pub model: PathBuf,
+    /// Sampler: dps, ddim-dps or dds.
+    #[arg(long)]
+    pub sampler: Option<Method>,
+    /// Reverse steps of a cold start.
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Posterior samples per frame.
+    #[arg(long)]
+    pub samples: Option<usize>,
+    /// Seed of the sampling noise.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Write one PNG panel per frame into this directory:
+    /// B-mode | reconstruction | uncertainty | ground truth (when the file has it).
+    #[arg(long)]
+    pub png: Option<PathBuf>,
+    /// Compute device: cpu, cuda:N or auto.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Reconstruct at most this many frames (from the first).
+    #[arg(long)]
+    pub max_frames: Option<usize>,
+}
+
+/// B-mode dynamic range of the PNG panels, dB.
+const PNG_DYNAMIC_RANGE_DB: f64 = 40.0;
+/// Pixels per grid pixel in the PNG panels.
+const PNG_SCALE: usize = 4;
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let config = if args.config.exists() {
+        Config::load(&args.config)?
+    } else {
+        tracing::warn!(path = %args.config.display(), "no configuration file, using defaults");
+        Config::default()
+    };
+    let mut cfg = config.sampler;
+    if let Some(m) = args.sampler {
+        cfg.method = m;
+    }
+    if let Some(s) = args.steps {
+        cfg.steps = s;
+    }
+    if let Some(k) = args.samples {
+        cfg.samples = k;
+    }
+    if let Some(s) = args.seed {
+        cfg.seed = s;
+    }
+    cfg.validate()?;
+
+    let device = pleura::device::select(&args.device)?;
+    let model = Model::load(&args.model, &device)
+        .with_context(|| format!("cannot load model {}", args.model.display()))?;
+    let model_hash = model_sha256(&args.model)?;
+    let rec = Recording::open(&args.input)
+        .with_context(|| format!("cannot open recording {}", args.input.display()))?;
+    let grid = recon_grid(&model, &rec)?;
+    check_fit(rec.scan(), &grid)
+        .with_context(|| format!("{} does not fit the model's grid", args.input.display()))?;
+
+    let cache = OperatorCache::new();
+    let op = cache.get(rec.scan(), &grid, OperatorOptions::default(), &device)?;
+    let op: Arc<dyn LinearOperator> = op;
+    let op = NormalizedOperator::new(op, cfg.power_iterations, &device)?;
+    let sampler = Arc::new(PosteriorSampler::new(&model, &device)?);
+    sampler.check_operator(&op)?;
+    let mut recon = Reconstructor::new(sampler, cfg.clone())?;
+
+    let bgrid = beamform::Grid::new(grid.x.clone(), grid.z.clone())?;
+    let mut das = Beamformer::new(rec.scan(), &bgrid, &DasOptions::default())?;
+    let truth_ok = rec
+        .ground_truth_grid()
+        .is_some_and(|(x, z)| same_axis(x, &grid.x) && same_axis(z, &grid.z));
+    if rec.has_ground_truth() && !truth_ok {
+        tracing::warn!("ground truth is on another grid: PNG panels omit it");
+    }
+    if let Some(dir) = &args.png {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+
+    let n = args
+        .max_frames
+        .map_or(rec.n_frames(), |m| m.min(rec.n_frames()));
+    let (nz, nx) = (grid.nz(), grid.nx());
+    let mut out = Output::new(n, nz, nx);
+    let bar = indicatif::ProgressBar::new(n as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} frames {per_sec} eta {eta} {msg}",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    for f in 0..n {
+        let t0 = Instant::now();
+        let frame = rec.read_frame(f)?;
+        let mut env = Array2::<f32>::zeros((nz, nx));
+        let das_result = das.envelope_into(frame.data.view(), env.view_mut());
+        let outcome = match das_result {
+            Err(e) => FrameOutcome::Failed {
+                reason: format!("beamforming: {e}"),
+                attempts: 0,
+            },
+            Ok(()) => {
+                let peak = beamform::bmode::max_of(env.view());
+                if peak > 0.0 {
+                    env.mapv_inplace(|v| v / peak);
+                }
+                let data: Vec<f32> = frame.data.iter().copied().collect();
+                recon.reconstruct(&op, &data, frame.data.shape())
+            }
+        };
+        let latency = t0.elapsed().as_secs_f64() * 1e3;
+        out.das.index_axis_mut(ndarray::Axis(0), f).assign(&env);
+        out.latency_ms[f] = latency;
+        match &outcome {
+            FrameOutcome::Done(e) => {
+                out.mean.index_axis_mut(ndarray::Axis(0), f).assign(&e.mean);
+                out.std.index_axis_mut(ndarray::Axis(0), f).assign(&e.std);
+                out.aeration[f] = e.aeration;
+                out.ci[[f, 0]] = e.aeration_ci[0];
+                out.ci[[f, 1]] = e.aeration_ci[1];
+                out.category[f] = e.category;
+                out.residual[f] = e.residual;
+                out.noise_sigma[f] = e.noise_sigma;
+                out.nfe[f] = e.nfe as u32;
+                out.restarts[f] = e.restarts as u32;
+                out.start[f] = e.start.name().to_string();
+                bar.set_message(format!(
+                    "aeration {:.0} % [{:.0}, {:.0}]",
+                    100.0 * e.aeration,
+                    100.0 * e.aeration_ci[0],
+                    100.0 * e.aeration_ci[1]
+                ));
+            }
+            FrameOutcome::Failed { reason, attempts } => {
+                tracing::error!(frame = f, attempts, %reason, "frame failed");
+                out.failed[f] = 1;
+                out.reason[f] = reason.clone();
+                out.restarts[f] = attempts.saturating_sub(1) as u32;
+            }
+        }
+        if let Some(dir) = &args.png {
+            let gt = if truth_ok {
+                rec.read_ground_truth_frame(f)?
+            } else {
+                None
+            };
+            let panel = Panel {
+                das: &env,
+                mean: out.mean.index_axis(ndarray::Axis(0), f).to_owned(),
+                std: out.std.index_axis(ndarray::Axis(0), f).to_owned(),
+                truth: gt,
+            };
+            panel.write(&dir.join(format!("frame_{f:05}.png")))?;
+        }
+        bar.inc(1);
+    }
+    bar.finish();
+
+    let attrs = Attrs {
+        method: format!("posterior sampling ({})", cfg.method),
+        source: args.input.display().to_string(),
+        model: args.model.display().to_string(),
+        model_sha256: model_hash,
+        sampler: serde_json::to_string(&cfg)?,
+        operator_norm: op.norm(),
+        device: pleura::device::describe(&device),
+    };
+    out.write(&args.out, &grid, &attrs)
+        .with_context(|| format!("cannot write {}", args.out.display()))?;
+    let failed = out.failed.iter().filter(|v| **v != 0).count();
+    let total_ms: f64 = out.latency_ms.iter().sum();
+    println!(
+        "{n} frames ({failed} failed) in {:.1} s, {:.2} frames/s, {} -> {}",
+        total_ms / 1e3,
+        n as f64 / (total_ms / 1e3).max(1e-9),
+        args.input.display(),
+        args.out.display()
+    );
+    Ok(())
+}
+
+/// The reconstruction grid: the model's training grid when it records one, else the
+/// recording's ground-truth grid when it has the model's size, else pleura's default
+/// uniform grid (0.3 mm pitch from 2 mm depth) of the model's size.
+fn recon_grid(model: &Model, rec: &Recording) -> anyhow::Result<Grid> {
+    let n = model.spec.model.image_size;
+    if let (Some(x), Some(z)) = (&model.spec.grid_x, &model.spec.grid_z) {
+        let g = Grid::new(x.clone(), z.clone())?;
+        if (g.nz(), g.nx()) != (n, n) {
+            bail!(
+                "model grid is {} x {} (nz x nx) but its images are {n} x {n}",
+                g.nz(),
+                g.nx()
+            );
+        }
+        return Ok(g);
+    }
+    if let Some((x, z)) = rec.ground_truth_grid() {
+        if (z.len(), x.len()) == (n, n) {
+            return Ok(Grid::new(x.to_vec(), z.to_vec())?);
+        }
+    }
+    Ok(Grid::uniform(n, n, DEFAULT_PITCH, DEFAULT_Z_MIN)?)
+}
+
+/// The grid must lie under the probe (laterally within its aperture plus one pitch) and
+/// within the recorded depth (the echo of the deepest row straight below must arrive
+/// before the last sample of every transmit).
+fn check_fit(scan: &Scan, grid: &Grid) -> anyhow::Result<()> {
+    let xs: Vec<f64> = (0..scan.n_el())
+        .map(|e| scan.probe_geometry[[e, 0]])
+        .collect();
+    let lo = xs.iter().copied().fold(f64::INFINITY, f64::min) - scan.pitch();
+    let hi = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max) + scan.pitch();
+    let (gx0, gx1) = (grid.x[0], grid.x[grid.nx() - 1]);
+    if gx0 < lo || gx1 > hi {
+        bail!(
+            "grid x spans [{:.2}, {:.2}] mm but the probe's aperture is [{:.2}, {:.2}] mm \
+             (elements +- one pitch)",
+            gx0 * 1e3,
+            gx1 * 1e3,
+            lo * 1e3,
+            hi * 1e3
+        );
+    }
+    let z_max = grid.z[grid.nz() - 1];
+    for (tx, t0) in scan.initial_times.iter().enumerate() {
+        let t_end = t0 + (scan.n_ax as f64 - 1.0) / scan.sampling_frequency;
+        let depth = t_end * scan.sound_speed / 2.0;
+        if depth < z_max {
+            bail!(
+                "transmit {tx} records echoes down to {:.2} mm but the grid reaches {:.2} mm",
+                depth * 1e3,
+                z_max * 1e3
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Same pixel centres to 1 nm (grids read back from JSON may differ in the last bit).
+fn same_axis(a: &[f64], b: &[f64]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(u, v)| (u - v).abs() < 1e-9)
+}
+
+/// SHA-256 of the model's `config.json` followed by its weights file.
+fn model_sha256(dir: &Path) -> anyhow::Result<String> {
+    let ckpt = checkpoint::resolve(dir)?;
+    let mut h = Sha256::new();
+    for name in ["config.json", "ema.safetensors", "model.safetensors"] {
+        let p = ckpt.join(name);
+        if p.exists() {
+            let bytes =
+                std::fs::read(&p).with_context(|| format!("cannot read {}", p.display()))?;
+            h.update(&bytes);
+            if name != "config.json" {
+                break;
+            }
+        }
+    }
+    Ok(h.finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>())
+}
+
+struct Attrs {
+    method: String,
+    source: String,
+    model: String,
+    model_sha256: String,
+    sampler: String,
+    operator_norm: f64,
+    device: String,
+}
+
+struct Output {
+    mean: Array3<f32>,
+    std: Array3<f32>,
+    das: Array3<f32>,
+    aeration: Array1<f64>,
+    ci: Array2<f64>,
+    category: Array1<u8>,
+    latency_ms: Array1<f64>,
+    residual: Array1<f64>,
+    noise_sigma: Array1<f64>,
+    nfe: Array1<u32>,
+    restarts: Array1<u32>,
+    failed: Array1<u8>,
+    start: Vec<String>,
+    reason: Vec<String>,
+}
+
+impl Output {
+    fn new(n: usize, nz: usize, nx: usize) -> Self {
+        Self {
+            mean: Array3::from_elem((n, nz, nx), f32::NAN),
+            std: Array3::from_elem((n, nz, nx), f32::NAN),
+            das: Array3::zeros((n, nz, nx)),
+            aeration: Array1::from_elem(n, f64::NAN),
+            ci: Array2::from_elem((n, 2), f64::NAN),
+            category: Array1::from_elem(n, u8::MAX),
+            latency_ms: Array1::zeros(n),
+            residual: Array1::from_elem(n, f64::NAN),
+            noise_sigma: Array1::from_elem(n, f64::NAN),
+            nfe: Array1::zeros(n),
+            restarts: Array1::zeros(n),
+            failed: Array1::zeros(n),
+            start: vec![String::new(); n],
+            reason: vec![String::new(); n],
+        }
+    }
+
+    fn write(&self, path: &Path, grid: &Grid, attrs: &Attrs) -> anyhow::Result<()> {
+        let f = hdf5::File::create(path)?;
+        let g = f.create_group("recon")?;
+        g.new_dataset_builder()
+            .with_data(&self.mean)
+            .create("mean")?;
+        g.new_dataset_builder().with_data(&self.std).create("std")?;
+        g.new_dataset_builder().with_data(&self.das).create("das")?;
+        g.new_dataset_builder()
+            .with_data(&self.aeration)
+            .create("aeration")?;
+        g.new_dataset_builder()
+            .with_data(&self.ci)
+            .create("aeration_ci")?;
+        g.new_dataset_builder()
+            .with_data(&self.category)
+            .create("category")?;
+        g.new_dataset_builder()
+            .with_data(&self.latency_ms)
+            .create("latency_ms")?;
+        g.new_dataset_builder()
+            .with_data(&self.residual)
+            .create("residual")?;
+        g.new_dataset_builder()
+            .with_data(&self.noise_sigma)
+            .create("noise_sigma")?;
+        g.new_dataset_builder().with_data(&self.nfe).create("nfe")?;
+        g.new_dataset_builder()
+            .with_data(&self.restarts)
+            .create("restarts")?;
+        g.new_dataset_builder()
+            .with_data(&self.failed)
+            .create("failed")?;
+        for (name, v) in [("start", &self.start), ("failed_reason", &self.reason)] {
+            let s: Vec<VarLenUnicode> = v
+                .iter()
+                .map(|x| x.parse::<VarLenUnicode>())
+                .collect::<Result<_, _>>()?;
+            g.new_dataset_builder()
+                .with_data(&Array1::from(s))
+                .create(name)?;
+        }
+        g.new_dataset_builder()
+            .with_data(&Array1::from(grid.x.clone()))
+            .create("grid_x")?;
+        g.new_dataset_builder()
+            .with_data(&Array1::from(grid.z.clone()))
+            .create("grid_z")?;
+        for (name, value) in [
+            ("method", &attrs.method),
+            ("source", &attrs.source),
+            ("model", &attrs.model),
+            ("model_sha256", &attrs.model_sha256),
+            ("sampler", &attrs.sampler),
+            ("device", &attrs.device),
+        ] {
+            let v: VarLenUnicode = value.parse()?;
+            f.new_attr::<VarLenUnicode>()
+                .create(name)?
+                .write_scalar(&v)?;
+        }
+        f.new_attr::<f64>()
+            .create("operator_norm")?
+            .write_scalar(&attrs.operator_norm)?;
+        Ok(())
+    }
+}
+
+/// One frame's PNG: B-mode | reconstruction | uncertainty | ground truth.
+struct Panel<'a> {
+    das: &'a Array2<f32>,
+    mean: Array2<f32>,
+    std: Array2<f32>,
+    truth: Option<Array2<f32>>,
+}
+
+impl Panel<'_> {
+    fn write(&self, path: &Path) -> anyhow::Result<()> {
+        let bmode = beamform::bmode::log_compress(self.das.view(), 1.0, PNG_DYNAMIC_RANGE_DB)
+            .map(|g| g.mapv(|v| v as f32 / 255.0))
+            .unwrap_or_else(|_| Array2::zeros(self.das.dim()));
+        // Uncertainty shown on [0, max std] (at least 0.05 so noise-free frames stay dark).
+        let smax = self
+            .std
+            .iter()
+            .copied()
+            .filter(|v| v.is_finite())
+            .fold(0.05f32, f32::max);
+        let std = self.std.mapv(|v| v / smax);
+        let mut panels = vec![bmode, self.mean.clone(), std];
+        if let Some(t) = &self.truth {
+            panels.push(t.clone());
+        }
+        let (nz, nx) = self.das.dim();
+        let gap = 2;
+        let w = panels.len() * nx * PNG_SCALE + (panels.len() - 1) * gap;
+        let h = nz * PNG_SCALE;
+        let mut img = vec![0u8; w * h];
+        for (k, p) in panels.iter().enumerate() {
+            let x0 = k * (nx * PNG_SCALE + gap);
+            for r in 0..h {
+                for c in 0..nx * PNG_SCALE {
+                    let v = p[[r / PNG_SCALE, c / PNG_SCALE]];
+                    // NaN (failed frame) shows as black.
+                    let g = if v.is_finite() {
+                        (v.clamp(0.0, 1.0) * 255.0).round() as u8
+                    } else {
+                        0
+                    };
+                    img[r * w + x0 + c] = g;
+                }
+            }
+        }
+        let file = std::fs::File::create(path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        let mut enc = png::Encoder::new(std::io::BufWriter::new(file), w as u32, h as u32);
+        enc.set_color(png::ColorType::Grayscale);
+        enc.set_depth(png::BitDepth::Eight);
+        enc.write_header()?.write_image_data(&img)?;
+        Ok(())
+    }
+}

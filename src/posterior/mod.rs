@@ -1,0 +1,250 @@
+//! Posterior sampling of aeration images given one frame of channel data: the diffusion
+//! prior ([`crate::diffusion`]) combined with the measurement operator
+//! ([`crate::operator`]).
+//!
+//! - [`problem`]: the linear problem `y = A a + n` made scale-free: the operator divided
+//!   by its spectral norm (power iteration), the frame by the same factor, the noise level
+//!   estimated from the data ([`problem::Measurement`]).
+//! - [`sampler`]: the reverse-diffusion loops: DPS (Chung et al. 2022) with ancestral or
+//!   DDIM updates over a respaced schedule, and DDS (Chung, Lee & Ye 2023), which replaces
+//!   the backpropagation through the network by conjugate-gradient data consistency on
+//!   Tweedie's estimate. K samples run as one batch.
+//! - [`frame`]: per-frame reconstruction for sequences: warm start from the previous
+//!   frame's estimate with a cold fallback on scene changes, the divergence guard with
+//!   restarts, and the summary statistics (mean, per-pixel std, mean aeration with its
+//!   95 % interval and category).
+//!
+//! Method, step-size rule and interval are described in `docs/reconstruction.md`.
+
+pub mod frame;
+pub mod problem;
+pub mod sampler;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Errors of posterior sampling.
+#[derive(Debug, thiserror::Error)]
+pub enum PosteriorError {
+    #[error("invalid sampler setting {field} = {value}: {reason}")]
+    Config {
+        field: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error("model image is {model:?} pixels (nz, nx) but the operator's grid is {grid:?}")]
+    GridMismatch {
+        model: (usize, usize),
+        grid: (usize, usize),
+    },
+    #[error("measurement has a non-finite sample at flat index {index}: {value}")]
+    NonFiniteMeasurement { index: usize, value: f32 },
+    #[error("measurement is all zeros: nothing to reconstruct from")]
+    ZeroMeasurement,
+    #[error("measurement has shape {got:?}, the operator needs {expected:?}")]
+    MeasurementShape {
+        got: Vec<usize>,
+        expected: Vec<usize>,
+    },
+    #[error("operator has zero norm: it maps every image to zero")]
+    ZeroOperator,
+    #[error("sampling diverged at step {step}: {reason}")]
+    Diverged { step: usize, reason: String },
+    #[error("operator: {0}")]
+    Operator(#[from] crate::operator::OperatorError),
+    #[error("diffusion model: {0}")]
+    Diffusion(#[from] crate::diffusion::DiffusionError),
+    #[error("tensor operation failed: {0}")]
+    Candle(#[from] candle_core::Error),
+}
+
+/// The posterior sampling algorithm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// DPS (Chung et al. 2022, Algorithm 1): ancestral (DDPM) steps over the respaced
+    /// schedule, each followed by the gradient step on the data residual of Tweedie's
+    /// estimate, backpropagated through the network.
+    Dps,
+    /// DPS guidance with DDIM updates (stochasticity `eta`): the respaced fast variant.
+    DdimDps,
+    /// Decomposed diffusion sampling (Chung, Lee & Ye 2023): a few conjugate-gradient
+    /// steps of data consistency on Tweedie's estimate, then a DDIM update with `eta`;
+    /// no backpropagation through the network.
+    Dds,
+}
+
+impl Method {
+    /// The configuration name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Dps => "dps",
+            Method::DdimDps => "ddim-dps",
+            Method::Dds => "dds",
+        }
+    }
+
+    /// Whether this method differentiates through the network.
+    pub fn uses_backprop(self) -> bool {
+        matches!(self, Method::Dps | Method::DdimDps)
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Method {
+    type Err = PosteriorError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "dps" => Ok(Method::Dps),
+            "ddim-dps" => Ok(Method::DdimDps),
+            "dds" => Ok(Method::Dds),
+            _ => Err(PosteriorError::Config {
+                field: "sampler.method",
+                value: s.to_string(),
+                reason: "expected dps, ddim-dps or dds".into(),
+            }),
+        }
+    }
+}
+
+/// `[sampler]` in `config/pleura.toml`: how frames are reconstructed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SamplerConfig {
+    /// The algorithm.
+    pub method: Method,
+    /// Reverse steps of a cold start, evenly respaced over the model's training steps.
+    pub steps: usize,
+    /// Posterior samples K per frame, drawn as one batch.
+    pub samples: usize,
+    /// Seed of the sampling noise of the first frame (frame f uses seed + f).
+    pub seed: u64,
+    /// DPS step size zeta' on the normalised residual (see [`sampler`]).
+    pub zeta: f64,
+    /// DDIM stochasticity for `ddim-dps` and `dds` (0: deterministic updates).
+    pub eta: f64,
+    /// DDS: conjugate-gradient iterations per step.
+    pub cg_iterations: usize,
+    /// DDS: variance (aeration^2) of the proximal term that keeps the data-consistent
+    /// image near Tweedie's estimate: minimise ||y - A a||^2 / sigma^2 + ||a - a0||^2 / lambda.
+    pub lambda: f64,
+    /// Warm-start frames after the first from the previous frame's estimate.
+    pub warm_start: bool,
+    /// Fraction of `steps` a warm start runs: the previous estimate is noised to the step
+    /// at that fraction of the schedule and denoised from there.
+    pub warm_start_fraction: f64,
+    /// A frame whose data the previous estimate explains this many times worse (relative
+    /// residual) than it explained its own frame is a scene change: start cold.
+    pub scene_change_factor: f64,
+    /// Restarts (cold, new seed) of a frame after a divergence before it is marked failed.
+    pub max_restarts: usize,
+    /// Divergence: the relative residual of Tweedie's estimate exceeds this factor, or an
+    /// iterate leaves [-`max_abs`, `max_abs`] in model units, or a value is not finite.
+    pub divergence_factor: f64,
+    /// Largest magnitude of an iterate in model units (images are in [-1, 1]; x_T ~ N(0, I)).
+    pub max_abs: f64,
+    /// Measurement noise standard deviation in data units; absent: estimated per frame
+    /// (see [`problem::Measurement`]).
+    pub noise_sigma: Option<f64>,
+    /// Power iterations estimating the operator's spectral norm.
+    pub power_iterations: usize,
+}
+
+impl Default for SamplerConfig {
+    fn default() -> Self {
+        Self {
+            method: Method::Dds,
+            steps: 50,
+            samples: 4,
+            seed: 0,
+            zeta: 1.0,
+            eta: 0.85,
+            cg_iterations: 5,
+            lambda: 0.05,
+            warm_start: true,
+            warm_start_fraction: 0.3,
+            scene_change_factor: 2.0,
+            max_restarts: 2,
+            divergence_factor: 10.0,
+            max_abs: 50.0,
+            noise_sigma: None,
+            power_iterations: 30,
+        }
+    }
+}
+
+impl SamplerConfig {
+    /// Checks every field against its documented range.
+    pub fn validate(&self) -> Result<(), PosteriorError> {
+        let bad = |field: &'static str, value: String, reason: &str| {
+            Err(PosteriorError::Config {
+                field,
+                value,
+                reason: reason.into(),
+            })
+        };
+        if self.steps == 0 {
+            return bad("sampler.steps", "0".into(), "must be >= 1");
+        }
+        if self.samples == 0 {
+            return bad("sampler.samples", "0".into(), "must be >= 1");
+        }
+        if !(self.zeta.is_finite() && self.zeta >= 0.0) {
+            return bad(
+                "sampler.zeta",
+                self.zeta.to_string(),
+                "must be finite, >= 0",
+            );
+        }
+        if !(0.0..=1.0).contains(&self.eta) {
+            return bad("sampler.eta", self.eta.to_string(), "must be in [0, 1]");
+        }
+        if !(self.lambda.is_finite() && self.lambda > 0.0) {
+            return bad("sampler.lambda", self.lambda.to_string(), "must be > 0");
+        }
+        if !(self.warm_start_fraction > 0.0 && self.warm_start_fraction <= 1.0) {
+            return bad(
+                "sampler.warm_start_fraction",
+                self.warm_start_fraction.to_string(),
+                "must be in (0, 1]",
+            );
+        }
+        if !(self.scene_change_factor.is_finite() && self.scene_change_factor >= 1.0) {
+            return bad(
+                "sampler.scene_change_factor",
+                self.scene_change_factor.to_string(),
+                "must be finite, >= 1",
+            );
+        }
+        if !(self.divergence_factor.is_finite() && self.divergence_factor > 1.0) {
+            return bad(
+                "sampler.divergence_factor",
+                self.divergence_factor.to_string(),
+                "must be finite, > 1",
+            );
+        }
+        if !(self.max_abs.is_finite() && self.max_abs > 1.0) {
+            return bad("sampler.max_abs", self.max_abs.to_string(), "must be > 1");
+        }
+        if let Some(s) = self.noise_sigma {
+            if !(s.is_finite() && s >= 0.0) {
+                return bad("sampler.noise_sigma", s.to_string(), "must be finite, >= 0");
+            }
+        }
+        if self.power_iterations == 0 {
+            return bad("sampler.power_iterations", "0".into(), "must be >= 1");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,495 @@
+//! Posterior sampling on a tiny model (16 x 16 images, 8 base channels) and tiny grids.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Tensor};
+use ndarray::Array2;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use rand_distr::{Distribution, Normal};
+
+use super::frame::{interval, quantile, FrameOutcome, Reconstructor, StartKind};
+use super::problem::{
+    mad_sigma, LinearOperator, Measurement, NoiseSource, NormalizedOperator, MAD_TO_SIGMA,
+};
+use super::sampler::{PosteriorSampler, Start};
+use super::*;
+use crate::diffusion::checkpoint::{Model, ModelSpec};
+use crate::diffusion::schedule::{ScheduleConfig, ScheduleKind};
+use crate::diffusion::unet::UNetConfig;
+use crate::grid::Grid;
+use crate::operator::{MeasurementOperator, OperatorOptions};
+use crate::simulate::probe::LinearProbe;
+
+const N: usize = 16;
+
+/// A tiny prior. The U-Net's output convolution is zero at initialisation (eps = 0: the
+/// flat prior); `perturb` makes it random so that the network's Jacobian matters.
+fn tiny_model(perturb: bool) -> Model {
+    let spec = ModelSpec {
+        model: UNetConfig {
+            image_size: N,
+            in_channels: 1,
+            base_channels: 8,
+            channel_mult: vec![1, 2],
+            num_res_blocks: 1,
+            attention_resolutions: vec![8],
+            dropout: 0.0,
+            num_heads: 1,
+            groups: 4,
+        },
+        schedule: ScheduleConfig {
+            kind: ScheduleKind::Cosine,
+            steps: 1000,
+        },
+        grid_x: None,
+        grid_z: None,
+    };
+    let model = Model::new(spec, 3, &Device::Cpu).expect("model");
+    if perturb {
+        let data = model.varmap.data().lock().expect("lock");
+        let w = data.get("out.2.weight").expect("out conv");
+        let mut rng = crate::diffusion::sampler::NoiseRng::new(11);
+        let r = (rng.normal(w.dims(), &Device::Cpu, DType::F32).expect("n") * 0.05).expect("s");
+        w.set(&r).expect("set");
+        drop(data);
+    }
+    model
+}
+
+/// Fully observed: A = identity on 16 x 16 images.
+struct Identity;
+
+impl LinearOperator for Identity {
+    fn image_shape(&self) -> (usize, usize) {
+        (N, N)
+    }
+    fn data_shape(&self) -> Vec<usize> {
+        vec![N, N]
+    }
+    fn apply(&self, x: &Tensor) -> Result<Tensor, PosteriorError> {
+        Ok(x.clone())
+    }
+    fn apply_adjoint(&self, y: &Tensor) -> Result<Tensor, PosteriorError> {
+        Ok(y.clone())
+    }
+}
+
+/// A smooth aeration image in [0.2, 0.8], shifted laterally by `shift` pixels.
+fn truth(shift: f64) -> Array2<f32> {
+    Array2::from_shape_fn((N, N), |(i, j)| {
+        let x = (j as f64 + shift) / N as f64;
+        let z = i as f64 / N as f64;
+        (0.5 + 0.3 * (2.0 * std::f64::consts::PI * x).sin() * (std::f64::consts::PI * z).cos())
+            as f32
+    })
+}
+
+fn flat(a: &Array2<f32>) -> Vec<f32> {
+    a.iter().copied().collect()
+}
+
+fn identity_problem(a: &Array2<f32>) -> (NormalizedOperator, Measurement) {
+    let dev = Device::Cpu;
+    let op = NormalizedOperator::new(Arc::new(Identity), 5, &dev).expect("op");
+    assert!(
+        (op.norm() - 1.0).abs() < 1e-4,
+        "identity norm {}",
+        op.norm()
+    );
+    let m = Measurement::new(&op, &flat(a), &[N, N], Some(0.0), &dev).expect("meas");
+    (op, m)
+}
+
+fn ultrasound_op() -> (Arc<MeasurementOperator>, Grid) {
+    let probe = LinearProbe {
+        n_el: 8,
+        pitch: 0.6e-3,
+        ..LinearProbe::default_lung()
+    };
+    let grid = Grid::uniform(N, N, 0.3e-3, 3e-3).expect("grid");
+    let scan = probe.plane_wave_scan(&[0.0], &grid);
+    let op = MeasurementOperator::new(&scan, &grid, OperatorOptions::default(), &Device::Cpu)
+        .expect("operator");
+    (Arc::new(op), grid)
+}
+
+fn cfg(method: Method, steps: usize, samples: usize) -> SamplerConfig {
+    SamplerConfig {
+        method,
+        steps,
+        samples,
+        noise_sigma: Some(0.0),
+        ..SamplerConfig::default()
+    }
+}
+
+fn max_abs_diff(a: &Array2<f32>, b: &Array2<f32>) -> f32 {
+    a.iter()
+        .zip(b.iter())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+fn mean_abs_diff(a: &Array2<f32>, b: &Array2<f32>) -> f64 {
+    a.iter()
+        .zip(b.iter())
+        .map(|(x, y)| (x - y).abs() as f64)
+        .sum::<f64>()
+        / a.len() as f64
+}
+
+fn done(o: FrameOutcome) -> Box<frame::FrameEstimate> {
+    match o {
+        FrameOutcome::Done(e) => e,
+        FrameOutcome::Failed { reason, .. } => panic!("frame failed: {reason}"),
+    }
+}
+
+#[test]
+fn mad_constant_is_inverse_normal_quartile() {
+    // Phi(1 / MAD_TO_SIGMA) must be 3/4: integrate the normal density by Simpson's rule.
+    let b = 1.0 / MAD_TO_SIGMA;
+    let n = 2000;
+    let h = b / n as f64;
+    let pdf = |x: f64| (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt();
+    let mut s = pdf(0.0) + pdf(b);
+    for i in 1..n {
+        s += pdf(i as f64 * h) * if i % 2 == 1 { 4.0 } else { 2.0 };
+    }
+    let phi = 0.5 + s * h / 3.0;
+    assert!((phi - 0.75).abs() < 1e-12, "Phi = {phi}");
+    // The estimator on a large normal sample.
+    let mut rng = StdRng::seed_from_u64(1);
+    let d = Normal::new(3.0, 2.5).expect("normal");
+    let v: Vec<f32> = (0..20000).map(|_| d.sample(&mut rng) as f32).collect();
+    let s = mad_sigma(&v);
+    assert!((s - 2.5).abs() < 0.05, "mad sigma {s}");
+}
+
+#[test]
+fn interval_rules() {
+    // K = 4: mean +- 1.96 sd (numpy: np.std(v, ddof=1) = 0.12909944...).
+    let v = [0.5, 0.6, 0.7, 0.8];
+    let (m, ci) = interval(&v);
+    let sd = 0.129_099_444_873_580_56;
+    assert!((m - 0.65).abs() < 1e-12);
+    assert!((ci[0] - (0.65 - crate::eval::Z95 * sd)).abs() < 1e-12);
+    assert!((ci[1] - (0.65 + crate::eval::Z95 * sd)).abs() < 1e-12);
+    // K = 41: empirical quantiles (numpy: np.quantile(np.arange(41) / 100, [.025, .975])
+    // = [0.01, 0.39]).
+    let v: Vec<f64> = (0..41).map(|i| i as f64 / 100.0).collect();
+    let (_, ci) = interval(&v);
+    assert!(
+        (ci[0] - 0.01).abs() < 1e-12 && (ci[1] - 0.39).abs() < 1e-12,
+        "{ci:?}"
+    );
+    assert!((quantile(&[0.0, 1.0], 0.25) - 0.25).abs() < 1e-15);
+    // Clipped to [0, 1].
+    let (_, ci) = interval(&[0.95, 1.0, 0.9, 1.0]);
+    assert_eq!(ci[1], 1.0);
+}
+
+#[test]
+fn fully_observed_noise_free_converges_to_truth() {
+    let model = tiny_model(false);
+    let ps = Arc::new(PosteriorSampler::new(&model, &Device::Cpu).expect("sampler"));
+    let a = truth(0.0);
+    let (op, meas) = identity_problem(&a);
+    // DDS: CG data consistency solves the identity exactly at every step.
+    let mut rec = Reconstructor::new(ps.clone(), cfg(Method::Dds, 10, 3)).expect("rec");
+    let est = done(rec.reconstruct(&op, &flat(&a), &[N, N]));
+    assert!(
+        max_abs_diff(&est.mean, &a) < 1e-4,
+        "dds error {}",
+        max_abs_diff(&est.mean, &a)
+    );
+    assert!(est.std.iter().all(|s| *s < 1e-4));
+    assert!(est.residual < 1e-4);
+    // DPS (ancestral) and DDIM-DPS: gradient guidance through the network.
+    for method in [Method::Dps, Method::DdimDps] {
+        // With the flat prior (eps = 0) DPS is normalised gradient descent with a fixed
+        // step: it approaches the truth steadily but does not land on it in 50 steps.
+        let c = SamplerConfig {
+            zeta: 5.0,
+            ..cfg(method, 50, 2)
+        };
+        let d = ps.draw(&c, &op, &meas, &Start::Cold, 4).expect("draw");
+        let t = &d.trajectory;
+        assert!(t[t.len() - 1] < 0.5 * t[0], "{method}: residual {t:?}");
+        let est = frame::summarize(&d.samples).expect("stats");
+        let err = mean_abs_diff(&est.mean, &a);
+        assert!(err < 0.05, "{method}: mean abs error {err}");
+    }
+}
+
+#[test]
+fn residual_falls_along_trajectory_on_ultrasound_operator() {
+    let model = tiny_model(true);
+    let ps = Arc::new(PosteriorSampler::new(&model, &Device::Cpu).expect("sampler"));
+    let (us, _) = ultrasound_op();
+    let op = NormalizedOperator::new(us.clone(), 10, &Device::Cpu).expect("norm");
+    let a = truth(0.0);
+    let y = us.forward_array(&a).expect("forward");
+    let meas = Measurement::from_frame(&op, &y, Some(0.0), &Device::Cpu).expect("meas");
+    for (method, steps, drop) in [(Method::Dds, 10, 0.5), (Method::DdimDps, 20, 0.85)] {
+        let c = SamplerConfig {
+            zeta: 2.0,
+            cg_iterations: 2,
+            ..cfg(method, steps, 2)
+        };
+        let d = ps.draw(&c, &op, &meas, &Start::Cold, 5).expect("draw");
+        let t = &d.trajectory;
+        assert_eq!(t.len(), steps);
+        let q = steps / 4;
+        let head = t[..q].iter().sum::<f64>() / q as f64;
+        let tail = t[steps - q..].iter().sum::<f64>() / q as f64;
+        assert!(
+            tail < drop * head,
+            "{method}: residual {head} -> {tail}: {t:?}"
+        );
+        assert!(
+            d.residuals.iter().all(|r| *r < 0.9),
+            "{method}: {:?}",
+            d.residuals
+        );
+    }
+}
+
+#[test]
+fn noise_is_estimated_from_pre_echo_samples() {
+    let (us, _) = ultrasound_op();
+    let op = NormalizedOperator::new(us.clone(), 10, &Device::Cpu).expect("norm");
+    let a = truth(0.0);
+    let mut y = us.forward_array(&a).expect("forward");
+    let peak = y.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let sigma = 0.01 * peak as f64;
+    let mut rng = StdRng::seed_from_u64(2);
+    let d = Normal::new(0.0, sigma).expect("normal");
+    y.mapv_inplace(|v| v + d.sample(&mut rng) as f32);
+    let meas = Measurement::from_frame(&op, &y, None, &Device::Cpu).expect("meas");
+    assert_eq!(meas.noise_source, NoiseSource::PreEcho);
+    assert!(
+        (meas.sigma_data / sigma - 1.0).abs() < 0.1,
+        "estimated {} true {sigma}",
+        meas.sigma_data
+    );
+    // The MAD of all samples is inflated by the echoes.
+    let all: Vec<f32> = y.iter().copied().collect();
+    assert!(mad_sigma(&all) > 1.2 * sigma);
+}
+
+#[test]
+fn warm_start_from_previous_frame_needs_fewer_steps() {
+    let model = tiny_model(true);
+    let ps = Arc::new(PosteriorSampler::new(&model, &Device::Cpu).expect("sampler"));
+    let (us, _) = ultrasound_op();
+    let op = NormalizedOperator::new(us.clone(), 10, &Device::Cpu).expect("norm");
+    let prev = truth(0.0);
+    let cur = truth(0.5);
+    let y = us.forward_array(&cur).expect("forward");
+    let meas = Measurement::from_frame(&op, &y, Some(0.0), &Device::Cpu).expect("meas");
+    let c = SamplerConfig {
+        cg_iterations: 2,
+        ..cfg(Method::Dds, 20, 2)
+    };
+    let cold = ps.draw(&c, &op, &meas, &Start::Cold, 1).expect("cold");
+    let warm_cfg = SamplerConfig {
+        warm_start_fraction: 0.25,
+        ..c.clone()
+    };
+    let prev_t = Tensor::from_vec(flat(&prev), (N, N), &Device::Cpu).expect("t");
+    let warm = ps
+        .draw(&warm_cfg, &op, &meas, &Start::Warm(prev_t), 1)
+        .expect("warm");
+    assert_eq!(cold.nfe, 20);
+    assert_eq!(warm.nfe, 5);
+    let rc = cold.residuals.iter().sum::<f64>() / 2.0;
+    let rw = warm.residuals.iter().sum::<f64>() / 2.0;
+    let short = SamplerConfig {
+        steps: 5,
+        ..c.clone()
+    };
+    let cold5 = ps.draw(&short, &op, &meas, &Start::Cold, 1).expect("cold5");
+    let rc5 = cold5.residuals.iter().sum::<f64>() / 2.0;
+    // 5 warm steps reach the residual of 20 cold ones, well below that of 5 cold ones.
+    assert!(
+        rw < 1.5 * rc && rw < 0.6 * rc5,
+        "warm {rw}, cold 20 {rc}, cold 5 {rc5}"
+    );
+
+    // The reconstructor warm-starts the second frame of a noisy sequence (noise estimated
+    // from the data), and starts cold after a scene change (an empty-lung frame).
+    let noisy_cfg = SamplerConfig {
+        noise_sigma: None,
+        ..warm_cfg
+    };
+    let mut rec = Reconstructor::new(ps.clone(), noisy_cfg).expect("rec");
+    let mut rng = StdRng::seed_from_u64(9);
+    let mut noisy = |a: &Array2<f32>| {
+        let mut y = us.forward_array(a).expect("forward");
+        let peak = y.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let d = Normal::new(0.0, 0.02 * peak as f64).expect("normal");
+        y.mapv_inplace(|v| v + d.sample(&mut rng) as f32);
+        y
+    };
+    let y0 = noisy(&prev);
+    let e0 = done(rec.reconstruct(&op, &flat_data(&y0), &data_shape(&y0)));
+    assert_eq!(e0.start, StartKind::Cold);
+    assert_eq!(e0.noise_source, NoiseSource::PreEcho);
+    let y = noisy(&cur);
+    let e1 = done(rec.reconstruct(&op, &flat_data(&y), &data_shape(&y)));
+    assert_eq!(e1.start, StartKind::Warm);
+    assert_eq!(e1.nfe, 5);
+    let other = Array2::from_shape_fn((N, N), |(i, _)| if i < 3 { 0.9 } else { 0.02 });
+    let y2 = noisy(&other);
+    let e2 = done(rec.reconstruct(&op, &flat_data(&y2), &data_shape(&y2)));
+    assert_eq!(e2.start, StartKind::SceneChange);
+    assert_eq!(e2.nfe, 20);
+}
+
+fn flat_data(y: &ndarray::Array4<f32>) -> Vec<f32> {
+    y.iter().copied().collect()
+}
+
+fn data_shape(y: &ndarray::Array4<f32>) -> Vec<usize> {
+    y.shape().to_vec()
+}
+
+#[test]
+fn reproducible_for_a_seed() {
+    let model = tiny_model(true);
+    let ps = Arc::new(PosteriorSampler::new(&model, &Device::Cpu).expect("sampler"));
+    let a = truth(0.0);
+    let (op, meas) = identity_problem(&a);
+    let c = SamplerConfig {
+        zeta: 0.3,
+        ..cfg(Method::DdimDps, 8, 2)
+    };
+    let get = |seed| {
+        ps.draw(&c, &op, &meas, &Start::Cold, seed)
+            .expect("draw")
+            .samples
+            .flatten_all()
+            .and_then(|t| t.to_vec1::<f32>())
+            .expect("vec")
+    };
+    assert_eq!(get(7), get(7));
+    assert_ne!(get(7), get(8));
+}
+
+#[test]
+fn nan_measurement_is_rejected_up_front() {
+    let model = tiny_model(false);
+    let ps = Arc::new(PosteriorSampler::new(&model, &Device::Cpu).expect("sampler"));
+    let a = truth(0.0);
+    let (op, _) = identity_problem(&a);
+    let mut data = flat(&a);
+    data[37] = f32::NAN;
+    let mut rec = Reconstructor::new(ps.clone(), cfg(Method::Dds, 5, 2)).expect("rec");
+    match rec.reconstruct(&op, &data, &[N, N]) {
+        FrameOutcome::Failed { reason, attempts } => {
+            assert!(
+                reason.contains("non-finite") && reason.contains("37"),
+                "{reason}"
+            );
+            assert_eq!(attempts, 0);
+        }
+        FrameOutcome::Done(_) => panic!("NaN data must not give an estimate"),
+    }
+    assert!(matches!(
+        Measurement::new(&op, &vec![0.0; N * N], &[N, N], None, &Device::Cpu),
+        Err(PosteriorError::ZeroMeasurement)
+    ));
+    assert!(matches!(
+        Measurement::new(&op, &flat(&a), &[N, N + 1], None, &Device::Cpu),
+        Err(PosteriorError::MeasurementShape { .. })
+    ));
+}
+
+#[test]
+fn nan_in_iterate_restarts_the_frame() {
+    let model = tiny_model(false);
+    let ps = Arc::new(PosteriorSampler::new(&model, &Device::Cpu).expect("sampler"));
+    let a = truth(0.0);
+    let (op, _) = identity_problem(&a);
+    let mut rec = Reconstructor::new(ps.clone(), cfg(Method::Dds, 5, 2)).expect("rec");
+    ps.inject_nan.store(1, Ordering::SeqCst);
+    let est = done(rec.reconstruct(&op, &flat(&a), &[N, N]));
+    assert_eq!(est.restarts, 1);
+    assert!(est.mean.iter().all(|v| v.is_finite()));
+    assert!(max_abs_diff(&est.mean, &a) < 1e-4);
+    // Every attempt poisoned: the frame fails, nothing is published, the next frame
+    // starts cold and succeeds.
+    ps.inject_nan.store(3, Ordering::SeqCst);
+    match rec.reconstruct(&op, &flat(&a), &[N, N]) {
+        FrameOutcome::Failed { reason, attempts } => {
+            assert_eq!(attempts, 3);
+            assert!(reason.contains("non-finite"), "{reason}");
+        }
+        FrameOutcome::Done(_) => panic!("poisoned frame must fail"),
+    }
+    let est = done(rec.reconstruct(&op, &flat(&a), &[N, N]));
+    assert_eq!((est.start, est.restarts), (StartKind::Cold, 0));
+}
+
+#[test]
+fn absurd_step_size_divergence_is_caught() {
+    let model = tiny_model(true);
+    let ps = Arc::new(PosteriorSampler::new(&model, &Device::Cpu).expect("sampler"));
+    let a = truth(0.0);
+    let (op, _) = identity_problem(&a);
+    let c = SamplerConfig {
+        zeta: 1e6,
+        max_restarts: 1,
+        ..cfg(Method::Dps, 10, 2)
+    };
+    let mut rec = Reconstructor::new(ps.clone(), c).expect("rec");
+    match rec.reconstruct(&op, &flat(&a), &[N, N]) {
+        FrameOutcome::Failed { reason, attempts } => {
+            assert_eq!(attempts, 2);
+            assert!(reason.contains("diverged"), "{reason}");
+        }
+        FrameOutcome::Done(e) => panic!("zeta 1e6 must diverge, got residual {}", e.residual),
+    }
+}
+
+#[test]
+fn grid_mismatch_and_bad_config_are_errors() {
+    let model = tiny_model(false);
+    let ps = Arc::new(PosteriorSampler::new(&model, &Device::Cpu).expect("sampler"));
+    let probe = LinearProbe {
+        n_el: 8,
+        ..LinearProbe::default_lung()
+    };
+    let grid = Grid::uniform(8, 8, 0.3e-3, 3e-3).expect("grid");
+    let scan = probe.plane_wave_scan(&[0.0], &grid);
+    let us = MeasurementOperator::new(&scan, &grid, OperatorOptions::default(), &Device::Cpu)
+        .expect("op");
+    let op = NormalizedOperator::new(Arc::new(us), 5, &Device::Cpu).expect("norm");
+    assert!(matches!(
+        ps.check_operator(&op),
+        Err(PosteriorError::GridMismatch {
+            model: (16, 16),
+            grid: (8, 8)
+        })
+    ));
+    let bad = SamplerConfig {
+        eta: 1.5,
+        ..SamplerConfig::default()
+    };
+    let err = Reconstructor::new(ps.clone(), bad)
+        .err()
+        .expect("eta 1.5 rejected");
+    assert!(err.to_string().contains("sampler.eta"), "{err}");
+    assert!("dps".parse::<Method>().is_ok());
+    assert!("ddpm".parse::<Method>().is_err());
+}
+
+#[test]
+fn reconstructor_can_move_into_a_pipeline_stage() {
+    fn assert_send<T: Send>() {}
+    assert_send::<Reconstructor>();
+    assert_send::<Arc<PosteriorSampler>>();
+}

@@ -1,0 +1,293 @@
+//! `pleura replay` end to end on a tiny simulated recording and a tiny model: every output
+//! dataset, a frame with NaN data marked failed while the replay goes on, PNG panels, and
+//! a recording that does not fit the model's grid rejected before any sampling.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use candle_core::Device;
+use ndarray::{Array1, Array2, Array3, Ix1, Ix2, Ix3};
+use pleura::diffusion::checkpoint::{save_safetensors, write_json, Model, ModelSpec};
+use pleura::diffusion::schedule::{ScheduleConfig, ScheduleKind};
+use pleura::diffusion::unet::UNetConfig;
+use pleura::grid::Grid;
+use pleura::operator::{MeasurementOperator, OperatorOptions};
+use pleura::recording::{Frame, GroundTruthGrid, Recorder, RecorderOptions, SampleType};
+use pleura::simulate::probe::LinearProbe;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use rand_distr::{Distribution, Normal};
+
+const N: usize = 16;
+
+fn grid() -> Grid {
+    Grid::uniform(N, N, 0.3e-3, 3e-3).expect("grid")
+}
+
+fn probe() -> LinearProbe {
+    LinearProbe {
+        n_el: 8,
+        pitch: 0.6e-3,
+        ..LinearProbe::default_lung()
+    }
+}
+
+fn write_model(dir: &Path, g: &Grid) {
+    let spec = ModelSpec {
+        model: UNetConfig {
+            image_size: N,
+            in_channels: 1,
+            base_channels: 8,
+            channel_mult: vec![1, 2],
+            num_res_blocks: 1,
+            attention_resolutions: vec![8],
+            dropout: 0.0,
+            num_heads: 1,
+            groups: 4,
+        },
+        schedule: ScheduleConfig {
+            kind: ScheduleKind::Cosine,
+            steps: 1000,
+        },
+        grid_x: Some(g.x.clone()),
+        grid_z: Some(g.z.clone()),
+    };
+    let model = Model::new(spec.clone(), 1, &Device::Cpu).expect("model");
+    std::fs::create_dir_all(dir).expect("dir");
+    write_json(&dir.join("config.json"), &spec).expect("config");
+    save_safetensors(&dir.join("ema.safetensors"), &model.tensors().expect("t")).expect("save");
+}
+
+fn aeration(f: usize) -> Array2<f32> {
+    Array2::from_shape_fn((N, N), |(i, j)| {
+        let x = (j as f64 + 0.5 * f as f64) / N as f64;
+        if i < 3 {
+            0.1
+        } else {
+            (0.7 + 0.2 * (2.0 * std::f64::consts::PI * x).sin()) as f32
+        }
+    })
+}
+
+/// Three frames with 1 % noise; frame 1 gets a NaN sample.
+fn write_recording(path: &Path, g: &Grid, gt_grid: &Grid) {
+    let scan = probe().plane_wave_scan(&[0.0], g);
+    let op =
+        MeasurementOperator::new(&scan, g, OperatorOptions::default(), &Device::Cpu).expect("op");
+    let options = RecorderOptions {
+        sample_type: SampleType::Float32,
+        ground_truth_grid: Some(GroundTruthGrid {
+            grid_x: gt_grid.x.clone(),
+            grid_z: gt_grid.z.clone(),
+        }),
+        ..RecorderOptions::default()
+    };
+    let mut rec = Recorder::create(path, &scan, options).expect("recorder");
+    let mut rng = StdRng::seed_from_u64(3);
+    for f in 0..3 {
+        let a = aeration(f);
+        let mut y = op.forward_array(&a).expect("forward");
+        let peak = y.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let d = Normal::new(0.0, 0.01 * peak as f64).expect("normal");
+        y.mapv_inplace(|v| v + d.sample(&mut rng) as f32);
+        let frame = Frame {
+            data: y,
+            sequence_number: f as u64,
+            timestamp_ns: f as u64 * 10_000_000,
+        };
+        let gt = if gt_grid.nx() == N {
+            a
+        } else {
+            Array2::zeros((gt_grid.nz(), gt_grid.nx()))
+        };
+        rec.append_with_ground_truth(&frame, gt.view())
+            .expect("append");
+    }
+    rec.finish().expect("finish");
+    // The recorder refuses non-finite samples; corrupt frame 1 behind its back, as a
+    // faulty acquisition would.
+    let file = hdf5::File::open_rw(path).expect("reopen");
+    file.dataset("data/raw_data")
+        .and_then(|d| d.write_slice(&ndarray::arr1(&[f32::NAN]), ndarray::s![1, 0, 5, 2, 0..1]))
+        .expect("corrupt");
+}
+
+fn pleura() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_pleura"))
+}
+
+#[test]
+fn replay_writes_every_output_and_marks_bad_frames() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let g = grid();
+    let model = dir.path().join("model");
+    write_model(&model, &g);
+    let input = dir.path().join("in.zea.h5");
+    write_recording(&input, &g, &g);
+    let out = dir.path().join("out.h5");
+    let png = dir.path().join("png");
+    let status = pleura()
+        .args(["replay"])
+        .arg(&input)
+        .arg("--out")
+        .arg(&out)
+        .arg("--model")
+        .arg(&model)
+        .arg("--png")
+        .arg(&png)
+        .args(["--sampler", "dds", "--steps", "10", "--samples", "3"])
+        .args(["--device", "cpu", "--config"])
+        .arg(common::repo().join("config/pleura.toml"))
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&status.stderr);
+    assert!(status.status.success(), "replay failed: {stderr}");
+
+    let f = hdf5::File::open(&out).expect("open out");
+    let mean: Array3<f32> = f
+        .dataset("recon/mean")
+        .and_then(|d| d.read::<f32, Ix3>())
+        .expect("mean");
+    let std: Array3<f32> = f
+        .dataset("recon/std")
+        .and_then(|d| d.read::<f32, Ix3>())
+        .expect("std");
+    let das: Array3<f32> = f
+        .dataset("recon/das")
+        .and_then(|d| d.read::<f32, Ix3>())
+        .expect("das");
+    let aer: Array1<f64> = f
+        .dataset("recon/aeration")
+        .and_then(|d| d.read::<f64, Ix1>())
+        .expect("a");
+    let ci: Array2<f64> = f
+        .dataset("recon/aeration_ci")
+        .and_then(|d| d.read::<f64, Ix2>())
+        .expect("ci");
+    let cat: Array1<u8> = f
+        .dataset("recon/category")
+        .and_then(|d| d.read::<u8, Ix1>())
+        .expect("c");
+    let failed: Array1<u8> = f
+        .dataset("recon/failed")
+        .and_then(|d| d.read::<u8, Ix1>())
+        .expect("f");
+    let lat: Array1<f64> = f
+        .dataset("recon/latency_ms")
+        .and_then(|d| d.read::<f64, Ix1>())
+        .expect("l");
+    let gx: Array1<f64> = f
+        .dataset("recon/grid_x")
+        .and_then(|d| d.read::<f64, Ix1>())
+        .expect("gx");
+    let reasons = f
+        .dataset("recon/failed_reason")
+        .and_then(|d| d.read_raw::<hdf5::types::VarLenUnicode>())
+        .expect("reasons");
+    assert_eq!(mean.dim(), (3, N, N));
+    assert_eq!(std.dim(), (3, N, N));
+    assert!(gx.iter().zip(&g.x).all(|(a, b)| (a - b).abs() < 1e-12));
+    assert_eq!(failed.to_vec(), vec![0, 1, 0]);
+    assert!(reasons[1].as_str().contains("NaN"), "{}", reasons[1]);
+    assert!(reasons[0].as_str().is_empty());
+    // Failed frame: nothing published.
+    assert!(mean
+        .index_axis(ndarray::Axis(0), 1)
+        .iter()
+        .all(|v| v.is_nan()));
+    assert!(aer[1].is_nan() && cat[1] == u8::MAX);
+    for f in [0usize, 2] {
+        let m = mean.index_axis(ndarray::Axis(0), f);
+        assert!(
+            m.iter().all(|v| (0.0..=1.0).contains(v)),
+            "frame {f} mean out of range"
+        );
+        assert!(std
+            .index_axis(ndarray::Axis(0), f)
+            .iter()
+            .all(|v| *v >= 0.0));
+        assert!(
+            ci[[f, 0]] <= aer[f] && aer[f] <= ci[[f, 1]],
+            "frame {f}: {aer} {ci}"
+        );
+        let expect_cat = if aer[f] < 0.6 {
+            0
+        } else if aer[f] < 0.85 {
+            1
+        } else {
+            2
+        };
+        assert_eq!(cat[f], expect_cat);
+        assert!(lat[f] > 0.0);
+        let d = das.index_axis(ndarray::Axis(0), f);
+        assert!(d.iter().all(|v| (0.0..=1.0).contains(v)));
+        assert!((d.iter().copied().fold(0.0f32, f32::max) - 1.0).abs() < 1e-6);
+    }
+    let sha = f
+        .attr("model_sha256")
+        .and_then(|a| a.read_scalar::<hdf5::types::VarLenUnicode>())
+        .expect("sha");
+    assert_eq!(sha.as_str().len(), 64);
+    let sampler = f
+        .attr("sampler")
+        .and_then(|a| a.read_scalar::<hdf5::types::VarLenUnicode>())
+        .expect("sampler");
+    assert!(
+        sampler.as_str().contains("\"method\":\"dds\"")
+            && sampler.as_str().contains("\"steps\":10")
+    );
+    // One PNG per frame: four panels (ground truth present) of 16 px x 4.
+    for i in 0..3 {
+        let p = png.join(format!("frame_{i:05}.png"));
+        let dec = png::Decoder::new(std::io::BufReader::new(
+            std::fs::File::open(&p).expect("png"),
+        ));
+        let info = dec.read_info().expect("info");
+        let (w, h) = (info.info().width, info.info().height);
+        assert_eq!((w, h), (4 * 64 + 3 * 2, 64), "{}", p.display());
+    }
+}
+
+#[test]
+fn replay_rejects_a_recording_that_does_not_fit_before_sampling() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let g = grid();
+    let model = dir.path().join("model");
+    write_model(&model, &g);
+    // A recording made for a shallow grid: its records end before the model grid's depth.
+    let shallow = Grid::uniform(N, 4, 0.3e-3, 1e-3).expect("grid");
+    let input = dir.path().join("shallow.zea.h5");
+    write_recording_for(&input, &shallow);
+    let out = dir.path().join("out.h5");
+    let status = pleura()
+        .args(["replay"])
+        .arg(&input)
+        .arg("--out")
+        .arg(&out)
+        .arg("--model")
+        .arg(&model)
+        .args(["--device", "cpu", "--steps", "5"])
+        .output()
+        .expect("run");
+    assert!(!status.status.success());
+    let stderr = String::from_utf8_lossy(&status.stderr);
+    assert!(
+        stderr.contains("does not fit") && stderr.contains("records echoes down to"),
+        "{stderr}"
+    );
+    assert!(!out.exists(), "no output for a rejected recording");
+}
+
+fn write_recording_for(path: &Path, g: &Grid) {
+    let scan = probe().plane_wave_scan(&[0.0], g);
+    let mut rec = Recorder::create(path, &scan, RecorderOptions::default()).expect("recorder");
+    let frame = Frame {
+        data: ndarray::Array4::from_elem((scan.n_tx(), scan.n_ax, scan.n_el(), 1), 1.0),
+        sequence_number: 0,
+        timestamp_ns: 0,
+    };
+    rec.append(&frame).expect("append");
+    rec.finish().expect("finish");
+}
