@@ -17,20 +17,10 @@ use serde::Serialize;
 
 use super::data::ImageSet;
 use super::DiffusionError;
+use crate::simulate::phantom::category;
 
 /// Category names, in index order.
 pub const CATEGORIES: [&str; 3] = ["0-60%", "60-85%", "85-100%"];
-
-/// The aeration category of a mean aeration.
-pub fn category(a: f64) -> usize {
-    if a < 0.60 {
-        0
-    } else if a < 0.85 {
-        1
-    } else {
-        2
-    }
-}
 
 /// Average-pooled features of every image (image sides must be multiples of `pool`).
 pub fn pooled_features(set: &ImageSet, pool: usize) -> Result<Vec<Vec<f32>>, DiffusionError> {
@@ -150,7 +140,7 @@ fn aeration_stats(a: &[f64]) -> AerationStats {
     let std = (a.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt();
     let mut fractions = [0.0; 3];
     for &v in a {
-        fractions[category(v)] += 1.0 / n;
+        fractions[usize::from(category(v))] += 1.0 / n;
     }
     AerationStats {
         mean,
@@ -224,7 +214,7 @@ pub fn evaluate(
             let v: Vec<f64> = nearest
                 .iter()
                 .zip(&ga)
-                .filter(|(_, a)| category(**a) == c)
+                .filter(|(_, a)| usize::from(category(**a)) == c)
                 .map(|(d, _)| *d)
                 .collect();
             (CATEGORIES[c].to_string(), Summary::new(&v, BINS, max))
