@@ -2,7 +2,7 @@
 //! the field. Accepts what h5py writes (0-d scalars, any integer or float width).
 
 use hdf5::types::{FixedAscii, FixedUnicode, TypeDescriptor, VarLenAscii, VarLenUnicode};
-use hdf5::{Dataset, Group, Location};
+use hdf5::{Attribute, Dataset, Group, Location};
 use ndarray::Array2;
 
 use super::error::RecordingError;
@@ -167,13 +167,12 @@ pub fn array2(
     )
 }
 
-/// Reads a string attribute, `None` when absent. Accepts variable- and fixed-length,
-/// ASCII and UTF-8 strings.
-pub fn string_attr(
+/// Opens an attribute with its type, `None` when absent.
+fn open_attr(
     loc: &Location,
     name: &str,
     field: &str,
-) -> Result<Option<String>, RecordingError> {
+) -> Result<Option<(Attribute, TypeDescriptor)>, RecordingError> {
     let names = loc
         .attr_names()
         .map_err(|e| RecordingError::hdf5(field, "list attributes", e))?;
@@ -187,6 +186,19 @@ pub fn string_attr(
         .dtype()
         .and_then(|t| t.to_descriptor())
         .map_err(|e| RecordingError::hdf5(field, "read datatype", e))?;
+    Ok(Some((attr, d)))
+}
+
+/// Reads a string attribute, `None` when absent. Accepts variable- and fixed-length,
+/// ASCII and UTF-8 strings.
+pub fn string_attr(
+    loc: &Location,
+    name: &str,
+    field: &str,
+) -> Result<Option<String>, RecordingError> {
+    let Some((attr, d)) = open_attr(loc, name, field)? else {
+        return Ok(None);
+    };
     let read_err = |e| RecordingError::hdf5(field, "read", e);
     let s = match d {
         TypeDescriptor::VarLenUnicode => attr
@@ -218,19 +230,9 @@ pub fn string_attr(
 
 /// Reads a numeric scalar attribute, `None` when absent.
 pub fn f64_attr(loc: &Location, name: &str, field: &str) -> Result<Option<f64>, RecordingError> {
-    let names = loc
-        .attr_names()
-        .map_err(|e| RecordingError::hdf5(field, "list attributes", e))?;
-    if !names.iter().any(|n| n == name) {
+    let Some((attr, d)) = open_attr(loc, name, field)? else {
         return Ok(None);
-    }
-    let attr = loc
-        .attr(name)
-        .map_err(|e| RecordingError::hdf5(field, "open attribute", e))?;
-    let d = attr
-        .dtype()
-        .and_then(|t| t.to_descriptor())
-        .map_err(|e| RecordingError::hdf5(field, "read datatype", e))?;
+    };
     if !is_numeric(&d) {
         return Err(RecordingError::DataType {
             field: field.to_string(),
