@@ -271,6 +271,35 @@ fn dtype_arg(dtype: i32) -> Result<Dtype, i32> {
     }
 }
 
+/// Checks the arguments both frame-publishing functions share; `timestamp_ns` 0 becomes now.
+///
+/// # Safety
+/// As `pleura_bridge_publish_frame`.
+unsafe fn frame_args<'a>(
+    bridge: *mut PleuraBridge,
+    timestamp_ns: u64,
+    dtype: i32,
+    shape: *const u32,
+    data: *const c_void,
+    len: usize,
+) -> Result<(&'a mut PleuraBridge, Dtype, [u32; 4], u64), i32> {
+    let Some(b) = bridge.as_mut() else {
+        return Err(fail(PLEURA_ERR_ARGUMENT, "bridge is NULL"));
+    };
+    let dtype = dtype_arg(dtype)?;
+    if shape.is_null() || (data.is_null() && len > 0) {
+        return Err(fail(PLEURA_ERR_ARGUMENT, "shape or data is NULL"));
+    }
+    let mut s = [0u32; 4];
+    s.copy_from_slice(std::slice::from_raw_parts(shape, 4));
+    let ts = if timestamp_ns == 0 {
+        now_ns()
+    } else {
+        timestamp_ns
+    };
+    Ok((b, dtype, s, ts))
+}
+
 /// Publishes one frame, copying `len` bytes at `data`. `timestamp_ns` 0 means now.
 ///
 /// # Safety
@@ -287,27 +316,14 @@ pub unsafe extern "C" fn pleura_bridge_publish_frame(
     len: usize,
 ) -> i32 {
     guard(|| {
-        let Some(b) = bridge.as_mut() else {
-            return fail(PLEURA_ERR_ARGUMENT, "bridge is NULL");
-        };
-        let dtype = match dtype_arg(dtype) {
-            Ok(d) => d,
+        let (b, dtype, s, ts) = match frame_args(bridge, timestamp_ns, dtype, shape, data, len) {
+            Ok(args) => args,
             Err(code) => return code,
         };
-        if shape.is_null() || (data.is_null() && len > 0) {
-            return fail(PLEURA_ERR_ARGUMENT, "shape or data is NULL");
-        }
-        let mut s = [0u32; 4];
-        s.copy_from_slice(std::slice::from_raw_parts(shape, 4));
         let payload = if len == 0 {
             &[][..]
         } else {
             std::slice::from_raw_parts(data as *const u8, len)
-        };
-        let ts = if timestamp_ns == 0 {
-            now_ns()
-        } else {
-            timestamp_ns
         };
         match b
             .publisher
@@ -377,22 +393,9 @@ pub unsafe extern "C" fn pleura_bridge_publish_frame_nocopy(
         ctx,
     };
     guard(move || {
-        let Some(b) = bridge.as_mut() else {
-            return fail(PLEURA_ERR_ARGUMENT, "bridge is NULL");
-        };
-        let dtype = match dtype_arg(dtype) {
-            Ok(d) => d,
+        let (b, dtype, s, ts) = match frame_args(bridge, timestamp_ns, dtype, shape, data, len) {
+            Ok(args) => args,
             Err(code) => return code,
-        };
-        if shape.is_null() || (data.is_null() && len > 0) {
-            return fail(PLEURA_ERR_ARGUMENT, "shape or data is NULL");
-        }
-        let mut s = [0u32; 4];
-        s.copy_from_slice(std::slice::from_raw_parts(shape, 4));
-        let ts = if timestamp_ns == 0 {
-            now_ns()
-        } else {
-            timestamp_ns
         };
         match b.publisher.publish_frame_bytes(
             scan_id,
