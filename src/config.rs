@@ -60,6 +60,8 @@ pub enum StageKind {
     /// Delay-and-sum beamforming: envelope image and B-mode.
     #[default]
     Das,
+    /// Posterior sampling of the aeration image (the per-frame pipeline of `pleura replay`).
+    Posterior,
     /// No processing: results carry sequence number and latency only.
     None,
 }
@@ -85,6 +87,10 @@ pub struct DaemonConfig {
     pub max_streams: usize,
     pub record: Option<PathBuf>,
     pub record_queue: usize,
+    /// Model directory of the `posterior` stage.
+    pub model: PathBuf,
+    /// Compute device of the `posterior` stage: `cpu`, `cuda:N` or `auto`.
+    pub device: String,
 }
 
 impl Default for DaemonConfig {
@@ -107,6 +113,8 @@ impl Default for DaemonConfig {
             max_streams: 16,
             record: None,
             record_queue: 256,
+            model: PathBuf::from("testdata/model"),
+            device: "auto".into(),
         }
     }
 }

@@ -361,9 +361,14 @@ fn bridge() -> Command {
 
 /// Starts `pleura-bridge play --connect` on the data file.
 fn play(endpoint: &str, extra: &[&str], log: &Path) -> Child {
+    play_file(&data_file(), endpoint, extra, log)
+}
+
+/// Starts `pleura-bridge play --connect` on `file`.
+fn play_file(file: &Path, endpoint: &str, extra: &[&str], log: &Path) -> Child {
     bridge()
         .args(["--log", "info", "play"])
-        .arg(data_file())
+        .arg(file)
         .args(["--endpoint", endpoint, "--connect"])
         .args(extra)
         .stdout(Stdio::piped())
@@ -404,7 +409,10 @@ while True:
     f = m["fields"]
     print(json.dumps({"sequence": m["sequence"], "latency_ns": m["latency_ns"],
                       "shapes": {k: list(v.shape) for k, v in f.items()},
-                      "bmode_max": int(f["bmode"].max()) if "bmode" in f else None}), flush=True)
+                      "bmode_max": int(f["bmode"].max()) if "bmode" in f else None,
+                      "values": {k: f[k].tolist() for k in
+                                 ("aeration", "aeration_ci", "category", "start", "nfe")
+                                 if k in f}}), flush=True)
     if m["sequence"] >= last:
         break
 "#;
@@ -511,6 +519,139 @@ fn bridge_to_daemon_to_python_subscriber() {
         lines.len() as f64,
         "{m:?}"
     );
+    let (status, _, _, log) = d.terminate();
+    assert!(status.success(), "{log}");
+}
+
+/// The virtual scanner plays a simulated lung sequence into the daemon running the
+/// `posterior` stage; a Python subscriber receives every frame's reconstruction, and
+/// the aeration, its interval, category and start kind agree with `pleura replay` of the
+/// same file with the same settings: the daemon and replay run the same pipeline. Then
+/// the model on disk is replaced and SIGHUP reloads it: the next stream is reconstructed
+/// with the new model, again as replay does, on the same connection.
+#[test]
+fn posterior_stage_matches_replay_and_reloads_its_model() {
+    use common::lung;
+    let dir = common::tempdir();
+    let g = lung::grid();
+    let model = dir.path().join("model");
+    lung::write_model(&model, &g, 1);
+    let frames = 4u64;
+    let input = dir.path().join("lung.zea.h5");
+    lung::write_recording(&input, &g, &g, frames as usize, None);
+    let config = dir.path().join("pleura.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[daemon]\ningest = \"tcp://127.0.0.1:0\"\ningest_mode = \"bind\"\n\
+             publish = \"tcp://127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\
+             stage = \"posterior\"\nmodel = \"{}\"\ndevice = \"cpu\"\nqueue_capacity = 8\n\
+             [sampler]\nmethod = \"dds\"\nsteps = 10\nsamples = 3\nseed = 7\n",
+            model.display()
+        ),
+    )
+    .unwrap();
+
+    // (aeration, interval, category) per frame of `pleura replay` with the model on disk.
+    let replay = |name: &str| {
+        let out = dir.path().join(name);
+        let run = common::pleura()
+            .arg("replay")
+            .arg(&input)
+            .arg("--out")
+            .arg(&out)
+            .arg("--model")
+            .arg(&model)
+            .arg("--config")
+            .arg(&config)
+            .args(["--device", "cpu"])
+            .output()
+            .expect("run replay");
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        let f = hdf5::File::open(&out).unwrap();
+        let read = |name: &str| -> Vec<f64> {
+            f.dataset(name)
+                .and_then(|d| d.read_raw::<f64>())
+                .unwrap_or_else(|e| panic!("{name}: {e}"))
+        };
+        let category = f
+            .dataset("recon/category")
+            .and_then(|d| d.read_raw::<u8>())
+            .unwrap();
+        (read("recon/aeration"), read("recon/aeration_ci"), category)
+    };
+    // Plays the recording once and checks every published frame against `expected`.
+    let stream = |d: &Served, expected: &(Vec<f64>, Vec<f64>, Vec<u8>), log: &str| {
+        let (aeration, ci, category) = expected;
+        assert_eq!(aeration.len(), frames as usize);
+        let (mut consumer, results) = start_consumer(&d.publish, frames - 1, None);
+        let mut scanner = play_file(&input, &d.ingest, &["--fps", "5"], &dir.path().join(log));
+        assert!(scanner.wait().unwrap().success());
+        assert!(
+            consumer.wait().unwrap().success(),
+            "consumer failed; daemon log:\n{}",
+            d.log_text()
+        );
+        let lines: Vec<serde_json::Value> = results
+            .try_iter()
+            .map(|l| serde_json::from_str(&l).unwrap())
+            .collect();
+        let seqs: Vec<u64> = lines
+            .iter()
+            .map(|l| l["sequence"].as_u64().unwrap())
+            .collect();
+        assert_eq!(
+            seqs,
+            (0..frames).collect::<Vec<_>>(),
+            "every frame, in order"
+        );
+        for (i, l) in lines.iter().enumerate() {
+            let n = lung::N as u64;
+            assert_eq!(l["shapes"]["mean"], serde_json::json!([n, n]), "{l}");
+            assert_eq!(l["shapes"]["std"], serde_json::json!([n, n]), "{l}");
+            assert_eq!(l["shapes"]["das"], serde_json::json!([n, n]), "{l}");
+            let v = &l["values"];
+            let a = v["aeration"].as_f64().unwrap();
+            assert!(
+                (a - aeration[i]).abs() < 1e-6,
+                "frame {i}: daemon {a}, replay {}",
+                aeration[i]
+            );
+            for k in 0..2 {
+                let c = v["aeration_ci"][k].as_f64().unwrap();
+                assert!((c - ci[2 * i + k]).abs() < 1e-6, "frame {i}: {v}");
+            }
+            assert_eq!(v["category"].as_u64().unwrap(), category[i] as u64);
+            // First frame cold, then warm starts (the scene barely moves).
+            assert_eq!(v["start"].as_u64().unwrap(), u64::from(i > 0), "frame {i}");
+        }
+    };
+
+    let first = replay("replay-1.h5");
+    let d = serve_with(dir.path(), &config);
+    stream(&d, &first, "bridge-1.log");
+
+    lung::write_model(&model, &g, 2);
+    let second = replay("replay-2.h5");
+    assert!(
+        (second.0[0] - first.0[0]).abs() > 1e-6,
+        "another model gives another reconstruction: {} {}",
+        first.0[0],
+        second.0[0]
+    );
+    d.signal(libc::SIGHUP);
+    wait_for("the rebuilt stage", Duration::from_secs(30), || {
+        d.log_text().contains("stage rebuilt")
+    });
+    stream(&d, &second, "bridge-2.log");
+    let m = d.metrics();
+    assert_eq!(m["pleura_frames_processed_total"], 2.0 * frames as f64);
+    assert_eq!(m["pleura_frames_dropped_total"], 0.0);
+    assert_eq!(m["pleura_device_info{device=\"cpu\"}"], 1.0);
     let (status, _, _, log) = d.terminate();
     assert!(status.success(), "{log}");
 }

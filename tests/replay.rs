@@ -5,130 +5,23 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
-use candle_core::Device;
+use common::lung::{grid, probe, write_model, write_recording, N};
 use ndarray::{Array1, Array2, Array3, Ix1, Ix2, Ix3};
-use pleura::diffusion::checkpoint::{save_safetensors, write_json, Model, ModelSpec};
-use pleura::diffusion::schedule::{ScheduleConfig, ScheduleKind};
-use pleura::diffusion::unet::UNetConfig;
 use pleura::grid::Grid;
-use pleura::operator::{MeasurementOperator, OperatorOptions};
-use pleura::recording::{Frame, GroundTruthGrid, Recorder, RecorderOptions, SampleType};
-use pleura::simulate::probe::LinearProbe;
-use rand::rngs::StdRng;
-use rand::SeedableRng;
-use rand_distr::{Distribution, Normal};
-
-const N: usize = 16;
-
-fn grid() -> Grid {
-    Grid::uniform(N, N, 0.3e-3, 3e-3).expect("grid")
-}
-
-fn probe() -> LinearProbe {
-    LinearProbe {
-        n_el: 8,
-        pitch: 0.6e-3,
-        ..LinearProbe::default_lung()
-    }
-}
-
-fn write_model(dir: &Path, g: &Grid) {
-    let spec = ModelSpec {
-        model: UNetConfig {
-            image_size: N,
-            in_channels: 1,
-            base_channels: 8,
-            channel_mult: vec![1, 2],
-            num_res_blocks: 1,
-            attention_resolutions: vec![8],
-            dropout: 0.0,
-            num_heads: 1,
-            groups: 4,
-        },
-        schedule: ScheduleConfig {
-            kind: ScheduleKind::Cosine,
-            steps: 1000,
-        },
-        grid_x: Some(g.x.clone()),
-        grid_z: Some(g.z.clone()),
-    };
-    let model = Model::new(spec.clone(), 1, &Device::Cpu).expect("model");
-    std::fs::create_dir_all(dir).expect("dir");
-    write_json(&dir.join("config.json"), &spec).expect("config");
-    save_safetensors(&dir.join("ema.safetensors"), &model.tensors().expect("t")).expect("save");
-}
-
-fn aeration(f: usize) -> Array2<f32> {
-    Array2::from_shape_fn((N, N), |(i, j)| {
-        let x = (j as f64 + 0.5 * f as f64) / N as f64;
-        if i < 3 {
-            0.1
-        } else {
-            (0.7 + 0.2 * (2.0 * std::f64::consts::PI * x).sin()) as f32
-        }
-    })
-}
-
-/// Three frames with 1 % noise; frame 1 gets a NaN sample.
-fn write_recording(path: &Path, g: &Grid, gt_grid: &Grid) {
-    let scan = probe().plane_wave_scan(&[0.0], g);
-    let op =
-        MeasurementOperator::new(&scan, g, OperatorOptions::default(), &Device::Cpu).expect("op");
-    let options = RecorderOptions {
-        sample_type: SampleType::Float32,
-        ground_truth_grid: Some(GroundTruthGrid {
-            grid_x: gt_grid.x.clone(),
-            grid_z: gt_grid.z.clone(),
-        }),
-        ..RecorderOptions::default()
-    };
-    let mut rec = Recorder::create(path, &scan, options).expect("recorder");
-    let mut rng = StdRng::seed_from_u64(3);
-    for f in 0..3 {
-        let a = aeration(f);
-        let mut y = op.forward_array(&a).expect("forward");
-        let peak = y.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        let d = Normal::new(0.0, 0.01 * peak as f64).expect("normal");
-        y.mapv_inplace(|v| v + d.sample(&mut rng) as f32);
-        let frame = Frame {
-            data: y,
-            sequence_number: f as u64,
-            timestamp_ns: f as u64 * 10_000_000,
-        };
-        let gt = if gt_grid.nx() == N {
-            a
-        } else {
-            Array2::zeros((gt_grid.nz(), gt_grid.nx()))
-        };
-        rec.append_with_ground_truth(&frame, gt.view())
-            .expect("append");
-    }
-    rec.finish().expect("finish");
-    // The recorder refuses non-finite samples; corrupt frame 1 behind its back, as a
-    // faulty acquisition would.
-    let file = hdf5::File::open_rw(path).expect("reopen");
-    file.dataset("data/raw_data")
-        .and_then(|d| d.write_slice(&ndarray::arr1(&[f32::NAN]), ndarray::s![1, 0, 5, 2, 0..1]))
-        .expect("corrupt");
-}
-
-fn pleura() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_pleura"))
-}
+use pleura::recording::{Frame, Recorder, RecorderOptions};
 
 #[test]
 fn replay_writes_every_output_and_marks_bad_frames() {
     let dir = tempfile::tempdir().expect("tmp");
     let g = grid();
     let model = dir.path().join("model");
-    write_model(&model, &g);
+    write_model(&model, &g, 1);
     let input = dir.path().join("in.zea.h5");
-    write_recording(&input, &g, &g);
+    write_recording(&input, &g, &g, 3, Some(1));
     let out = dir.path().join("out.h5");
     let png = dir.path().join("png");
-    let status = pleura()
+    let status = common::pleura()
         .args(["replay"])
         .arg(&input)
         .arg("--out")
@@ -255,13 +148,13 @@ fn replay_rejects_a_recording_that_does_not_fit_before_sampling() {
     let dir = tempfile::tempdir().expect("tmp");
     let g = grid();
     let model = dir.path().join("model");
-    write_model(&model, &g);
+    write_model(&model, &g, 1);
     // A recording made for a shallow grid: its records end before the model grid's depth.
     let shallow = Grid::uniform(N, 4, 0.3e-3, 1e-3).expect("grid");
     let input = dir.path().join("shallow.zea.h5");
     write_recording_for(&input, &shallow);
     let out = dir.path().join("out.h5");
-    let status = pleura()
+    let status = common::pleura()
         .args(["replay"])
         .arg(&input)
         .arg("--out")

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use pleura::config::{DaemonConfig, IngestMode, StageKind};
+use pleura::config::{Config, DaemonConfig, IngestMode, StageKind};
 use pleura::daemon::Daemon;
 use pleura::metrics::Metrics;
 use pleura::protocol::{self, Auth, Dtype, Message};
@@ -40,8 +40,8 @@ pub struct IngestArgs {
     pub seconds: f64,
 }
 
-fn config(stage: StageKind) -> DaemonConfig {
-    DaemonConfig {
+fn config(stage: StageKind) -> Config {
+    let daemon = DaemonConfig {
         ingest: "tcp://127.0.0.1:0".into(),
         ingest_mode: IngestMode::Bind,
         publish: "tcp://127.0.0.1:0".into(),
@@ -51,6 +51,10 @@ fn config(stage: StageKind) -> DaemonConfig {
         das_grid_z: Some((0.010, 0.035, 251)),
         queue_capacity: 2,
         ..DaemonConfig::default()
+    };
+    Config {
+        daemon,
+        ..Config::default()
     }
 }
 

@@ -1,8 +1,10 @@
 //! `pleura replay`: reconstruct every frame of a recording offline by posterior sampling
 //! and write the results (and optionally one PNG panel per frame).
 //!
-//! Per frame: DAS beamforming onto the reconstruction grid (shown as B-mode and stored
-//! as `recon/das`), posterior sampling (`pleura::posterior`), summary statistics.
+//! Each frame goes through [`pleura::pipeline::posterior::PosteriorStage`], the code the
+//! daemon's `posterior` stage runs: DAS beamforming onto the reconstruction grid (shown
+//! as B-mode and stored as `recon/das`), posterior sampling (`pleura::posterior`),
+//! summary statistics. The DAS f-number is `[daemon] das_f_number`.
 //! Output datasets (F frames, nz x nx grid):
 //! `recon/mean`, `recon/std` (F, nz, nx) float32 (NaN for failed frames);
 //! `recon/aeration` (F) float64; `recon/aeration_ci` (F, 2) float64;
@@ -21,21 +23,20 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use hdf5::types::VarLenUnicode;
 use ndarray::{Array1, Array2, Array3};
 use sha2::{Digest, Sha256};
 
-use pleura::beamform::{self, Beamformer, DasOptions};
+use pleura::beamform::{self, DasOptions};
 use pleura::config::Config;
 use pleura::diffusion::checkpoint::{self, Model};
-use pleura::grid::{Grid, DEFAULT_PITCH, DEFAULT_Z_MIN};
-use pleura::operator::{OperatorCache, OperatorOptions};
-use pleura::posterior::frame::{FrameOutcome, Reconstructor};
-use pleura::posterior::problem::{LinearOperator, NormalizedOperator};
-use pleura::posterior::sampler::PosteriorSampler;
+use pleura::grid::Grid;
+use pleura::pipeline::posterior::{model_grid, PosteriorStage};
+use pleura::pipeline::FrameInput;
+use pleura::posterior::frame::FrameOutcome;
 use pleura::posterior::Method;
-use pleura::recording::{Recording, Scan};
+use pleura::recording::Recording;
 
 /// Arguments of `pleura replay`.
 #[derive(clap::Args)]
@@ -108,20 +109,28 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let model_hash = model_sha256(&args.model)?;
     let rec = Recording::open(&args.input)
         .with_context(|| format!("cannot open recording {}", args.input.display()))?;
-    let grid = recon_grid(&model, &rec)?;
-    check_fit(rec.scan(), &grid)
+    // The model's training grid; without one, the recording's ground-truth grid when it
+    // has the model's size, else the stage's default.
+    let n = model.spec.model.image_size;
+    let grid = match model_grid(&model)? {
+        Some(_) => None,
+        None => rec
+            .ground_truth_grid()
+            .filter(|(x, z)| (z.len(), x.len()) == (n, n))
+            .map(|(x, z)| Grid::new(x.to_vec(), z.to_vec()))
+            .transpose()?,
+    };
+    let das_options = DasOptions {
+        f_number: config.daemon.das_f_number,
+        ..DasOptions::default()
+    };
+    let mut stage = PosteriorStage::new(&model, cfg.clone(), grid, das_options, &device)?;
+    let scan = Arc::new(rec.scan().clone());
+    stage
+        .prepare(0, &scan)
         .with_context(|| format!("{} does not fit the model's grid", args.input.display()))?;
+    let grid = stage.grid().clone();
 
-    let cache = OperatorCache::new();
-    let op = cache.get(rec.scan(), &grid, OperatorOptions::default(), &device)?;
-    let op: Arc<dyn LinearOperator> = op;
-    let op = NormalizedOperator::new(op, cfg.power_iterations, &device)?;
-    let sampler = Arc::new(PosteriorSampler::new(&model, &device)?);
-    sampler.check_operator(&op)?;
-    let mut recon = Reconstructor::new(sampler, cfg.clone())?;
-
-    let bgrid = beamform::Grid::new(grid.x.clone(), grid.z.clone())?;
-    let mut das = Beamformer::new(rec.scan(), &bgrid, &DasOptions::default())?;
     let truth_ok = rec
         .ground_truth_grid()
         .is_some_and(|(x, z)| same_axis(x, &grid.x) && same_axis(z, &grid.z));
@@ -147,26 +156,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     for f in 0..n {
         let t0 = Instant::now();
         let frame = rec.read_frame(f)?;
-        let mut env = Array2::<f32>::zeros((nz, nx));
-        let das_result = das.envelope_into(frame.data.view(), env.view_mut());
-        let outcome = match das_result {
-            Err(e) => FrameOutcome::Failed {
-                reason: format!("beamforming: {e}"),
-                attempts: 0,
-            },
-            Ok(()) => {
-                let peak = beamform::bmode::max_of(env.view());
-                if peak > 0.0 {
-                    env.mapv_inplace(|v| v / peak);
-                }
-                let data: Vec<f32> = frame.data.iter().copied().collect();
-                recon.reconstruct(&op, &data, frame.data.shape())
-            }
-        };
+        let result = stage.reconstruct(&FrameInput {
+            scan_id: 0,
+            scan: &scan,
+            sequence: frame.sequence_number,
+            timestamp_ns: frame.timestamp_ns,
+            data: &frame.data,
+        })?;
         let latency = t0.elapsed().as_secs_f64() * 1e3;
-        out.das.index_axis_mut(ndarray::Axis(0), f).assign(&env);
+        out.das
+            .index_axis_mut(ndarray::Axis(0), f)
+            .assign(&result.das);
         out.latency_ms[f] = latency;
-        match &outcome {
+        match &result.outcome {
             FrameOutcome::Done(e) => {
                 out.mean.index_axis_mut(ndarray::Axis(0), f).assign(&e.mean);
                 out.std.index_axis_mut(ndarray::Axis(0), f).assign(&e.std);
@@ -200,7 +202,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 None
             };
             let panel = Panel {
-                das: &env,
+                das: &result.das,
                 mean: out.mean.index_axis(ndarray::Axis(0), f).to_owned(),
                 std: out.std.index_axis(ndarray::Axis(0), f).to_owned(),
                 truth: gt,
@@ -217,7 +219,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         model: args.model.display().to_string(),
         model_sha256: model_hash,
         sampler: serde_json::to_string(&cfg)?,
-        operator_norm: op.norm(),
+        operator_norm: stage.operator_norm().unwrap_or(f64::NAN),
         device: pleura::device::describe(&device),
     };
     out.write(&args.out, &grid, &attrs)
@@ -231,65 +233,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         args.input.display(),
         args.out.display()
     );
-    Ok(())
-}
-
-/// The reconstruction grid: the model's training grid when it records one, else the
-/// recording's ground-truth grid when it has the model's size, else pleura's default
-/// uniform grid (0.3 mm pitch from 2 mm depth) of the model's size.
-fn recon_grid(model: &Model, rec: &Recording) -> anyhow::Result<Grid> {
-    let n = model.spec.model.image_size;
-    if let (Some(x), Some(z)) = (&model.spec.grid_x, &model.spec.grid_z) {
-        let g = Grid::new(x.clone(), z.clone())?;
-        if (g.nz(), g.nx()) != (n, n) {
-            bail!(
-                "model grid is {} x {} (nz x nx) but its images are {n} x {n}",
-                g.nz(),
-                g.nx()
-            );
-        }
-        return Ok(g);
-    }
-    if let Some((x, z)) = rec.ground_truth_grid() {
-        if (z.len(), x.len()) == (n, n) {
-            return Ok(Grid::new(x.to_vec(), z.to_vec())?);
-        }
-    }
-    Ok(Grid::uniform(n, n, DEFAULT_PITCH, DEFAULT_Z_MIN)?)
-}
-
-/// The grid must lie under the probe (laterally within its aperture plus one pitch) and
-/// within the recorded depth (the echo of the deepest row straight below must arrive
-/// before the last sample of every transmit).
-fn check_fit(scan: &Scan, grid: &Grid) -> anyhow::Result<()> {
-    let xs: Vec<f64> = (0..scan.n_el())
-        .map(|e| scan.probe_geometry[[e, 0]])
-        .collect();
-    let lo = xs.iter().copied().fold(f64::INFINITY, f64::min) - scan.pitch();
-    let hi = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max) + scan.pitch();
-    let (gx0, gx1) = (grid.x[0], grid.x[grid.nx() - 1]);
-    if gx0 < lo || gx1 > hi {
-        bail!(
-            "grid x spans [{:.2}, {:.2}] mm but the probe's aperture is [{:.2}, {:.2}] mm \
-             (elements +- one pitch)",
-            gx0 * 1e3,
-            gx1 * 1e3,
-            lo * 1e3,
-            hi * 1e3
-        );
-    }
-    let z_max = grid.z[grid.nz() - 1];
-    for (tx, t0) in scan.initial_times.iter().enumerate() {
-        let t_end = t0 + (scan.n_ax as f64 - 1.0) / scan.sampling_frequency;
-        let depth = t_end * scan.sound_speed / 2.0;
-        if depth < z_max {
-            bail!(
-                "transmit {tx} records echoes down to {:.2} mm but the grid reaches {:.2} mm",
-                depth * 1e3,
-                z_max * 1e3
-            );
-        }
-    }
     Ok(())
 }
 

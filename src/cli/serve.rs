@@ -38,13 +38,13 @@ async fn serve(config: Config, path: PathBuf) -> anyhow::Result<()> {
     let mut signals =
         Signals::new([SIGTERM, SIGINT, SIGHUP]).context("cannot install the signal handlers")?;
     let handle = signals.handle();
-    let daemon = Daemon::start(config.daemon.clone()).await?;
+    let daemon = Daemon::start(config.clone()).await?;
     let ready = serde_json::json!({ "event": "ready", "endpoints": daemon.endpoints() });
     let mut stdout = std::io::stdout();
     writeln!(stdout, "{ready}").context("cannot write to stdout")?;
     stdout.flush().context("cannot write to stdout")?;
 
-    let (reload_tx, reload_rx) = watch::channel(config.daemon);
+    let (reload_tx, reload_rx) = watch::channel(config);
     let (stop_tx, stop_rx) = oneshot::channel::<i32>();
     let signal_thread = std::thread::Builder::new()
         .name("pleura-signals".into())

@@ -17,7 +17,10 @@
 //! free port); [`Daemon::run`] runs until the `shutdown` future completes, then stops
 //! ingest, lets the worker finish the frame in flight, publishes a final status and
 //! returns, all within `shutdown_deadline_ms`. Configuration reloads arrive on a watch
-//! channel. The CLI (`src/cli/serve.rs`) wires signals to both.
+//! channel: each one rebuilds the stage from the new configuration (reloading the model
+//! from disk) off the worker thread and swaps it in between two frames, without touching
+//! the sockets; a stage that fails to build leaves the running one in place. The CLI
+//! (`src/cli/serve.rs`) wires signals to both.
 
 pub mod queue;
 pub mod record;
@@ -33,7 +36,7 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 use zeromq::{PubSocket, Socket, SocketRecv, SocketSend, SubSocket, ZmqMessage};
 
-use crate::config::{DaemonConfig, IngestMode};
+use crate::config::{Config, DaemonConfig, IngestMode};
 use crate::metrics::{http, Metrics};
 use crate::pipeline::{self, FrameInput};
 use crate::protocol::{self, Field, Key, ResultMessage, StatusMessage};
@@ -98,7 +101,7 @@ pub struct Summary {
 
 /// A started daemon: sockets bound, nothing running yet.
 pub struct Daemon {
-    config: DaemonConfig,
+    config: Config,
     key: Option<Key>,
     endpoints: Endpoints,
     metrics: Arc<Metrics>,
@@ -121,9 +124,15 @@ fn now_ns() -> u64 {
 impl Daemon {
     /// Loads the key and binds the admin server, the PUB socket and (in bind mode) the
     /// ingest socket. Must be called inside a tokio runtime.
-    pub async fn start(config: DaemonConfig) -> Result<Self, DaemonError> {
+    pub async fn start(full: Config) -> Result<Self, DaemonError> {
+        let config = full.daemon.clone();
         let key = load_key(&config)?;
-        let stage = pipeline::build(&config)?;
+        let stage = {
+            let full = full.clone();
+            tokio::task::spawn_blocking(move || pipeline::build(&full))
+                .await
+                .map_err(|_| DaemonError::Task("stage build"))??
+        };
         let admin = tokio::net::TcpListener::bind(&config.admin)
             .await
             .map_err(|source| DaemonError::Admin {
@@ -172,7 +181,7 @@ impl Daemon {
                 publish,
                 admin: admin_addr,
             },
-            config,
+            config: full,
             key,
             metrics,
             sub,
@@ -194,15 +203,16 @@ impl Daemon {
 
     /// Runs until `shutdown` completes, then shuts down within the configured deadline.
     /// New configurations sent on `reload` are applied without dropping connections
-    /// (key, queue capacity, status interval, log interval, tracked streams; endpoint and
-    /// stage changes need a restart and are reported as such).
+    /// (key, queue capacity, status interval, log interval, tracked streams, and the
+    /// stage with its model and sampler settings; endpoint and recording changes need a
+    /// restart and are reported as such).
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()>,
-        reload: watch::Receiver<DaemonConfig>,
+        reload: watch::Receiver<Config>,
     ) -> Result<Summary, DaemonError> {
         let Daemon {
-            config,
+            config: full,
             key,
             endpoints,
             metrics,
@@ -211,6 +221,7 @@ impl Daemon {
             admin,
             stage,
         } = self;
+        let config = full.daemon.clone();
         let device = stage.device();
         tracing::info!(
             ingest = %endpoints.ingest,
@@ -221,19 +232,22 @@ impl Daemon {
             authenticated = key.is_some(),
             "daemon running"
         );
-        let admin_task = tokio::spawn(http::serve(admin, metrics.clone(), device));
+        metrics.set_device(&device);
+        let admin_task = tokio::spawn(http::serve(admin, metrics.clone()));
         let queue = Arc::new(LatestQueue::<AcceptedFrame>::new(config.queue_capacity));
         let (stop_tx, stop_rx) = watch::channel(false);
         let (result_tx, result_rx) = mpsc::channel::<ResultMessage>(RESULT_QUEUE);
 
+        let (stage_tx, stage_rx) = std::sync::mpsc::channel::<Box<dyn pipeline::Stage>>();
         let worker = {
             let queue = queue.clone();
             let metrics = metrics.clone();
             std::thread::Builder::new()
                 .name("pleura-worker".into())
-                .spawn(move || worker_loop(stage, &queue, &metrics, result_tx))
+                .spawn(move || worker_loop(stage, stage_rx, &queue, &metrics, result_tx))
                 .map_err(DaemonError::Thread)?
         };
+        let stage_reload = tokio::spawn(stage_reload_task(reload.clone(), stage_tx));
         let sink = tokio::spawn(sink_task(
             publisher,
             result_rx,
@@ -297,6 +311,7 @@ impl Daemon {
         };
         let outcome = tokio::time::timeout(deadline, drain).await;
         admin_task.abort();
+        stage_reload.abort();
         match outcome {
             Err(_) => return Err(DaemonError::Deadline(deadline)),
             Ok(Err(e)) => return Err(e),
@@ -329,7 +344,7 @@ struct IngestTask {
     queue: Arc<LatestQueue<AcceptedFrame>>,
     metrics: Arc<Metrics>,
     stop: watch::Receiver<bool>,
-    reload: watch::Receiver<DaemonConfig>,
+    reload: watch::Receiver<Config>,
     config: DaemonConfig,
 }
 
@@ -363,7 +378,7 @@ async fn ingest_task(mut t: IngestTask) {
         match event {
             Event::Stop => break,
             Event::Reload(Ok(())) => {
-                let new = t.reload.borrow_and_update().clone();
+                let new = t.reload.borrow_and_update().daemon.clone();
                 t.apply(new);
             }
             Event::Reload(Err(_)) => reload_open = false,
@@ -443,15 +458,10 @@ impl IngestTask {
             || new.ingest_mode != self.config.ingest_mode
             || new.publish != self.config.publish
             || new.admin != self.config.admin
-            || new.stage != self.config.stage
-            || new.das_f_number != self.config.das_f_number
-            || new.bmode_dynamic_range_db != self.config.bmode_dynamic_range_db
-            || new.das_grid_x != self.config.das_grid_x
-            || new.das_grid_z != self.config.das_grid_z
             || new.record != self.config.record;
         if needs_restart {
             tracing::warn!(
-                "configuration reload: endpoint, stage and recording changes take effect at the next start"
+                "configuration reload: endpoint and recording changes take effect at the next start"
             );
         }
         self.metrics.reloads.fetch_add(1, Relaxed);
@@ -464,14 +474,45 @@ impl IngestTask {
     }
 }
 
+/// Rebuilds the stage on every configuration reload, off the worker thread (loading a
+/// model takes a while), and hands it to the worker.
+async fn stage_reload_task(
+    mut reload: watch::Receiver<Config>,
+    stages: std::sync::mpsc::Sender<Box<dyn pipeline::Stage>>,
+) {
+    while reload.changed().await.is_ok() {
+        let config = reload.borrow_and_update().clone();
+        match tokio::task::spawn_blocking(move || pipeline::build(&config)).await {
+            Ok(Ok(stage)) => {
+                tracing::info!(stage = stage.name(), device = %stage.device(), "stage rebuilt; it takes over at the next frame");
+                if stages.send(stage).is_err() {
+                    break;
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "configuration reload: keeping the running stage");
+            }
+            Err(_) => tracing::error!(
+                "configuration reload: the stage build panicked; keeping the running stage"
+            ),
+        }
+    }
+}
+
 fn worker_loop(
     mut stage: Box<dyn pipeline::Stage>,
+    stages: std::sync::mpsc::Receiver<Box<dyn pipeline::Stage>>,
     queue: &LatestQueue<AcceptedFrame>,
     metrics: &Metrics,
     results: mpsc::Sender<ResultMessage>,
 ) {
     while let Some(frame) = queue.pop() {
         metrics.queue_depth.store(queue.len() as u64, Relaxed);
+        // A reloaded stage takes over between frames; the newest one wins.
+        while let Ok(next) = stages.try_recv() {
+            stage = next;
+            metrics.set_device(&stage.device());
+        }
         let started = Instant::now();
         let outcome = wire::payload_to_array(&frame.payload, frame.dtype, frame.shape)
             .map_err(|e| e.to_string())
@@ -548,7 +589,7 @@ async fn sink_task(
     metrics: Arc<Metrics>,
     key: Option<Key>,
     status_interval: Duration,
-    mut reload: watch::Receiver<DaemonConfig>,
+    mut reload: watch::Receiver<Config>,
 ) {
     let mut key = key;
     let mut reload_open = true;
@@ -573,7 +614,7 @@ async fn sink_task(
             }
             changed = reload.changed(), if reload_open => match changed {
                 Ok(()) => {
-                    let new = reload.borrow_and_update().clone();
+                    let new = reload.borrow_and_update().daemon.clone();
                     if let Ok(k) = load_key(&new) {
                         key = k;
                     }
@@ -597,8 +638,8 @@ async fn sink_task(
 }
 
 /// Reads a configuration file for a reload; the caller keeps the old one on error.
-pub fn reload_config(path: &std::path::Path) -> Result<DaemonConfig, crate::config::ConfigError> {
-    crate::config::Config::load(path).map(|c| c.daemon)
+pub fn reload_config(path: &std::path::Path) -> Result<Config, crate::config::ConfigError> {
+    Config::load(path)
 }
 
 #[cfg(test)]
@@ -612,14 +653,17 @@ mod tests {
     /// a publisher thread sent.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn in_process_server_with_shutdown_future() {
-        let cfg = DaemonConfig {
-            ingest: "tcp://127.0.0.1:0".into(),
-            ingest_mode: IngestMode::Bind,
-            publish: "tcp://127.0.0.1:0".into(),
-            admin: "127.0.0.1:0".into(),
-            stage: StageKind::None,
-            queue_capacity: 16,
-            ..DaemonConfig::default()
+        let cfg = Config {
+            daemon: DaemonConfig {
+                ingest: "tcp://127.0.0.1:0".into(),
+                ingest_mode: IngestMode::Bind,
+                publish: "tcp://127.0.0.1:0".into(),
+                admin: "127.0.0.1:0".into(),
+                stage: StageKind::None,
+                queue_capacity: 16,
+                ..DaemonConfig::default()
+            },
+            ..Config::default()
         };
         let daemon = Daemon::start(cfg.clone()).await.unwrap();
         let ingest = daemon.endpoints().ingest.clone();

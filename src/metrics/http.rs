@@ -18,8 +18,7 @@ const MAX_REQUEST: usize = 8192;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Serves until the task is aborted or dropped.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, device: String) {
-    let device: Arc<str> = device.into();
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(s) => s,
@@ -30,16 +29,15 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, device: String)
             }
         };
         let metrics = metrics.clone();
-        let device = device.clone();
         tokio::spawn(async move {
-            if let Err(e) = handle(stream, &metrics, &device).await {
+            if let Err(e) = handle(stream, &metrics).await {
                 tracing::debug!(%peer, error = %e, "admin server: connection failed");
             }
         });
     }
 }
 
-async fn handle(mut stream: TcpStream, metrics: &Metrics, device: &str) -> std::io::Result<()> {
+async fn handle(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(512);
     let head = tokio::time::timeout(REQUEST_TIMEOUT, async {
         let mut chunk = [0u8; 1024];
@@ -68,7 +66,7 @@ async fn handle(mut stream: TcpStream, metrics: &Metrics, device: &str) -> std::
         ("405 Method Not Allowed", "only GET\n".to_string())
     } else {
         match path.split('?').next().unwrap_or("") {
-            "/metrics" => ("200 OK", metrics.render(device)),
+            "/metrics" => ("200 OK", metrics.render()),
             "/healthz" if metrics.healthy.load(Relaxed) => ("200 OK", "ok\n".to_string()),
             "/healthz" => ("503 Service Unavailable", "shutting down\n".to_string()),
             _ => ("404 Not Found", "not found\n".to_string()),
@@ -105,10 +103,22 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let metrics = Arc::new(Metrics::new());
         metrics.frames_processed.store(7, Relaxed);
-        let server = tokio::spawn(serve(listener, metrics.clone(), "cpu".into()));
+        metrics.set_device("cpu");
+        let server = tokio::spawn(serve(listener, metrics.clone()));
         let r = get(addr, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
         assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
         assert!(r.contains("\npleura_frames_processed_total 7\n"), "{r}");
+        assert!(
+            r.contains("\npleura_device_info{device=\"cpu\"} 1\n"),
+            "{r}"
+        );
+        // A reloaded stage on another device is reported from then on.
+        metrics.set_device("cuda:0");
+        let r = get(addr, "GET /metrics HTTP/1.1\r\n\r\n").await;
+        assert!(
+            r.contains("\npleura_device_info{device=\"cuda:0\"} 1\n"),
+            "{r}"
+        );
         let r = get(addr, "GET /healthz HTTP/1.1\r\n\r\n").await;
         assert!(
             r.starts_with("HTTP/1.1 200 OK") && r.ends_with("ok\n"),

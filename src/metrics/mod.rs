@@ -166,6 +166,9 @@ pub struct Metrics {
     pub reloads: AtomicU64,
     /// False once shutdown began (served as `/healthz` 503).
     pub healthy: AtomicBool,
+    /// Where the processing stage runs (`cpu`, `cuda:0`, ...); changes when a reload
+    /// brings a stage on another device.
+    device: std::sync::RwLock<String>,
 }
 
 impl Metrics {
@@ -191,8 +194,19 @@ impl Metrics {
         self.rejected.iter().map(|r| r.load(Relaxed)).sum()
     }
 
-    /// The Prometheus text exposition; `device` names where the stage runs.
-    pub fn render(&self, device: &str) -> String {
+    /// Records where the processing stage runs.
+    pub fn set_device(&self, device: &str) {
+        let mut d = self.device.write().unwrap_or_else(|p| p.into_inner());
+        device.clone_into(&mut d);
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let device = self
+            .device
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let mut out = String::new();
         let counter = |out: &mut String, name: &str, help: &str, v: &AtomicU64| {
             let _ = writeln!(out, "# HELP {name} {help}");
@@ -327,7 +341,8 @@ mod tests {
         m.frames_accepted.fetch_add(3, Relaxed);
         m.latency.observe(Duration::from_millis(3));
         m.latency.observe(Duration::from_millis(30));
-        let text = m.render("cpu");
+        m.set_device("cpu");
+        let text = m.render();
         assert!(
             text.contains("pleura_messages_rejected_total{reason=\"crc\"} 2\n"),
             "{text}"

@@ -11,21 +11,23 @@
 //!   or the scan's default one ([`crate::beamform::Grid::default_for`]); results `envelope` (float32, nz x nx),
 //!   `bmode` (uint8, nz x nx, log-compressed against the frame's maximum), `grid_x` and
 //!   `grid_z` (float64, m).
+//! - [`StageKind::Posterior`] ([`posterior::PosteriorStage`]): posterior sampling of the
+//!   aeration image on the model's grid, the same code `pleura replay` runs; results
+//!   `mean`, `std`, `aeration`, `aeration_ci`, `category`, `das`, ... (see its
+//!   [`Stage::process`]).
 //! - [`StageKind::None`]: no processing; results carry only the header (sequence number,
 //!   timestamps, latency). Used to relay and to benchmark ingest.
 //!
-//! The reconstruction stage (posterior mean, standard deviation, mean aeration with its
-//! confidence interval, category) is another implementation of [`Stage`] producing
-//! those fields; nothing in the daemon depends on which stage runs.
+//! Nothing in the daemon depends on which stage runs.
+
+pub mod posterior;
 
 use std::sync::Arc;
 
-use ndarray::Array4;
-
-use ndarray::Array2;
+use ndarray::{Array2, Array4};
 
 use crate::beamform::{bmode, Beamformer, DasOptions, Grid};
-use crate::config::{DaemonConfig, StageKind};
+use crate::config::{Config, StageKind};
 use crate::protocol::{Field, FieldData};
 use crate::recording::Scan;
 
@@ -187,9 +189,21 @@ impl Stage for DasStage {
     }
 }
 
-/// Builds the configured stage; errors name the inconsistent setting.
-pub fn build(config: &DaemonConfig) -> Result<Box<dyn Stage>, PipelineError> {
+/// Builds the stage `[daemon] stage` names (loading the model for `posterior`); errors
+/// name the inconsistent setting.
+pub fn build(full: &Config) -> Result<Box<dyn Stage>, PipelineError> {
+    let config = &full.daemon;
     let setting = |message: String| PipelineError::Config { message };
+    if !(config.das_f_number.is_finite() && config.das_f_number > 0.0) {
+        return Err(setting(format!(
+            "das_f_number = {} must be positive",
+            config.das_f_number
+        )));
+    }
+    let das = DasOptions {
+        f_number: config.das_f_number,
+        ..DasOptions::default()
+    };
     match config.stage {
         StageKind::Das => {
             let grid = match (config.das_grid_x, config.das_grid_z) {
@@ -201,12 +215,6 @@ pub fn build(config: &DaemonConfig) -> Result<Box<dyn Stage>, PipelineError> {
                 (None, None) => None,
                 _ => return Err(setting("das_grid_x and das_grid_z go together".into())),
             };
-            if !(config.das_f_number.is_finite() && config.das_f_number > 0.0) {
-                return Err(setting(format!(
-                    "das_f_number = {} must be positive",
-                    config.das_f_number
-                )));
-            }
             if !(config.bmode_dynamic_range_db.is_finite() && config.bmode_dynamic_range_db > 0.0) {
                 return Err(setting(format!(
                     "bmode_dynamic_range_db = {} must be positive",
@@ -214,13 +222,20 @@ pub fn build(config: &DaemonConfig) -> Result<Box<dyn Stage>, PipelineError> {
                 )));
             }
             Ok(Box::new(DasStage::new(
-                DasOptions {
-                    f_number: config.das_f_number,
-                    ..DasOptions::default()
-                },
+                das,
                 grid,
                 config.bmode_dynamic_range_db,
             )))
+        }
+        StageKind::Posterior => {
+            let device = crate::device::select(&config.device)
+                .map_err(|e| setting(format!("device = \"{}\": {e}", config.device)))?;
+            Ok(Box::new(posterior::PosteriorStage::load(
+                &config.model,
+                full.sampler.clone(),
+                das,
+                &device,
+            )?))
         }
         StageKind::None => Ok(Box::new(NoStage)),
     }
@@ -232,6 +247,7 @@ mod tests {
     use crate::beamform::sim::{
         linear_array_scan, simulate_rf, GaussianPulse, LinearArray, Scatterer, Transmit,
     };
+    use crate::config::DaemonConfig;
 
     /// The DAS stage images a simulated point scatterer: its B-mode peak (255) lies at the
     /// pixel nearest the scatterer, and the fields have the grid's shapes.
@@ -266,11 +282,14 @@ mod tests {
                 bandwidth: 0.6,
             },
         );
-        let config = DaemonConfig {
-            stage: StageKind::Das,
-            das_grid_x: Some((-4e-3, 4e-3, 41)),
-            das_grid_z: Some((8e-3, 16e-3, 81)),
-            ..DaemonConfig::default()
+        let config = Config {
+            daemon: DaemonConfig {
+                stage: StageKind::Das,
+                das_grid_x: Some((-4e-3, 4e-3, 41)),
+                das_grid_z: Some((8e-3, 16e-3, 81)),
+                ..DaemonConfig::default()
+            },
+            ..Config::default()
         };
         let mut stage = build(&config).unwrap();
         assert_eq!(stage.name(), "das");
@@ -303,10 +322,8 @@ mod tests {
             "peak at iz {iz} ix {ix}"
         );
         // An inconsistent grid setting is named.
-        let bad = DaemonConfig {
-            das_grid_z: None,
-            ..config.clone()
-        };
+        let mut bad = config.clone();
+        bad.daemon.das_grid_z = None;
         let err = build(&bad).err().unwrap().to_string();
         assert!(err.contains("das_grid_x and das_grid_z"), "{err}");
     }

@@ -1,0 +1,137 @@
+//! A tiny lung problem for end-to-end tests: a 16 x 16 grid, an 8-element probe, an
+//! untrained tiny model on that grid, and short recordings of a known aeration sequence
+//! made with the measurement operator.
+
+use std::path::Path;
+
+use candle_core::Device;
+use ndarray::Array2;
+use pleura::diffusion::checkpoint::{save_safetensors, write_json, Model, ModelSpec};
+use pleura::diffusion::schedule::{ScheduleConfig, ScheduleKind};
+use pleura::diffusion::unet::UNetConfig;
+use pleura::grid::Grid;
+use pleura::operator::{MeasurementOperator, OperatorOptions};
+use pleura::recording::{Frame, GroundTruthGrid, Recorder, RecorderOptions, SampleType};
+use pleura::simulate::probe::LinearProbe;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use rand_distr::{Distribution, Normal};
+
+/// Side of the tiny model's images, pixels.
+pub const N: usize = 16;
+
+/// The N x N grid, 0.3 mm pitch from 3 mm depth.
+pub fn grid() -> Grid {
+    Grid::uniform(N, N, 0.3e-3, 3e-3).expect("grid")
+}
+
+/// An 8-element probe of 0.6 mm pitch (otherwise the simulator's lung probe).
+pub fn probe() -> LinearProbe {
+    LinearProbe {
+        n_el: 8,
+        pitch: 0.6e-3,
+        ..LinearProbe::default_lung()
+    }
+}
+
+/// Writes an untrained tiny model for grid `g` into `dir`, its weights drawn with `seed`.
+/// The output convolution, zero at initialisation (so every seed would predict eps = 0),
+/// gets small seeded weights too, so that models of different seeds differ.
+pub fn write_model(dir: &Path, g: &Grid, seed: u64) {
+    let spec = ModelSpec {
+        model: UNetConfig {
+            image_size: N,
+            in_channels: 1,
+            base_channels: 8,
+            channel_mult: vec![1, 2],
+            num_res_blocks: 1,
+            attention_resolutions: vec![8],
+            dropout: 0.0,
+            num_heads: 1,
+            groups: 4,
+        },
+        schedule: ScheduleConfig {
+            kind: ScheduleKind::Cosine,
+            steps: 1000,
+        },
+        grid_x: Some(g.x.clone()),
+        grid_z: Some(g.z.clone()),
+    };
+    let model = Model::new(spec.clone(), seed, &Device::Cpu).expect("model");
+    std::fs::create_dir_all(dir).expect("dir");
+    write_json(&dir.join("config.json"), &spec).expect("config");
+    let mut tensors = model.tensors().expect("tensors");
+    let out = tensors.get_mut("out.2.weight").expect("out.2.weight");
+    let mut rng = StdRng::seed_from_u64(seed);
+    let d = Normal::new(0.0f32, 0.05).expect("normal");
+    let w: Vec<f32> = (0..out.elem_count()).map(|_| d.sample(&mut rng)).collect();
+    *out = candle_core::Tensor::from_vec(w, out.dims(), &Device::Cpu).expect("weights");
+    save_safetensors(&dir.join("ema.safetensors"), &tensors).expect("save");
+}
+
+/// Frame `f` of a sequence: a 0.1 band over a sinusoidal lung moving half a pixel
+/// per frame.
+pub fn aeration(f: usize) -> Array2<f32> {
+    Array2::from_shape_fn((N, N), |(i, j)| {
+        let x = (j as f64 + 0.5 * f as f64) / N as f64;
+        if i < 3 {
+            0.1
+        } else {
+            (0.7 + 0.2 * (2.0 * std::f64::consts::PI * x).sin()) as f32
+        }
+    })
+}
+
+/// `frames` frames of [`aeration`] with 1 % noise and ground truth on `gt_grid` (zeros
+/// when that is not the model grid); frame `nan_frame`, when given, gets a NaN sample.
+pub fn write_recording(
+    path: &Path,
+    g: &Grid,
+    gt_grid: &Grid,
+    frames: usize,
+    nan_frame: Option<usize>,
+) {
+    let scan = probe().plane_wave_scan(&[0.0], g);
+    let op =
+        MeasurementOperator::new(&scan, g, OperatorOptions::default(), &Device::Cpu).expect("op");
+    let options = RecorderOptions {
+        sample_type: SampleType::Float32,
+        ground_truth_grid: Some(GroundTruthGrid {
+            grid_x: gt_grid.x.clone(),
+            grid_z: gt_grid.z.clone(),
+        }),
+        ..RecorderOptions::default()
+    };
+    let mut rec = Recorder::create(path, &scan, options).expect("recorder");
+    let mut rng = StdRng::seed_from_u64(3);
+    for f in 0..frames {
+        let a = aeration(f);
+        let mut y = op.forward_array(&a).expect("forward");
+        let peak = y.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let d = Normal::new(0.0, 0.01 * peak as f64).expect("normal");
+        y.mapv_inplace(|v| v + d.sample(&mut rng) as f32);
+        let frame = Frame {
+            data: y,
+            sequence_number: f as u64,
+            timestamp_ns: f as u64 * 10_000_000,
+        };
+        let gt = if gt_grid.nx() == N {
+            a
+        } else {
+            Array2::zeros((gt_grid.nz(), gt_grid.nx()))
+        };
+        rec.append_with_ground_truth(&frame, gt.view())
+            .expect("append");
+    }
+    rec.finish().expect("finish");
+    if let Some(bad) = nan_frame {
+        // The recorder refuses non-finite samples; corrupt the frame behind its back, as
+        // a faulty acquisition would.
+        let file = hdf5::File::open_rw(path).expect("reopen");
+        file.dataset("data/raw_data")
+            .and_then(|d| {
+                d.write_slice(&ndarray::arr1(&[f32::NAN]), ndarray::s![bad, 0, 5, 2, 0..1])
+            })
+            .expect("corrupt");
+    }
+}
