@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# The main job on the shipped default: installs what is missing, builds pleura, validates the
-# bundled recording (4 frames of real Verasonics plane-wave RF, testdata/) and beamforms it
-# into out/demo/: beamformed.h5 (envelope, B-mode, grid) and one B-mode PNG per frame.
+# The main job on the shipped default: installs what is missing, builds pleura and replays
+# the bundled simulated lung recording (testdata/lung_sequence.zea.h5, 4 frames) with the
+# shipped prior (testdata/model) through the daemon's per-frame pipeline. Writes
+# out/demo/replay.h5 and one PNG panel per frame in out/demo/png/
+# (B-mode | reconstruction | uncertainty | ground truth), then scores it against the
+# recording's ground truth.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 cargo build --release --locked --bin pleura
-rec=testdata/pwi_disk_4frames.zea.h5
+rec=testdata/lung_sequence.zea.h5
 mkdir -p out/demo
 target/release/pleura info "$rec"
-target/release/pleura beamform "$rec" --out out/demo/beamformed.h5 --png out/demo/png
-echo "demo: images in out/demo/png/"
+target/release/pleura replay "$rec" --model testdata/model --config config/pleura.toml \
+  --out out/demo/replay.h5 --png out/demo/png
+target/release/pleura eval out/demo/replay.h5 --truth "$rec"
+echo "demo: panels in out/demo/png/ (B-mode | reconstruction | uncertainty | ground truth)"

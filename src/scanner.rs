@@ -158,7 +158,9 @@ pub fn frame_periods(rec: &Recording, fps: Option<f64>) -> Result<Vec<f64>, Scan
         .collect())
 }
 
-fn encode_payload(data: &ndarray::Array4<f32>, sample_type: SampleType) -> (Dtype, Vec<u8>) {
+/// A frame's samples as a wire payload in the recording's own sample type (int16
+/// samples, which the reader converted to f32 exactly, are restored bit for bit).
+pub fn encode_payload(data: &ndarray::Array4<f32>, sample_type: SampleType) -> (Dtype, Vec<u8>) {
     match sample_type {
         SampleType::Int16 => {
             let mut out = Vec::with_capacity(data.len() * 2);
