@@ -656,6 +656,32 @@ fn posterior_stage_matches_replay_and_reloads_its_model() {
     assert!(status.success(), "{log}");
 }
 
+/// `[log]` of the configuration file applies to the daemon: `format = "json"` gives one
+/// JSON object per log line (the `--log` filter flag still applies on top).
+#[test]
+fn log_section_of_the_configuration_applies() {
+    let dir = common::tempdir();
+    let config = dir.path().join("pleura.toml");
+    std::fs::write(
+        &config,
+        "[log]\nformat = \"json\"\n[daemon]\ningest = \"tcp://127.0.0.1:0\"\n\
+         ingest_mode = \"bind\"\npublish = \"tcp://127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\
+         stage = \"none\"\n",
+    )
+    .unwrap();
+    let d = serve_with(dir.path(), &config);
+    let (status, _, _, log) = d.terminate();
+    assert!(status.success(), "{log}");
+    let lines: Vec<&str> = log.lines().collect();
+    assert!(lines.len() >= 2, "{log}");
+    for l in lines {
+        let v: serde_json::Value =
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+        assert!(v["level"].is_string() && v["fields"].is_object(), "{l}");
+    }
+    assert!(log.contains("daemon running"), "{log}");
+}
+
 /// The scanner is killed with SIGKILL mid-stream and restarted: the daemon keeps running
 /// and accepts the new session (new stream id, sequence numbers from 0 again).
 #[test]
