@@ -3,6 +3,36 @@
 
 use tracing_subscriber::{fmt, EnvFilter};
 
+use crate::config::LogConfig;
+
+/// The logging flags every binary takes (`--log`, `--log-format`).
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct LogArgs {
+    /// Log filter (RUST_LOG syntax, e.g. "debug" or "info,pleura::beamform=debug");
+    /// overrides `[log] filter` of a configuration file and RUST_LOG.
+    #[arg(long = "log", global = true)]
+    pub filter: Option<String>,
+    /// Log line format on stderr [default: `[log] format` of a configuration file, else text].
+    #[arg(long, global = true, value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+impl LogArgs {
+    /// Installs the global subscriber: the flags win over `config` (a configuration
+    /// file's `[log]`), which wins over RUST_LOG and the defaults (`info`, text).
+    pub fn init(&self, config: Option<&LogConfig>) {
+        let filter = self
+            .filter
+            .as_deref()
+            .or_else(|| config.and_then(|c| c.filter.as_deref()));
+        let format = self
+            .log_format
+            .or_else(|| config.map(|c| c.format))
+            .unwrap_or_default();
+        init(filter, format);
+    }
+}
+
 /// Output format of the log lines (on standard error).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]

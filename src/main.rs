@@ -5,7 +5,7 @@ mod cli;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use pleura::logging::{self, LogFormat};
+use pleura::logging::LogArgs;
 
 #[derive(Parser)]
 #[command(
@@ -14,12 +14,8 @@ use pleura::logging::{self, LogFormat};
     about = "Lung ultrasound reconstruction by diffusion posterior sampling"
 )]
 struct Cli {
-    /// Log filter (RUST_LOG syntax, e.g. "debug" or "info,pleura::beamform=debug").
-    #[arg(long, global = true)]
-    log: Option<String>,
-    /// Log line format on stderr.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
+    #[command(flatten)]
+    log: LogArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -52,10 +48,13 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::init(cli.log.as_deref(), cli.log_format);
+    // The daemon takes `[log]` from its configuration file, so it sets logging up itself.
+    if !matches!(cli.command, Command::Serve(_)) {
+        cli.log.init(None);
+    }
     let result = match cli.command {
         Command::Info(args) => cli::info::run(args),
-        Command::Serve(args) => cli::serve::run(args),
+        Command::Serve(args) => cli::serve::run(args, &cli.log),
         Command::Train(args) => cli::train::run(args),
         Command::Sample(args) => cli::sample::run(args),
         Command::EvalPrior(args) => cli::eval_prior::run(args),

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use pleura::logging::{self, LogFormat};
+use pleura::logging::LogArgs;
 use pleura::scanner::{self, Faults, PlayOptions};
 use pleura_bridge::publisher::Mode;
 
@@ -22,12 +22,8 @@ use pleura_bridge::publisher::Mode;
     about = "Virtual scanner: publish recordings to pleura serve"
 )]
 struct Cli {
-    /// Log filter (RUST_LOG syntax).
-    #[arg(long, global = true)]
-    log: Option<String>,
-    /// Log line format on stderr.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
-    log_format: LogFormat,
+    #[command(flatten)]
+    log: LogArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -110,7 +106,7 @@ fn play(args: PlayArgs) -> anyhow::Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::init(cli.log.as_deref(), cli.log_format);
+    cli.log.init(None);
     let result = match cli.command {
         Command::Play(args) => play(args),
     };

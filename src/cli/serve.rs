@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use pleura::config::Config;
 use pleura::daemon::{self, Daemon};
+use pleura::logging::LogArgs;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use tokio::sync::{oneshot, watch};
@@ -24,8 +25,12 @@ pub struct Args {
     pub config: PathBuf,
 }
 
-pub fn run(args: Args) -> anyhow::Result<()> {
-    let config = Config::load(&args.config)?;
+/// Loads the configuration, sets up logging (`log` flags over its `[log]` section) and
+/// serves until a stop signal.
+pub fn run(args: Args, log: &LogArgs) -> anyhow::Result<()> {
+    let config = Config::load(&args.config);
+    log.init(config.as_ref().ok().map(|c| &c.log));
+    let config = config?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("pleura-io")
