@@ -634,23 +634,37 @@ fn cli_train_rejects_bad_input() {
     assert!(!out.join("latest").exists());
 }
 
-/// The shipped model (testdata/model/) loads and samples 64x64
-/// aeration images on the simulator's grid.
+/// The shipped model (testdata/model/) loads its EMA weights and samples 64x64 aeration
+/// images on the simulator's grid with the phantoms' layout: a dark chest-wall band at
+/// the top over brighter, aerated lung (an untrained model gives no such contrast).
 #[test]
 fn shipped_model_loads_and_samples() {
     let dev = Device::Cpu;
     let model = Model::load(&common::testdata("model"), &dev).unwrap();
     assert_eq!(model.spec.model.image_size, 64);
     assert_eq!(model.spec.grid_x.as_ref().map(|g| g.len()), Some(64));
-    assert!(common::testdata("model/model.safetensors").exists());
+    assert!(common::testdata("model/ema.safetensors").exists());
     let opts = SampleOptions {
-        n: 1,
-        steps: 2,
+        n: 4,
+        steps: 10,
         method: Method::Ddim { eta: 0.0 },
         seed: 0,
-        batch: 1,
+        batch: 4,
     };
     let s = generate(&model, &opts, &dev, |_| {}).unwrap();
-    assert_eq!((s.n, s.h, s.w), (1, 64, 64));
+    assert_eq!((s.n, s.h, s.w), (4, 64, 64));
     assert!(s.data.iter().all(|v| (0.0..=1.0).contains(v)));
+    let band = |rows: std::ops::Range<usize>| {
+        let mut sum = 0.0f32;
+        for k in 0..s.n {
+            for r in rows.clone() {
+                let start = (k * s.h + r) * s.w;
+                sum += s.data[start..start + s.w].iter().sum::<f32>();
+            }
+        }
+        sum / (s.n * rows.len() * s.w) as f32
+    };
+    let (wall, lung) = (band(0..8), band(40..64));
+    eprintln!("mean aeration: chest wall rows {wall:.3}, lung rows {lung:.3}");
+    assert!(wall < 0.2 && lung > wall + 0.3, "wall {wall}, lung {lung}");
 }
