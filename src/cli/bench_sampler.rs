@@ -98,6 +98,9 @@ pub struct Args {
     /// Seed of the phantom, the noise, the untrained weights and the sampler.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Only print the U-Net's arithmetic per size (no timing).
+    #[arg(long)]
+    pub flops_only: bool,
 }
 
 /// Parameters and floating-point operations of one U-Net forward pass per image.
@@ -107,12 +110,22 @@ pub struct UnetCost {
     /// Multiply-adds of convolutions, linear layers and attention products, times 2.
     /// Element-wise work (GroupNorm, SiLU, softmax, additions) is not counted.
     pub flops: f64,
+    /// f32 bytes the matrix products move through memory, a lower bound of the traffic:
+    /// per convolution its im2col matrix written and read (k x k > 1; the input read for
+    /// 1 x 1) and its output written; per attention block the q/k/v and output matrices
+    /// and the (heads, T, T) weight matrix four times (product out, softmax in and out,
+    /// product in). Weights, GroupNorm, SiLU and additions are left out.
+    pub bytes: f64,
 }
 
 impl UnetCost {
     fn conv(&mut self, i: usize, o: usize, k: usize, out_side: usize) {
+        let px = (out_side * out_side) as f64;
         self.params += o * i * k * k + o;
-        self.flops += 2.0 * (o * i * k * k) as f64 * (out_side * out_side) as f64;
+        self.flops += 2.0 * (o * i * k * k) as f64 * px;
+        let cols = (i * k * k) as f64 * px;
+        let cols_traffic = if k > 1 { 2.0 * cols } else { cols };
+        self.bytes += 4.0 * (cols_traffic + o as f64 * px);
     }
     fn linear(&mut self, i: usize, o: usize) {
         self.params += i * o + o;
@@ -131,13 +144,14 @@ impl UnetCost {
             self.conv(i, o, 1, side);
         }
     }
-    fn attention(&mut self, c: usize, side: usize) {
+    fn attention(&mut self, c: usize, heads: usize, side: usize) {
         let t = (side * side) as f64;
         self.norm(c);
         self.conv(c, 3 * c, 1, side);
         self.conv(c, c, 1, side);
         // q^T k and v weight^T: c t^2 multiply-adds each, summed over the heads.
         self.flops += 2.0 * 2.0 * c as f64 * t * t;
+        self.bytes += 4.0 * (4.0 * heads as f64 * t * t + 4.0 * c as f64 * t);
     }
 }
 
@@ -159,7 +173,7 @@ pub fn unet_cost(cfg: &UNetConfig) -> UnetCost {
             cost.res_block(ch, mult * mc, emb, side);
             ch = mult * mc;
             if cfg.attention_resolutions.contains(&side) {
-                cost.attention(ch, side);
+                cost.attention(ch, cfg.num_heads, side);
             }
             chans.push(ch);
         }
@@ -170,7 +184,7 @@ pub fn unet_cost(cfg: &UNetConfig) -> UnetCost {
         }
     }
     cost.res_block(ch, ch, emb, side);
-    cost.attention(ch, side);
+    cost.attention(ch, cfg.num_heads, side);
     cost.res_block(ch, ch, emb, side);
     for (level, &mult) in cfg.channel_mult.iter().enumerate().rev() {
         for i in 0..=cfg.num_res_blocks {
@@ -178,7 +192,7 @@ pub fn unet_cost(cfg: &UNetConfig) -> UnetCost {
             cost.res_block(ch + skip, mc * mult, emb, side);
             ch = mc * mult;
             if cfg.attention_resolutions.contains(&side) {
-                cost.attention(ch, side);
+                cost.attention(ch, cfg.num_heads, side);
             }
             if level > 0 && i == cfg.num_res_blocks {
                 side *= 2;
@@ -395,7 +409,38 @@ fn bf16_forward(model: &Model, k: usize, repeats: usize, device: &Device) -> Str
     }
 }
 
+/// The arithmetic table of `--flops-only`.
+fn print_costs(args: &Args) {
+    println!("U-Net arithmetic per image and forward pass (reference config, image size changed; attention {}):", if args.scale_attention { "at the two coarsest levels" } else { "at 16 and 8 px" });
+    println!();
+    println!("| size | attention at px | params | GFLOP | MB moved (lower bound) | FLOP/byte |");
+    println!("|---|---|---|---|---|---|");
+    for &size in &args.sizes {
+        let cfg = reference_config(size, args.scale_attention);
+        let levels: Vec<String> = (0..cfg.channel_mult.len())
+            .map(|l| size >> l)
+            .filter(|s| cfg.attention_resolutions.contains(s))
+            .chain(std::iter::once(size >> (cfg.channel_mult.len() - 1)))
+            .map(|s| s.to_string())
+            .collect();
+        let c = unet_cost(&cfg);
+        println!(
+            "| {size} | {} (middle: {}) | {} | {:.3} | {:.1} | {:.1} |",
+            levels[..levels.len() - 1].join(", "),
+            levels[levels.len() - 1],
+            c.params,
+            c.flops / 1e9,
+            c.bytes / 1e6,
+            c.flops / c.bytes
+        );
+    }
+}
+
 pub fn run(args: Args) -> Result<()> {
+    if args.flops_only {
+        print_costs(&args);
+        return Ok(());
+    }
     let device = pleura::device::select(&args.device)?;
     if args.steps == 0 || args.frames == 0 || args.samples.contains(&0) {
         bail!("--steps, --frames and every --samples value must be >= 1");
@@ -607,6 +652,8 @@ mod tests {
         c.conv(1, 32, 3, 64);
         assert_eq!(c.params, 32 * 9 + 32);
         assert_eq!(c.flops, 2.0 * 32.0 * 9.0 * 4096.0);
+        // im2col (9 x 4096) written and read, output (32 x 4096) written, 4 bytes each.
+        assert_eq!(c.bytes, 4.0 * (2.0 * 9.0 * 4096.0 + 32.0 * 4096.0));
         // The reference 64-px config is documented as 1 574 561 parameters.
         assert_eq!(unet_cost(&UNetConfig::default()).params, 1_574_561);
     }
