@@ -2,7 +2,8 @@
 # Builds the CUDA release binary of pleura on a machine without CUDA installed, with the
 # CUDA 13.0 toolchain from PyPI's NVIDIA wheels (recipe: ../shared/gpu/BUILDING-CUDA.md).
 #
-#   scripts/build-cuda.sh            -> target/release/pleura with --features cuda
+#   scripts/build-cuda.sh            -> target/release/pleura with --features cuda, and
+#                                       target/gpu-bundle/ (it + libhdf5 & co., scripts/gpu-bundle.sh)
 #
 # The binary runs where a CUDA 13 driver and runtime libraries exist, e.g. with
 #   LD_LIBRARY_PATH=<site-packages>/nvidia/cu13/lib target/release/pleura ...
@@ -52,3 +53,6 @@ export CUDA_COMPUTE_CAP="$CAP" CUDAFORGE_THREADS="${CUDAFORGE_THREADS:-2}"
 export LIBRARY_PATH="$HOME_DIR/lib:$HOME_DIR/lib/stubs${LIBRARY_PATH:+:$LIBRARY_PATH}"
 cargo build --release --locked --features cuda --bin pleura
 echo "build-cuda: built target/release/pleura (CUDA, compute capability $CAP)"
+# The GPU machines have no libhdf5: carry the binary with its non-CUDA libraries.
+scripts/gpu-bundle.sh target/release/pleura target/gpu-bundle
+echo "build-cuda: carry target/gpu-bundle to the GPU machine and run scripts/gpu-check.sh there"

@@ -31,6 +31,8 @@ pub enum Kind {
     Operator(super::bench_operator::Args),
     /// The diffusion prior's U-Net at the default size: forward, forward+backward, train step.
     Unet(super::bench_unet::UnetArgs),
+    /// Posterior sampling: U-Net and sampler step times, per-frame latency and frames/s.
+    Sampler(super::bench_sampler::Args),
 }
 
 /// Arguments of `pleura bench beamform`.
@@ -62,6 +64,7 @@ pub fn run(args: Args) -> Result<()> {
         Kind::Ingest(a) => super::bench_ingest::run(a),
         Kind::Operator(a) => super::bench_operator::run(a),
         Kind::Unet(a) => super::bench_unet::bench_unet(a),
+        Kind::Sampler(a) => super::bench_sampler::run(a),
     }
 }
 

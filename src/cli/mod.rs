@@ -4,6 +4,7 @@ pub mod beamform;
 pub mod bench;
 pub mod bench_ingest;
 pub mod bench_operator;
+pub mod bench_sampler;
 pub mod bench_unet;
 pub mod eval;
 pub mod eval_prior;

@@ -184,14 +184,14 @@ impl PosteriorSampler {
         let rho = meas.sigma * meas.sigma / cfg.lambda;
         let noise_norm = meas.noise_norm();
         let mut trajectory = Vec::with_capacity(start_step + 1);
+        guard(&x, cfg, start_step)?;
         for i in (0..=start_step).rev() {
-            guard(&x, cfg, i)?;
             let noise = if i > 0 {
                 rng.normal(&shape, &self.device, DType::F32)?
             } else {
                 x.zeros_like()?
             };
-            let (next, a0) = match cfg.method {
+            let (next, rel_res) = match cfg.method {
                 Method::Dps | Method::DdimDps => {
                     let xv = Var::from_tensor(&x)?;
                     let eps = sampler.predict_eps(xv.as_tensor(), i)?;
@@ -211,20 +211,18 @@ impl PosteriorSampler {
                             reason: "no gradient reached the iterate".into(),
                         })?
                         .clone();
-                    // Discrepancy weight per sample (see the module documentation).
-                    let weights: Vec<f32> = norms
-                        .to_vec1::<f32>()?
-                        .iter()
-                        .map(|n| {
-                            let n = *n as f64;
-                            if n > 0.0 {
-                                (1.0 - noise_norm * noise_norm / (n * n)).max(0.0) as f32
-                            } else {
-                                0.0
-                            }
-                        })
-                        .collect();
-                    let wt = Tensor::from_vec(weights, (k, 1, 1, 1), &self.device)?;
+                    // Discrepancy weight per sample (see the module documentation),
+                    // max(0, 1 - M sigma'^2 / ||r||^2), 0 where ||r|| = 0; on the device.
+                    let norms = norms.detach();
+                    let n2 = norms.sqr()?;
+                    let positive = n2.gt(0.0)?;
+                    let safe = positive.where_cond(&n2, &n2.ones_like()?)?;
+                    let w = (safe.recip()? * (noise_norm * noise_norm))?
+                        .affine(-1.0, 1.0)?
+                        .relu()?;
+                    let wt = positive
+                        .where_cond(&w, &w.zeros_like()?)?
+                        .reshape((k, 1, 1, 1))?;
                     let x0c = x0.detach();
                     let x_prev = x.detach();
                     let base = match cfg.method {
@@ -235,7 +233,8 @@ impl PosteriorSampler {
                         }
                     };
                     let step = (g.broadcast_mul(&wt)? * cfg.zeta)?;
-                    ((base - step)?, to_aeration(&x0c.squeeze(1)?)?)
+                    // The residual of the clipped estimate is `norms` already.
+                    ((base - step)?, (norms / meas.y_norm)?)
                 }
                 Method::Dds => {
                     let eps = sampler.predict_eps(&x, i)?;
@@ -244,10 +243,31 @@ impl PosteriorSampler {
                     let a = conjugate_gradient(op, meas, &a0, rho, cfg.cg_iterations)?
                         .clamp(0.0, 1.0)?;
                     let x0_dc = to_model(&a)?.unsqueeze(1)?;
-                    (sampler.ddim_step(&x0_dc, &eps, i, cfg.eta, &noise)?, a)
+                    let res = meas
+                        .y
+                        .broadcast_sub(&op.forward(&a)?)?
+                        .sqr()?
+                        .flatten_from(1)?
+                        .sum(1)?
+                        .sqrt()?;
+                    (
+                        sampler.ddim_step(&x0_dc, &eps, i, cfg.eta, &noise)?,
+                        (res / meas.y_norm)?,
+                    )
                 }
             };
-            let res = meas.relative_residuals(op, &a0)?;
+            // One device-to-host read per step: the K relative residuals of this step's
+            // estimate, then the squared norm and largest magnitude of the next iterate.
+            let checks = Tensor::cat(
+                &[
+                    rel_res,
+                    next.sqr()?.sum_all()?.reshape(1)?,
+                    next.abs()?.max_all()?.reshape(1)?,
+                ],
+                0,
+            )?
+            .to_vec1::<f32>()?;
+            let res: Vec<f64> = checks[..k].iter().map(|r| *r as f64).collect();
             let mean_res = res.iter().sum::<f64>() / res.len() as f64;
             if !mean_res.is_finite() || res.iter().any(|r| *r > cfg.divergence_factor) {
                 return Err(PosteriorError::Diverged {
@@ -258,10 +278,10 @@ impl PosteriorSampler {
                     ),
                 });
             }
+            check_iterate(checks[k], checks[k + 1] as f64, cfg, i.saturating_sub(1))?;
             trajectory.push(mean_res);
             x = next;
         }
-        guard(&x, cfg, 0)?;
         let samples = to_aeration(&x.squeeze(1)?)?.clamp(0.0, 1.0)?;
         let residuals = meas.relative_residuals(op, &samples)?;
         Ok(Draw {
@@ -277,13 +297,18 @@ impl PosteriorSampler {
 /// Rejects an iterate with a non-finite value or a magnitude beyond `cfg.max_abs`.
 fn guard(x: &Tensor, cfg: &SamplerConfig, step: usize) -> Result<(), PosteriorError> {
     let sq = x.sqr()?.sum_all()?.to_scalar::<f32>()?;
+    let m = x.abs()?.max_all()?.to_scalar::<f32>()? as f64;
+    check_iterate(sq, m, cfg, step)
+}
+
+/// The test of [`guard`] on an iterate's squared norm `sq` and largest magnitude `m`.
+fn check_iterate(sq: f32, m: f64, cfg: &SamplerConfig, step: usize) -> Result<(), PosteriorError> {
     if !sq.is_finite() {
         return Err(PosteriorError::Diverged {
             step,
             reason: "iterate has a non-finite value".into(),
         });
     }
-    let m = x.abs()?.max_all()?.to_scalar::<f32>()? as f64;
     if m > cfg.max_abs {
         return Err(PosteriorError::Diverged {
             step,
