@@ -30,19 +30,24 @@ struct Served {
     config: PathBuf,
 }
 
-/// Starts `pleura serve` with all endpoints on free loopback ports (ingest bound), plus
-/// `extra` lines in `[daemon]`.
-fn serve(dir: &Path, extra: &str) -> Served {
+/// Writes `dir/pleura.toml`: all endpoints on free loopback ports (ingest bound), `extra`
+/// lines in `[daemon]`, and `sections` (other tables) after it.
+fn write_config(dir: &Path, extra: &str, sections: &str) -> PathBuf {
     let config = dir.join("pleura.toml");
     std::fs::write(
         &config,
         format!(
             "[daemon]\ningest = \"tcp://127.0.0.1:0\"\ningest_mode = \"bind\"\n\
-             publish = \"tcp://127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n{extra}\n"
+             publish = \"tcp://127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n{extra}\n{sections}\n"
         ),
     )
     .unwrap();
-    serve_with(dir, &config)
+    config
+}
+
+/// Starts `pleura serve` with [`write_config`]`(dir, extra, "")`.
+fn serve(dir: &Path, extra: &str) -> Served {
+    serve_with(dir, &write_config(dir, extra, ""))
 }
 
 fn serve_with(dir: &Path, config: &Path) -> Served {
@@ -539,18 +544,14 @@ fn posterior_stage_matches_replay_and_reloads_its_model() {
     let frames = 4u64;
     let input = dir.path().join("lung.zea.h5");
     lung::write_recording(&input, &g, &g, frames as usize, None);
-    let config = dir.path().join("pleura.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[daemon]\ningest = \"tcp://127.0.0.1:0\"\ningest_mode = \"bind\"\n\
-             publish = \"tcp://127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\
-             stage = \"posterior\"\nmodel = \"{}\"\ndevice = \"cpu\"\nqueue_capacity = 8\n\
-             [sampler]\nmethod = \"dds\"\nsteps = 10\nsamples = 3\nseed = 7\n",
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "stage = \"posterior\"\nmodel = \"{}\"\ndevice = \"cpu\"\nqueue_capacity = 8",
             model.display()
         ),
-    )
-    .unwrap();
+        "[sampler]\nmethod = \"dds\"\nsteps = 10\nsamples = 3\nseed = 7",
+    );
 
     // (aeration, interval, category) per frame of `pleura replay` with the model on disk.
     let replay = |name: &str| {
@@ -661,14 +662,7 @@ fn posterior_stage_matches_replay_and_reloads_its_model() {
 #[test]
 fn log_section_of_the_configuration_applies() {
     let dir = common::tempdir();
-    let config = dir.path().join("pleura.toml");
-    std::fs::write(
-        &config,
-        "[log]\nformat = \"json\"\n[daemon]\ningest = \"tcp://127.0.0.1:0\"\n\
-         ingest_mode = \"bind\"\npublish = \"tcp://127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\
-         stage = \"none\"\n",
-    )
-    .unwrap();
+    let config = write_config(dir.path(), "stage = \"none\"", "[log]\nformat = \"json\"");
     let d = serve_with(dir.path(), &config);
     let (status, _, _, log) = d.terminate();
     assert!(status.success(), "{log}");
