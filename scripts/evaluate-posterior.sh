@@ -31,7 +31,8 @@
 #   --dps-sequences N    sequences full DPS runs on (default 1)
 #   --ddim-steps "S..."  step counts of the ddim-dps rows (default "20 50")
 #   --dds-steps "S..."   step counts of the dds rows (default "10 20")
-#   --fast-frames N      frames per sequence of the fast rows (default: all)
+#   --max-frames N       frames per sequence the baselines and fast rows reconstruct
+#                        (default: all)
 #   --set-dps K=V, --set-ddim K=V, --set-dds K=V
 #                        override a [sampler] setting of those rows (repeatable)
 #   --skip-dps           leave out full DPS
@@ -57,7 +58,7 @@ DPS_FRAMES=1
 DPS_SEQUENCES=1
 DDIM_STEPS="20 50"
 DDS_STEPS="10 20"
-FAST_FRAMES=
+MAX_FRAMES=
 SET_DPS=()
 SET_DDIM=()
 SET_DDS=()
@@ -77,7 +78,7 @@ while [ $# -gt 0 ]; do
     --dps-sequences) DPS_SEQUENCES=$2; shift 2 ;;
     --ddim-steps) DDIM_STEPS=$2; shift 2 ;;
     --dds-steps) DDS_STEPS=$2; shift 2 ;;
-    --fast-frames) FAST_FRAMES=$2; shift 2 ;;
+    --max-frames) MAX_FRAMES=$2; shift 2 ;;
     --set-dps) SET_DPS+=("$2"); shift 2 ;;
     --set-ddim) SET_DDIM+=("$2"); shift 2 ;;
     --set-dds) SET_DDS+=("$2"); shift 2 ;;
@@ -153,12 +154,14 @@ for s in $SEEDS; do
   fi
 done
 
+baseline_limit=()
+[ -n "$MAX_FRAMES" ] && baseline_limit=(--frames "$MAX_FRAMES")
 for method in das tikhonov tv; do
   echo "$method|$method|-" >> "$ROWS"
   for seq in "${sequences[@]}"; do
     kept "$method" "$seq" ||
       run "$PLEURA" reconstruct-baseline "$OUT/data/$seq.h5" --method "$method" \
-        --out "$OUT/recon/$method-$seq.h5"
+        --out "$OUT/recon/$method-$seq.h5" ${baseline_limit[@]+"${baseline_limit[@]}"}
     evaluate "$method" "$seq"
   done
 done
@@ -178,7 +181,7 @@ replay_row() {
     if ! kept "$name" "$seq"; then
       run "$PLEURA" replay "$OUT/data/$seq.h5" --out "$OUT/recon/$name-$seq.h5" \
         --config "$cfg" --model "$MODEL" --sampler "$sampler" --steps "$steps" \
-        --samples "$SAMPLES" --device cpu "${limit[@]}" 2> "$OUT/recon/$name-$seq.log"
+        --samples "$SAMPLES" --device cpu ${limit[@]+"${limit[@]}"} 2> "$OUT/recon/$name-$seq.log"
     fi
     evaluate "$name" "$seq"
   done
@@ -189,10 +192,10 @@ if [ "$SKIP_DPS" = 0 ]; then
   replay_row "dps$DPS_STEPS" dps "$DPS_STEPS" "$DPS_FRAMES" "$DPS_SEQUENCES" ${SET_DPS[@]+"${SET_DPS[@]}"}
 fi
 for s in $DDIM_STEPS; do
-  replay_row "ddim-dps$s" ddim-dps "$s" "$FAST_FRAMES" "$nseq" ${SET_DDIM[@]+"${SET_DDIM[@]}"}
+  replay_row "ddim-dps$s" ddim-dps "$s" "$MAX_FRAMES" "$nseq" ${SET_DDIM[@]+"${SET_DDIM[@]}"}
 done
 for s in $DDS_STEPS; do
-  replay_row "dds$s" dds "$s" "$FAST_FRAMES" "$nseq" ${SET_DDS[@]+"${SET_DDS[@]}"}
+  replay_row "dds$s" dds "$s" "$MAX_FRAMES" "$nseq" ${SET_DDS[@]+"${SET_DDS[@]}"}
 done
 
 reference=

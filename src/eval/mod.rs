@@ -105,7 +105,11 @@ pub struct FrameMetrics {
     pub mean_aeration_abs_error: f64,
     pub category_truth: u8,
     pub category_recon: u8,
-    /// Whether the reconstruction's 95 % interval of the mean aeration holds the truth.
+    /// Mean aeration of the truth over the whole image: the quantity whose interval a
+    /// posterior reconstruction reports (its sampler knows no lung mask).
+    pub image_aeration_truth: f64,
+    /// Whether the reconstruction's 95 % interval of the image mean aeration holds the
+    /// truth's image mean aeration (`image_aeration_truth`).
     pub mean_ci_covers: Option<bool>,
     /// Fraction of pixels whose 95 % interval (mean +- 1.96 std) holds the truth.
     pub pixel_coverage_95: Option<f64>,
@@ -151,6 +155,7 @@ pub const Z95: f64 = 1.959_963_984_540_054;
 pub fn evaluate_frame(frame: usize, f: &FrameInput) -> FrameMetrics {
     let mt = masked_mean(f.truth, f.lung_mask);
     let mr = masked_mean(f.recon, f.lung_mask);
+    let image_mean = f.truth.iter().map(|v| *v as f64).sum::<f64>() / f.truth.len().max(1) as f64;
     let pixel_coverage_95 = f.recon_std.map(|sd| {
         let hit = f
             .truth
@@ -170,7 +175,10 @@ pub fn evaluate_frame(frame: usize, f: &FrameInput) -> FrameMetrics {
         mean_aeration_abs_error: (mt - mr).abs(),
         category_truth: category(mt),
         category_recon: category(mr),
-        mean_ci_covers: f.mean_ci.map(|[lo, hi]| lo <= mt && mt <= hi),
+        image_aeration_truth: image_mean,
+        mean_ci_covers: f
+            .mean_ci
+            .map(|[lo, hi]| lo <= image_mean && image_mean <= hi),
         pixel_coverage_95,
         nfe: f.nfe,
         seconds: f.latency_ms.map(|ms| ms / 1e3),
@@ -237,6 +245,32 @@ mod tests {
         assert_eq!(m.seconds, Some(0.25));
     }
 
+    #[test]
+    fn interval_is_checked_against_the_image_mean_not_the_lung_mean() {
+        // Lung (left half) at 0.9, the rest at 0.1: lung mean 0.9, image mean 0.5.
+        let truth = Array2::from_shape_fn((8, 8), |(_, j)| if j < 4 { 0.9f32 } else { 0.1 });
+        let mask = Array2::from_shape_fn((8, 8), |(_, j)| j < 4);
+        let frame = |ci: [f64; 2]| {
+            evaluate_frame(
+                0,
+                &FrameInput {
+                    truth: truth.view(),
+                    recon: truth.view(),
+                    lung_mask: mask.view(),
+                    recon_std: None,
+                    mean_ci: Some(ci),
+                    nfe: None,
+                    latency_ms: None,
+                },
+            )
+        };
+        let m = frame([0.45, 0.55]);
+        assert!((m.mean_aeration_truth - 0.9).abs() < 1e-6);
+        assert!((m.image_aeration_truth - 0.5).abs() < 1e-6);
+        assert_eq!(m.mean_ci_covers, Some(true));
+        assert_eq!(frame([0.85, 0.95]).mean_ci_covers, Some(false));
+    }
+
     fn frame_with_cost(frame: usize, nfe: Option<u32>, seconds: Option<f64>) -> FrameMetrics {
         FrameMetrics {
             frame,
@@ -245,6 +279,7 @@ mod tests {
             mean_aeration_truth: 0.7,
             mean_aeration_recon: 0.7,
             mean_aeration_abs_error: 0.0,
+            image_aeration_truth: 0.7,
             category_truth: 1,
             category_recon: 1,
             mean_ci_covers: None,
