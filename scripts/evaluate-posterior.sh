@@ -157,7 +157,7 @@ done
 baseline_limit=()
 [ -n "$MAX_FRAMES" ] && baseline_limit=(--frames "$MAX_FRAMES")
 for method in das tikhonov tv; do
-  echo "$method|$method|-" >> "$ROWS"
+  echo "$method|$method|-|" >> "$ROWS"
   for seq in "${sequences[@]}"; do
     kept "$method" "$seq" ||
       run "$PLEURA" reconstruct-baseline "$OUT/data/$seq.h5" --method "$method" \
@@ -166,13 +166,16 @@ for method in das tikhonov tv; do
   done
 done
 
-# replay_row NAME SAMPLER STEPS FRAMES SEQUENCES [KEY=VALUE...]
+# replay_row NAME SAMPLER STEPS FRAMES SEQUENCES [KEY=VALUE...]; the overrides become part
+# of the row's name (dds10-lambda0.0001), so --resume never mixes settings.
 replay_row() {
   local name=$1 sampler=$2 steps=$3 frames=$4 nseq=$5
   shift 5
+  local kv
+  for kv in "$@"; do name+="-${kv/=/}"; done
   local cfg
   cfg=$(make_config "$name" "$@")
-  echo "$name|$sampler|$steps" >> "$ROWS"
+  echo "$name|$sampler|$steps|$*" >> "$ROWS"
   local i=0 seq limit=()
   [ -n "$frames" ] && limit=(--max-frames "$frames")
   for seq in "${sequences[@]}"; do
@@ -199,12 +202,15 @@ for s in $DDS_STEPS; do
 done
 
 reference=
-[ "$SKIP_DPS" = 0 ] && reference=dps$DPS_STEPS
+if [ "$SKIP_DPS" = 0 ]; then
+  reference=dps$DPS_STEPS
+  for kv in ${SET_DPS[@]+"${SET_DPS[@]}"}; do reference+="-${kv/=/}"; done
+fi
 python3 - "$OUT" "$reference" <<'PY' | tee "$OUT/table.md"
 import json, os, sys
 
 out, reference = sys.argv[1], sys.argv[2]
-rows = [l.strip().split("|") for l in open(os.path.join(out, "rows.txt")) if l.strip()]
+rows = [(l.rstrip("\n").split("|") + [""])[:4] for l in open(os.path.join(out, "rows.txt")) if l.strip()]
 jdir = os.path.join(out, "json")
 
 
@@ -231,7 +237,7 @@ def table(title, keys_of):
     print(f"### {title}\n")
     print("| method | steps | frames | NFE/frame | s/frame | PSNR dB | SSIM | aeration MAE | category accuracy | 95 % CI coverage | pixel coverage |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for name, sampler, steps in rows:
+    for name, sampler, steps, settings in rows:
         fr = frames_of(name)
         keys = keys_of(fr)
         sel = [fr[k] for k in keys if k in fr]
@@ -242,7 +248,7 @@ def table(title, keys_of):
         nfe = mean(nfe) if nfe else (0.0 if sampler in ("das", "tikhonov", "tv") else None)
         ci = [f["mean_ci_covers"] for f in sel if f["mean_ci_covers"] is not None]
         px = [f["pixel_coverage_95"] for f in sel if f["pixel_coverage_95"] is not None]
-        label = name if sampler in ("das", "tikhonov", "tv") else f"{sampler}"
+        label = sampler + (f" ({settings.replace(' ', ', ')})" if settings else "")
         print("| " + " | ".join([
             label,
             steps,

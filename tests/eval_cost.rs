@@ -64,6 +64,7 @@ fn eval_reports_network_evaluations_and_seconds_per_frame() {
     assert_eq!(v["seconds_per_frame"].as_f64(), Some(2.5));
     assert_eq!(v["frames"][0]["nfe"].as_u64(), Some(50));
     assert_eq!(v["frames"][1]["seconds"].as_f64(), Some(1.0));
+    assert_eq!(v["failed_frames"].as_array().map(|a| a.len()), Some(0));
     let psnr = v["mean_psnr_db"].as_f64().expect("psnr");
     assert!((psnr - 20.0).abs() < 1e-4, "PSNR {psnr}");
 
@@ -76,6 +77,36 @@ fn eval_reports_network_evaluations_and_seconds_per_frame() {
         text.contains("NFE/frame 32.5, s/frame 2.500"),
         "table lacks the cost: {text}"
     );
+}
+
+#[test]
+fn failed_frames_are_left_out_and_listed() {
+    let dir = common::tempdir();
+    let grid = Grid::uniform(8, 6, 1e-3, 2e-3).expect("grid");
+    let tp = dir.path().join("truth.h5");
+    write_truth(&tp, &grid, 3);
+    let truth = Truth::read(&tp).expect("truth");
+    // Frame 1 failed (replay writes NaN there); frames 0 and 2 are off by 0.1 (20 dB).
+    let mut mean = Array3::from_elem((3, 6, 8), 0.6f32);
+    mean.index_axis_mut(ndarray::Axis(0), 1).fill(f32::NAN);
+    let recon = Recon {
+        mean,
+        std: None,
+        aeration_ci: None,
+        nfe: Some(Array1::from(vec![10, 0, 3])),
+        latency_ms: None,
+        grid,
+        method: "test".into(),
+        source: String::new(),
+    };
+    let s = evaluate(&recon, &truth).expect("evaluate");
+    assert_eq!(s.failed_frames, vec![1]);
+    assert_eq!(
+        s.frames.iter().map(|f| f.frame).collect::<Vec<_>>(),
+        vec![0, 2]
+    );
+    assert!((s.mean_psnr_db - 20.0).abs() < 1e-4, "{}", s.mean_psnr_db);
+    assert_eq!(s.nfe_per_frame, Some(6.5));
 }
 
 #[test]

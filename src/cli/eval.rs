@@ -76,5 +76,8 @@ pub fn run(args: Args) -> Result<()> {
             .unwrap_or_else(|| "-".into()),
         opt(s.seconds_per_frame)
     );
+    if !s.failed_frames.is_empty() {
+        println!("failed frames (left out): {:?}", s.failed_frames);
+    }
     Ok(())
 }

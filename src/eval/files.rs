@@ -296,7 +296,9 @@ impl Truth {
 }
 
 /// Evaluates `recon` against `truth` frame by frame (the reconstruction's F frames against
-/// the first F of the truth).
+/// the first F of the truth). A frame whose reconstruction holds a non-finite value (a
+/// frame replay marked failed: NaN) is left out of the metrics and listed in
+/// `failed_frames`.
 pub fn evaluate(recon: &Recon, truth: &Truth) -> Result<super::Summary, EvalFileError> {
     let (rn, rz, rx) = recon.mean.dim();
     let (tn, tz, tx) = truth.aeration.dim();
@@ -316,7 +318,17 @@ pub fn evaluate(recon: &Recon, truth: &Truth) -> Result<super::Summary, EvalFile
     }
     let (n, nz, nx) = (rn, tz, tx);
     let all = Array2::from_elem((nz, nx), true);
+    let failed: Vec<usize> = (0..n)
+        .filter(|&i| {
+            recon
+                .mean
+                .index_axis(ndarray::Axis(0), i)
+                .iter()
+                .any(|v| !v.is_finite())
+        })
+        .collect();
     let frames = (0..n)
+        .filter(|i| !failed.contains(i))
         .map(|i| {
             let mask = match &truth.lung_mask {
                 Some(m) => m.index_axis(ndarray::Axis(0), i).to_owned(),
@@ -339,5 +351,7 @@ pub fn evaluate(recon: &Recon, truth: &Truth) -> Result<super::Summary, EvalFile
             )
         })
         .collect();
-    Ok(super::summarize(frames))
+    let mut summary = super::summarize(frames);
+    summary.failed_frames = failed;
+    Ok(summary)
 }

@@ -134,6 +134,8 @@ pub struct Summary {
     pub nfe_per_frame: Option<f64>,
     /// Mean wall-clock seconds per frame over the frames that record them.
     pub seconds_per_frame: Option<f64>,
+    /// Frames left out because the reconstruction failed there (non-finite values).
+    pub failed_frames: Vec<usize>,
 }
 
 /// Per-frame inputs of [`evaluate_frame`].
@@ -203,6 +205,7 @@ pub fn summarize(frames: Vec<FrameMetrics>) -> Summary {
         pixel_coverage_95: avg(&px),
         nfe_per_frame: avg(&nfe),
         seconds_per_frame: avg(&secs),
+        failed_frames: Vec::new(),
         frames,
     }
 }
