@@ -7,6 +7,14 @@ use ndarray::{Array1, Array3};
 use pleura::eval::files::{evaluate, Recon, Truth};
 use pleura::grid::Grid;
 
+/// The tests of this file run one at a time: a `pleura` child forked by one test would
+/// inherit another test's open HDF5 file descriptor, and with it that file's lock.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Writes a ground truth of `n` frames (aeration 0.5 everywhere, no lung mask).
 fn write_truth(path: &std::path::Path, grid: &Grid, n: usize) {
     let f = hdf5::File::create(path).expect("create truth");
@@ -24,10 +32,13 @@ fn write_truth(path: &std::path::Path, grid: &Grid, n: usize) {
         .with_data(&Array1::from(grid.z.clone()))
         .create("grid_z")
         .expect("grid_z");
+    drop(g);
+    f.close().expect("close truth");
 }
 
 #[test]
 fn eval_reports_network_evaluations_and_seconds_per_frame() {
+    let _serial = serial();
     let dir = common::tempdir();
     let grid = Grid::uniform(8, 6, 1e-3, 2e-3).expect("grid");
     let truth = dir.path().join("truth.h5");
@@ -81,6 +92,7 @@ fn eval_reports_network_evaluations_and_seconds_per_frame() {
 
 #[test]
 fn failed_frames_are_left_out_and_listed() {
+    let _serial = serial();
     let dir = common::tempdir();
     let grid = Grid::uniform(8, 6, 1e-3, 2e-3).expect("grid");
     let tp = dir.path().join("truth.h5");
@@ -111,6 +123,7 @@ fn failed_frames_are_left_out_and_listed() {
 
 #[test]
 fn eval_rejects_more_frames_than_the_truth_and_mismatched_cost_lengths() {
+    let _serial = serial();
     let dir = common::tempdir();
     let grid = Grid::uniform(8, 6, 1e-3, 2e-3).expect("grid");
     let tp = dir.path().join("truth.h5");
