@@ -88,6 +88,14 @@ fn simulate_reconstruct_evaluate() {
         assert_eq!(v["frames"].as_array().map(|a| a.len()), Some(2));
         let psnr = v["mean_psnr_db"].as_f64().expect("psnr");
         assert!(psnr.is_finite() && psnr > 5.0, "{method}: PSNR {psnr}");
+        // Classical methods spend no network evaluations but record their time per frame.
+        assert!(
+            v["nfe_per_frame"].is_null(),
+            "{method}: {}",
+            v["nfe_per_frame"]
+        );
+        let secs = v["seconds_per_frame"].as_f64().expect("seconds");
+        assert!(secs > 0.0 && secs < 60.0, "{method}: {secs} s/frame");
     }
 }
 

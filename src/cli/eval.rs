@@ -41,12 +41,12 @@ pub fn run(args: Args) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{:>5} {:>8} {:>6} {:>7} {:>7} {:>7} {:>5} {:>6} {:>6}",
-        "frame", "PSNR dB", "SSIM", "a_true", "a_rec", "|err|", "cat", "ci", "px95"
+        "{:>5} {:>8} {:>6} {:>7} {:>7} {:>7} {:>5} {:>6} {:>6} {:>5} {:>8}",
+        "frame", "PSNR dB", "SSIM", "a_true", "a_rec", "|err|", "cat", "ci", "px95", "NFE", "s"
     );
     for f in &s.frames {
         println!(
-            "{:>5} {:>8.2} {:>6.3} {:>7.3} {:>7.3} {:>7.3} {:>2}/{:<2} {:>6} {:>6}",
+            "{:>5} {:>8.2} {:>6.3} {:>7.3} {:>7.3} {:>7.3} {:>2}/{:<2} {:>6} {:>6} {:>5} {:>8}",
             f.frame,
             f.psnr_db,
             f.ssim,
@@ -58,17 +58,26 @@ pub fn run(args: Args) -> Result<()> {
             f.mean_ci_covers
                 .map(|c| if c { "yes" } else { "no" })
                 .unwrap_or("-"),
-            opt(f.pixel_coverage_95)
+            opt(f.pixel_coverage_95),
+            f.nfe.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
+            opt(f.seconds)
         );
     }
     println!(
-        "total: PSNR {:.2} dB, SSIM {:.3}, mean-aeration MAE {:.3}, category accuracy {:.3}, CI coverage {}, pixel coverage {}",
+        "total: PSNR {:.2} dB, SSIM {:.3}, mean-aeration MAE {:.3}, category accuracy {:.3}, CI coverage {}, pixel coverage {}, NFE/frame {}, s/frame {}",
         s.mean_psnr_db,
         s.mean_ssim,
         s.mean_aeration_mae,
         s.category_accuracy,
         opt(s.mean_ci_coverage),
-        opt(s.pixel_coverage_95)
+        opt(s.pixel_coverage_95),
+        s.nfe_per_frame
+            .map(|n| format!("{n:.1}"))
+            .unwrap_or_else(|| "-".into()),
+        opt(s.seconds_per_frame)
     );
+    if !s.failed_frames.is_empty() {
+        println!("failed frames (left out): {:?}", s.failed_frames);
+    }
     Ok(())
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use candle_core::Device;
-use ndarray::Array3;
+use ndarray::{Array1, Array3};
 use pleura::baseline::das::DasBaseline;
 use pleura::baseline::{operator_norm_sq, tikhonov, total_variation};
 use pleura::eval::files::Recon;
@@ -54,14 +54,17 @@ pub fn run(args: Args) -> Result<()> {
     let n = args.frames.unwrap_or(rec.n_frames()).min(rec.n_frames());
     let scan = rec.scan().clone();
     let mut out = Array3::<f32>::zeros((n, grid.nz(), grid.nx()));
+    let mut latency_ms = Array1::<f64>::zeros(n);
     let started = std::time::Instant::now();
     match args.method {
         Method::Das => {
             let mut das = DasBaseline::new(&scan, &grid)?;
             for i in 0..n {
+                let t0 = std::time::Instant::now();
                 let f = rec.read_frame(i)?;
                 out.index_axis_mut(ndarray::Axis(0), i)
                     .assign(&das.reconstruct(f.data.view())?);
+                latency_ms[i] = t0.elapsed().as_secs_f64() * 1e3;
             }
         }
         Method::Tikhonov | Method::Tv => {
@@ -69,6 +72,7 @@ pub fn run(args: Args) -> Result<()> {
                 MeasurementOperator::new(&scan, &grid, OperatorOptions::default(), &Device::Cpu)?;
             let norm_sq = operator_norm_sq(&op, 30)?;
             for i in 0..n {
+                let t0 = std::time::Instant::now();
                 let f = rec.read_frame(i)?;
                 let r = match args.method {
                     Method::Tikhonov => tikhonov(&op, &scan, &f.data, norm_sq)?,
@@ -76,6 +80,7 @@ pub fn run(args: Args) -> Result<()> {
                 };
                 tracing::info!(frame = i, lambda = r.lambda, noise_sigma = ?r.noise_sigma, "reconstructed");
                 out.index_axis_mut(ndarray::Axis(0), i).assign(&r.image);
+                latency_ms[i] = t0.elapsed().as_secs_f64() * 1e3;
             }
         }
     }
@@ -84,6 +89,8 @@ pub fn run(args: Args) -> Result<()> {
         mean: out,
         std: None,
         aeration_ci: None,
+        nfe: None,
+        latency_ms: Some(latency_ms),
         grid,
         method: format!("{:?}", args.method).to_lowercase(),
         source: args.input.display().to_string(),

@@ -4,12 +4,18 @@
 //! - `recon/mean` (F, nz, nx) float32: the aeration estimate in [0, 1];
 //! - `recon/std` (F, nz, nx) float32, optional: its pixel-wise standard deviation;
 //! - `recon/aeration_ci` (F, 2) float64, optional: 95 % interval of the mean lung aeration;
+//! - `recon/nfe` (F) uint32, optional: network evaluations spent on each frame;
+//! - `recon/latency_ms` (F) float64, optional: milliseconds each frame took;
 //! - `recon/grid_x` (nx), `recon/grid_z` (nz) float64, m;
 //! - attributes `method` (what made it) and `source` (the recording it came from).
 //!
 //! The ground truth is in the simulated recording: `pleura/aeration` (F, nz, nx),
 //! `pleura/grid_x`, `pleura/grid_z`, and `pleura/lung_mask` (F, nz, nx) uint8, the pixels
 //! over which mean aeration is taken (the whole image when absent).
+//!
+//! A reconstruction may cover only the first F frames of a longer recording (`pleura
+//! replay --max-frames`, `pleura reconstruct-baseline --frames`); it is evaluated against
+//! those frames.
 
 use std::path::{Path, PathBuf};
 
@@ -48,6 +54,8 @@ pub struct Recon {
     pub mean: Array3<f32>,
     pub std: Option<Array3<f32>>,
     pub aeration_ci: Option<Array2<f64>>,
+    pub nfe: Option<Array1<u32>>,
+    pub latency_ms: Option<Array1<f64>>,
     pub grid: Grid,
     pub method: String,
     pub source: String,
@@ -140,6 +148,26 @@ impl Recon {
                     .map(|_| ()),
             )?;
         }
+        if let Some(n) = &self.nfe {
+            h5(
+                path,
+                "recon/nfe",
+                g.new_dataset_builder()
+                    .with_data(n)
+                    .create("nfe")
+                    .map(|_| ()),
+            )?;
+        }
+        if let Some(l) = &self.latency_ms {
+            h5(
+                path,
+                "recon/latency_ms",
+                g.new_dataset_builder()
+                    .with_data(l)
+                    .create("latency_ms")
+                    .map(|_| ()),
+            )?;
+        }
         let gx = Array1::from(self.grid.x.clone());
         let gz = Array1::from(self.grid.z.clone());
         h5(
@@ -179,8 +207,27 @@ impl Recon {
             Ok(d) => Some(h5(path, "recon/aeration_ci", d.read::<f64, Ix2>())?),
             Err(_) => None,
         };
+        let nfe = match f.dataset("recon/nfe") {
+            Ok(d) => Some(h5(path, "recon/nfe", d.read::<u32, Ix1>())?),
+            Err(_) => None,
+        };
+        let latency_ms = match f.dataset("recon/latency_ms") {
+            Ok(d) => Some(h5(path, "recon/latency_ms", d.read::<f64, Ix1>())?),
+            Err(_) => None,
+        };
         let grid = read_grid(path, &f, "recon")?;
         let (n, nz, nx) = mean.dim();
+        for (name, len) in [
+            ("recon/nfe", nfe.as_ref().map(|v| v.len())),
+            ("recon/latency_ms", latency_ms.as_ref().map(|v| v.len())),
+        ] {
+            if len.is_some_and(|l| l != n) {
+                return Err(EvalFileError::Invalid {
+                    path: path.to_path_buf(),
+                    what: format!("{name} has {len:?} entries for {n} frames"),
+                });
+            }
+        }
         if (nz, nx) != (grid.nz(), grid.nx()) {
             return Err(EvalFileError::Invalid {
                 path: path.to_path_buf(),
@@ -207,6 +254,8 @@ impl Recon {
             mean,
             std,
             aeration_ci,
+            nfe,
+            latency_ms,
             grid,
             method: read_attr_string(&f, "method").unwrap_or_default(),
             source: read_attr_string(&f, "source").unwrap_or_default(),
@@ -246,9 +295,14 @@ impl Truth {
     }
 }
 
-/// Evaluates `recon` against `truth` frame by frame.
+/// Evaluates `recon` against `truth` frame by frame (the reconstruction's F frames against
+/// the first F of the truth). A frame whose reconstruction holds a non-finite value (a
+/// frame replay marked failed: NaN) is left out of the metrics and listed in
+/// `failed_frames`.
 pub fn evaluate(recon: &Recon, truth: &Truth) -> Result<super::Summary, EvalFileError> {
-    if recon.mean.dim() != truth.aeration.dim() {
+    let (rn, rz, rx) = recon.mean.dim();
+    let (tn, tz, tx) = truth.aeration.dim();
+    if (rz, rx) != (tz, tx) || rn > tn {
         return Err(EvalFileError::Mismatch(format!(
             "reconstruction is {:?} (frames, nz, nx) but the truth is {:?}",
             recon.mean.dim(),
@@ -262,9 +316,19 @@ pub fn evaluate(recon: &Recon, truth: &Truth) -> Result<super::Summary, EvalFile
     if !same(&recon.grid.x, &truth.grid.x) || !same(&recon.grid.z, &truth.grid.z) {
         return Err(EvalFileError::Mismatch("the grids differ".into()));
     }
-    let (n, nz, nx) = truth.aeration.dim();
+    let (n, nz, nx) = (rn, tz, tx);
     let all = Array2::from_elem((nz, nx), true);
+    let failed: Vec<usize> = (0..n)
+        .filter(|&i| {
+            recon
+                .mean
+                .index_axis(ndarray::Axis(0), i)
+                .iter()
+                .any(|v| !v.is_finite())
+        })
+        .collect();
     let frames = (0..n)
+        .filter(|i| !failed.contains(i))
         .map(|i| {
             let mask = match &truth.lung_mask {
                 Some(m) => m.index_axis(ndarray::Axis(0), i).to_owned(),
@@ -281,9 +345,13 @@ pub fn evaluate(recon: &Recon, truth: &Truth) -> Result<super::Summary, EvalFile
                         .as_ref()
                         .map(|s| s.index_axis(ndarray::Axis(0), i)),
                     mean_ci: recon.aeration_ci.as_ref().map(|c| [c[[i, 0]], c[[i, 1]]]),
+                    nfe: recon.nfe.as_ref().map(|v| v[i]),
+                    latency_ms: recon.latency_ms.as_ref().map(|v| v[i]),
                 },
             )
         })
         .collect();
-    Ok(super::summarize(frames))
+    let mut summary = super::summarize(frames);
+    summary.failed_frames = failed;
+    Ok(summary)
 }

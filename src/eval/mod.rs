@@ -105,10 +105,19 @@ pub struct FrameMetrics {
     pub mean_aeration_abs_error: f64,
     pub category_truth: u8,
     pub category_recon: u8,
-    /// Whether the reconstruction's 95 % interval of the mean aeration holds the truth.
+    /// Mean aeration of the truth over the whole image: the quantity whose interval a
+    /// posterior reconstruction reports (its sampler knows no lung mask).
+    pub image_aeration_truth: f64,
+    /// Whether the reconstruction's 95 % interval of the image mean aeration holds the
+    /// truth's image mean aeration (`image_aeration_truth`).
     pub mean_ci_covers: Option<bool>,
     /// Fraction of pixels whose 95 % interval (mean +- 1.96 std) holds the truth.
     pub pixel_coverage_95: Option<f64>,
+    /// Network evaluations spent on the frame (one per batched call over the K samples),
+    /// when the reconstruction records them.
+    pub nfe: Option<u32>,
+    /// Wall-clock seconds the frame took, when the reconstruction records it.
+    pub seconds: Option<f64>,
 }
 
 /// Metrics of a whole sequence.
@@ -121,6 +130,12 @@ pub struct Summary {
     pub category_accuracy: f64,
     pub mean_ci_coverage: Option<f64>,
     pub pixel_coverage_95: Option<f64>,
+    /// Mean network evaluations per frame over the frames that record them.
+    pub nfe_per_frame: Option<f64>,
+    /// Mean wall-clock seconds per frame over the frames that record them.
+    pub seconds_per_frame: Option<f64>,
+    /// Frames left out because the reconstruction failed there (non-finite values).
+    pub failed_frames: Vec<usize>,
 }
 
 /// Per-frame inputs of [`evaluate_frame`].
@@ -130,6 +145,10 @@ pub struct FrameInput<'a> {
     pub lung_mask: ArrayView2<'a, bool>,
     pub recon_std: Option<ArrayView2<'a, f32>>,
     pub mean_ci: Option<[f64; 2]>,
+    /// Network evaluations spent on the frame.
+    pub nfe: Option<u32>,
+    /// Milliseconds the frame took.
+    pub latency_ms: Option<f64>,
 }
 
 /// z of the two-sided 95 % normal interval.
@@ -138,6 +157,7 @@ pub const Z95: f64 = 1.959_963_984_540_054;
 pub fn evaluate_frame(frame: usize, f: &FrameInput) -> FrameMetrics {
     let mt = masked_mean(f.truth, f.lung_mask);
     let mr = masked_mean(f.recon, f.lung_mask);
+    let image_mean = f.truth.iter().map(|v| *v as f64).sum::<f64>() / f.truth.len().max(1) as f64;
     let pixel_coverage_95 = f.recon_std.map(|sd| {
         let hit = f
             .truth
@@ -157,8 +177,13 @@ pub fn evaluate_frame(frame: usize, f: &FrameInput) -> FrameMetrics {
         mean_aeration_abs_error: (mt - mr).abs(),
         category_truth: category(mt),
         category_recon: category(mr),
-        mean_ci_covers: f.mean_ci.map(|[lo, hi]| lo <= mt && mt <= hi),
+        image_aeration_truth: image_mean,
+        mean_ci_covers: f
+            .mean_ci
+            .map(|[lo, hi]| lo <= image_mean && image_mean <= hi),
         pixel_coverage_95,
+        nfe: f.nfe,
+        seconds: f.latency_ms.map(|ms| ms / 1e3),
     }
 }
 
@@ -167,6 +192,9 @@ pub fn summarize(frames: Vec<FrameMetrics>) -> Summary {
     let mean = |g: &dyn Fn(&FrameMetrics) -> f64| frames.iter().map(g).sum::<f64>() / n;
     let ci: Vec<bool> = frames.iter().filter_map(|f| f.mean_ci_covers).collect();
     let px: Vec<f64> = frames.iter().filter_map(|f| f.pixel_coverage_95).collect();
+    let nfe: Vec<f64> = frames.iter().filter_map(|f| f.nfe.map(f64::from)).collect();
+    let secs: Vec<f64> = frames.iter().filter_map(|f| f.seconds).collect();
+    let avg = |v: &[f64]| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
     Summary {
         mean_psnr_db: mean(&|f| f.psnr_db),
         mean_ssim: mean(&|f| f.ssim),
@@ -174,7 +202,10 @@ pub fn summarize(frames: Vec<FrameMetrics>) -> Summary {
         category_accuracy: mean(&|f| (f.category_truth == f.category_recon) as u8 as f64),
         mean_ci_coverage: (!ci.is_empty())
             .then(|| ci.iter().filter(|c| **c).count() as f64 / ci.len() as f64),
-        pixel_coverage_95: (!px.is_empty()).then(|| px.iter().sum::<f64>() / px.len() as f64),
+        pixel_coverage_95: avg(&px),
+        nfe_per_frame: avg(&nfe),
+        seconds_per_frame: avg(&secs),
+        failed_frames: Vec::new(),
         frames,
     }
 }
@@ -206,10 +237,76 @@ mod tests {
                 lung_mask: mask.view(),
                 recon_std: Some(sd.view()),
                 mean_ci: Some([0.0, 0.1]),
+                nfe: Some(12),
+                latency_ms: Some(250.0),
             },
         );
         assert_eq!(m.pixel_coverage_95, Some(1.0));
         assert_eq!(m.mean_ci_covers, Some(false));
         assert!((m.mean_aeration_abs_error - 0.015).abs() < 1e-6);
+        assert_eq!(m.nfe, Some(12));
+        assert_eq!(m.seconds, Some(0.25));
+    }
+
+    #[test]
+    fn interval_is_checked_against_the_image_mean_not_the_lung_mean() {
+        // Lung (left half) at 0.9, the rest at 0.1: lung mean 0.9, image mean 0.5.
+        let truth = Array2::from_shape_fn((8, 8), |(_, j)| if j < 4 { 0.9f32 } else { 0.1 });
+        let mask = Array2::from_shape_fn((8, 8), |(_, j)| j < 4);
+        let frame = |ci: [f64; 2]| {
+            evaluate_frame(
+                0,
+                &FrameInput {
+                    truth: truth.view(),
+                    recon: truth.view(),
+                    lung_mask: mask.view(),
+                    recon_std: None,
+                    mean_ci: Some(ci),
+                    nfe: None,
+                    latency_ms: None,
+                },
+            )
+        };
+        let m = frame([0.45, 0.55]);
+        assert!((m.mean_aeration_truth - 0.9).abs() < 1e-6);
+        assert!((m.image_aeration_truth - 0.5).abs() < 1e-6);
+        assert_eq!(m.mean_ci_covers, Some(true));
+        assert_eq!(frame([0.85, 0.95]).mean_ci_covers, Some(false));
+    }
+
+    fn frame_with_cost(frame: usize, nfe: Option<u32>, seconds: Option<f64>) -> FrameMetrics {
+        FrameMetrics {
+            frame,
+            psnr_db: 20.0,
+            ssim: 0.5,
+            mean_aeration_truth: 0.7,
+            mean_aeration_recon: 0.7,
+            mean_aeration_abs_error: 0.0,
+            image_aeration_truth: 0.7,
+            category_truth: 1,
+            category_recon: 1,
+            mean_ci_covers: None,
+            pixel_coverage_95: None,
+            nfe,
+            seconds,
+        }
+    }
+
+    #[test]
+    fn summary_averages_cost_over_frames_that_record_it() {
+        // A cold frame of 50 evaluations and a warm one of 15: 32.5 per frame.
+        let s = summarize(vec![
+            frame_with_cost(0, Some(50), Some(4.0)),
+            frame_with_cost(1, Some(15), Some(1.0)),
+        ]);
+        assert_eq!(s.nfe_per_frame, Some(32.5));
+        assert_eq!(s.seconds_per_frame, Some(2.5));
+        // A classical reconstruction records neither.
+        let b = summarize(vec![frame_with_cost(0, None, None)]);
+        assert_eq!(b.nfe_per_frame, None);
+        assert_eq!(b.seconds_per_frame, None);
+        let json = serde_json::to_value(&s).expect("json");
+        assert_eq!(json["nfe_per_frame"].as_f64(), Some(32.5));
+        assert_eq!(json["frames"][1]["nfe"].as_u64(), Some(15));
     }
 }
