@@ -7,7 +7,8 @@
 //! summary statistics. The DAS f-number is `[daemon] das_f_number`.
 //! Output datasets (F frames, nz x nx grid):
 //! `recon/mean`, `recon/std` (F, nz, nx) float32 (NaN for failed frames);
-//! `recon/aeration` (F) float64; `recon/aeration_ci` (F, 2) float64;
+//! `recon/aeration` (F) float64, the lung's mean aeration; `recon/aeration_ci` (F, 2)
+//! float64; `recon/lung_fraction` (F) float64 (pixels in the lung region, 0: no pleural line);
 //! `recon/category` (F) uint8 (0: < 60 %, 1: 60-85 %, 2: >= 85 %, 255: failed);
 //! `recon/das` (F, nz, nx) float32 (envelope / its frame maximum, in [0, 1]);
 //! `recon/latency_ms` (F) float64 (DAS + sampling of the frame);
@@ -173,6 +174,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 out.mean.index_axis_mut(ndarray::Axis(0), f).assign(&e.mean);
                 out.std.index_axis_mut(ndarray::Axis(0), f).assign(&e.std);
                 out.aeration[f] = e.aeration;
+                out.lung_fraction[f] = e.lung_fraction;
                 out.ci[[f, 0]] = e.aeration_ci[0];
                 out.ci[[f, 1]] = e.aeration_ci[1];
                 out.category[f] = e.category;
@@ -277,6 +279,7 @@ struct Output {
     std: Array3<f32>,
     das: Array3<f32>,
     aeration: Array1<f64>,
+    lung_fraction: Array1<f64>,
     ci: Array2<f64>,
     category: Array1<u8>,
     latency_ms: Array1<f64>,
@@ -296,6 +299,7 @@ impl Output {
             std: Array3::from_elem((n, nz, nx), f32::NAN),
             das: Array3::zeros((n, nz, nx)),
             aeration: Array1::from_elem(n, f64::NAN),
+            lung_fraction: Array1::from_elem(n, f64::NAN),
             ci: Array2::from_elem((n, 2), f64::NAN),
             category: Array1::from_elem(n, u8::MAX),
             latency_ms: Array1::zeros(n),
@@ -323,6 +327,9 @@ impl Output {
         g.new_dataset_builder()
             .with_data(&self.ci)
             .create("aeration_ci")?;
+        g.new_dataset_builder()
+            .with_data(&self.lung_fraction)
+            .create("lung_fraction")?;
         g.new_dataset_builder()
             .with_data(&self.category)
             .create("category")?;

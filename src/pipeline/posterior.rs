@@ -103,7 +103,8 @@ impl PosteriorStage {
         let sampler = Arc::new(
             PosteriorSampler::new(model, device).map_err(|e| setting(format!("model: {e}")))?,
         );
-        let recon = Reconstructor::new(sampler.clone(), cfg).map_err(|e| setting(e.to_string()))?;
+        let recon = Reconstructor::new(sampler.clone(), cfg, grid.dz())
+            .map_err(|e| setting(e.to_string()))?;
         Ok(Self {
             sampler,
             recon,
@@ -230,7 +231,8 @@ impl Stage for PosteriorStage {
     }
 
     /// Fields: `mean`, `std` (float32, nz x nx: aeration and its per-pixel standard
-    /// deviation), `aeration` (float64 scalar), `aeration_ci` (float64 [2]), `category`
+    /// deviation), `aeration` (float64 scalar: the lung's mean), `aeration_ci` (float64
+    /// [2]), `lung_fraction` (float64 scalar: pixels in the lung region), `category`
     /// (uint8 scalar: 0 below 60 %, 1 60-85 %, 2 from 85 %), `das` (float32, nz x nx, in
     /// [0, 1]), `residual`, `noise_sigma`, `nfe` (float64 scalars), `start` (uint8 scalar:
     /// 0 cold, 1 warm, 2 scene change), `grid_x`, `grid_z` (float64, m). A failed frame is
@@ -263,6 +265,7 @@ impl Stage for PosteriorStage {
             image("std", &e.std),
             Field::scalar("aeration", e.aeration),
             Field::f64("aeration_ci", vec![2], e.aeration_ci.to_vec()),
+            Field::scalar("lung_fraction", e.lung_fraction),
             Field {
                 name: "category".into(),
                 shape: Vec::new(),

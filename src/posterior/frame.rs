@@ -3,7 +3,9 @@
 //!
 //! # Interval of the mean aeration
 //!
-//! Each sample k gives a frame mean aeration m_k (mean over the image). The 95 % interval
+//! Each sample k gives a frame mean aeration m_k: its mean over the lung region
+//! ([`super::lung::lung_mask`] of the posterior mean, the same pixels for every sample; the
+//! whole image when no pleural line is found, reported as a lung fraction of 0). The 95 % interval
 //! is `mean(m) +- 1.96 sd(m)` (sd with K - 1 in the denominator) for K <
 //! [`QUANTILE_MIN_SAMPLES`], and the empirical 2.5 % / 97.5 % quantiles (linear
 //! interpolation between order statistics, numpy's default) from there on. With the
@@ -18,6 +20,7 @@ use std::sync::Arc;
 use candle_core::Tensor;
 use ndarray::Array2;
 
+use super::lung::lung_mask;
 use super::problem::{Measurement, NoiseSource, NormalizedOperator};
 use super::sampler::{PosteriorSampler, Start};
 use super::{PosteriorError, SamplerConfig};
@@ -55,8 +58,12 @@ pub struct FrameEstimate {
     pub mean: Array2<f32>,
     /// Per-pixel standard deviation over the samples (nz, nx) (0 for K = 1).
     pub std: Array2<f32>,
-    /// Mean aeration of the frame (mean over samples of each sample's image mean).
+    /// Mean aeration of the lung (mean over samples of each sample's mean over the lung
+    /// region; see the module documentation).
     pub aeration: f64,
+    /// Fraction of the image's pixels in the lung region (0: no pleural line found, the
+    /// aeration is then the whole image's).
+    pub lung_fraction: f64,
     /// 95 % interval of the frame mean aeration (see the module documentation).
     pub aeration_ci: [f64; 2],
     /// Category of `aeration`: 0 (< 60 %), 1 (60-85 %), 2 (>= 85 %).
@@ -95,18 +102,32 @@ struct Previous {
 pub struct Reconstructor {
     sampler: Arc<PosteriorSampler>,
     cfg: SamplerConfig,
+    /// Row pitch of the image grid, m (the lung region's effusion test measures depth).
+    row_pitch: f64,
     prev: Option<Previous>,
     frame: u64,
 }
 
 impl Reconstructor {
     /// A reconstructor sharing `sampler` (one per sequence or stream; it is `Send`, so a
-    /// pipeline stage can own it).
-    pub fn new(sampler: Arc<PosteriorSampler>, cfg: SamplerConfig) -> Result<Self, PosteriorError> {
+    /// pipeline stage can own it), for images whose rows are `row_pitch` metres apart.
+    pub fn new(
+        sampler: Arc<PosteriorSampler>,
+        cfg: SamplerConfig,
+        row_pitch: f64,
+    ) -> Result<Self, PosteriorError> {
         cfg.validate()?;
+        if !(row_pitch.is_finite() && row_pitch > 0.0) {
+            return Err(PosteriorError::Config {
+                field: "grid row pitch",
+                value: row_pitch.to_string(),
+                reason: "must be finite, > 0".into(),
+            });
+        }
         Ok(Self {
             sampler,
             cfg,
+            row_pitch,
             prev: None,
             frame: 0,
         })
@@ -185,13 +206,14 @@ impl Reconstructor {
             match self.sampler.draw(&self.cfg, op, &meas, &start, seed) {
                 Ok(draw) => {
                     nfe += draw.nfe;
-                    let stats = summarize(&draw.samples)?;
+                    let stats = summarize(&draw.samples, self.row_pitch)?;
                     let mean_t = draw.samples.mean(0)?;
                     let residual = meas.relative_residuals(op, &mean_t.unsqueeze(0)?)?[0];
                     let est = FrameEstimate {
                         mean: stats.mean,
                         std: stats.std,
                         aeration: stats.aeration,
+                        lung_fraction: stats.lung_fraction,
                         aeration_ci: stats.ci,
                         category: category(stats.aeration),
                         sample_aerations: stats.sample_aerations,
@@ -244,11 +266,14 @@ pub struct SampleStats {
     pub aeration: f64,
     pub ci: [f64; 2],
     pub sample_aerations: Vec<f64>,
+    /// Fraction of pixels in the lung region the aerations are taken over.
+    pub lung_fraction: f64,
 }
 
-/// Mean, per-pixel std (K - 1 denominator; 0 for K = 1), frame mean aeration and its
-/// 95 % interval of samples (K, nz, nx).
-pub fn summarize(samples: &Tensor) -> Result<SampleStats, PosteriorError> {
+/// Mean, per-pixel std (K - 1 denominator; 0 for K = 1), and the lung's mean aeration with
+/// its 95 % interval (see the module documentation) of samples (K, nz, nx) on rows
+/// `row_pitch` metres apart.
+pub fn summarize(samples: &Tensor, row_pitch: f64) -> Result<SampleStats, PosteriorError> {
     let (k, nz, nx) = samples.dims3()?;
     let v = samples.flatten_all()?.to_vec1::<f32>()?;
     let n = nz * nx;
@@ -265,8 +290,23 @@ pub fn summarize(samples: &Tensor) -> Result<SampleStats, PosteriorError> {
         mean[[p / nx, p % nx]] = m as f32;
         std[[p / nx, p % nx]] = var.sqrt() as f32;
     }
+    let lung = lung_mask(mean.view(), row_pitch);
+    let in_lung = lung.iter().filter(|l| **l).count();
+    let (mask, count): (Vec<bool>, usize) = if in_lung > 0 {
+        (lung.iter().copied().collect(), in_lung)
+    } else {
+        (vec![true; n], n)
+    };
     let sample_aerations: Vec<f64> = (0..k)
-        .map(|s| v[s * n..(s + 1) * n].iter().map(|x| *x as f64).sum::<f64>() / n as f64)
+        .map(|s| {
+            v[s * n..(s + 1) * n]
+                .iter()
+                .zip(&mask)
+                .filter(|(_, m)| **m)
+                .map(|(x, _)| *x as f64)
+                .sum::<f64>()
+                / count as f64
+        })
         .collect();
     let (aeration, ci) = interval(&sample_aerations);
     Ok(SampleStats {
@@ -275,6 +315,7 @@ pub fn summarize(samples: &Tensor) -> Result<SampleStats, PosteriorError> {
         aeration,
         ci,
         sample_aerations,
+        lung_fraction: in_lung as f64 / n as f64,
     })
 }
 

@@ -17,6 +17,7 @@
 //! Method, step-size rule and interval are described in `docs/reconstruction.md`.
 
 pub mod frame;
+pub mod lung;
 pub mod problem;
 pub mod sampler;
 

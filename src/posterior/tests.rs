@@ -198,7 +198,7 @@ fn fully_observed_noise_free_converges_to_truth() {
     let a = truth(0.0);
     let (op, meas) = identity_problem(&a);
     // DDS: CG data consistency solves the identity exactly at every step.
-    let mut rec = Reconstructor::new(ps.clone(), cfg(Method::Dds, 10, 3)).expect("rec");
+    let mut rec = Reconstructor::new(ps.clone(), cfg(Method::Dds, 10, 3), 0.3e-3).expect("rec");
     let est = done(rec.reconstruct(&op, &flat(&a), &[N, N]));
     assert!(
         max_abs_diff(&est.mean, &a) < 1e-4,
@@ -218,7 +218,7 @@ fn fully_observed_noise_free_converges_to_truth() {
         let d = ps.draw(&c, &op, &meas, &Start::Cold, 4).expect("draw");
         let t = &d.trajectory;
         assert!(t[t.len() - 1] < 0.5 * t[0], "{method}: residual {t:?}");
-        let est = frame::summarize(&d.samples).expect("stats");
+        let est = frame::summarize(&d.samples, 0.3e-3).expect("stats");
         let err = mean_abs_diff(&est.mean, &a);
         assert!(err < 0.05, "{method}: mean abs error {err}");
     }
@@ -325,7 +325,7 @@ fn warm_start_from_previous_frame_needs_fewer_steps() {
         noise_sigma: None,
         ..warm_cfg
     };
-    let mut rec = Reconstructor::new(ps.clone(), noisy_cfg).expect("rec");
+    let mut rec = Reconstructor::new(ps.clone(), noisy_cfg, 0.3e-3).expect("rec");
     let mut rng = StdRng::seed_from_u64(9);
     let mut noisy = |a: &Array2<f32>| {
         let mut y = us.forward_array(a).expect("forward");
@@ -387,7 +387,7 @@ fn nan_measurement_is_rejected_up_front() {
     let (op, _) = identity_problem(&a);
     let mut data = flat(&a);
     data[37] = f32::NAN;
-    let mut rec = Reconstructor::new(ps.clone(), cfg(Method::Dds, 5, 2)).expect("rec");
+    let mut rec = Reconstructor::new(ps.clone(), cfg(Method::Dds, 5, 2), 0.3e-3).expect("rec");
     match rec.reconstruct(&op, &data, &[N, N]) {
         FrameOutcome::Failed { reason, attempts } => {
             assert!(
@@ -414,7 +414,7 @@ fn nan_in_iterate_restarts_the_frame() {
     let ps = Arc::new(PosteriorSampler::new(&model, &Device::Cpu).expect("sampler"));
     let a = truth(0.0);
     let (op, _) = identity_problem(&a);
-    let mut rec = Reconstructor::new(ps.clone(), cfg(Method::Dds, 5, 2)).expect("rec");
+    let mut rec = Reconstructor::new(ps.clone(), cfg(Method::Dds, 5, 2), 0.3e-3).expect("rec");
     ps.inject_nan.store(1, Ordering::SeqCst);
     let est = done(rec.reconstruct(&op, &flat(&a), &[N, N]));
     assert_eq!(est.restarts, 1);
@@ -445,7 +445,7 @@ fn absurd_step_size_divergence_is_caught() {
         max_restarts: 1,
         ..cfg(Method::Dps, 10, 2)
     };
-    let mut rec = Reconstructor::new(ps.clone(), c).expect("rec");
+    let mut rec = Reconstructor::new(ps.clone(), c, 0.3e-3).expect("rec");
     match rec.reconstruct(&op, &flat(&a), &[N, N]) {
         FrameOutcome::Failed { reason, attempts } => {
             assert_eq!(attempts, 2);
@@ -479,7 +479,7 @@ fn grid_mismatch_and_bad_config_are_errors() {
         eta: 1.5,
         ..SamplerConfig::default()
     };
-    let err = Reconstructor::new(ps.clone(), bad)
+    let err = Reconstructor::new(ps.clone(), bad, 0.3e-3)
         .err()
         .expect("eta 1.5 rejected");
     assert!(err.to_string().contains("sampler.eta"), "{err}");
