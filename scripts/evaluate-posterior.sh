@@ -235,8 +235,8 @@ def fmt(v, spec):
 
 def table(title, keys_of):
     print(f"### {title}\n")
-    print("| method | steps | frames | NFE/frame | s/frame | PSNR dB | SSIM | aeration MAE | category accuracy | 95 % CI coverage | pixel coverage |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("| method | steps | frames | NFE/frame | s/frame | PSNR dB | SSIM | aeration MAE | category accuracy | published aeration MAE | published category accuracy | 95 % CI coverage | pixel coverage |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for name, sampler, steps, settings in rows:
         fr = frames_of(name)
         keys = keys_of(fr)
@@ -248,6 +248,10 @@ def table(title, keys_of):
         nfe = mean(nfe) if nfe else (0.0 if sampler in ("das", "tikhonov", "tv") else None)
         ci = [f["mean_ci_covers"] for f in sel if f["mean_ci_covers"] is not None]
         px = [f["pixel_coverage_95"] for f in sel if f["pixel_coverage_95"] is not None]
+        pub_err = [f["published_aeration_abs_error"] for f in sel
+                   if f.get("published_aeration_abs_error") is not None]
+        pub_cat = [float(f["published_category"] == f["category_truth"]) for f in sel
+                   if f.get("published_category") is not None]
         label = sampler + (f" ({settings.replace(' ', ', ')})" if settings else "")
         print("| " + " | ".join([
             label,
@@ -259,6 +263,8 @@ def table(title, keys_of):
             fmt(mean([f["ssim"] for f in sel]), ".3f"),
             fmt(mean([f["mean_aeration_abs_error"] for f in sel]), ".3f"),
             fmt(mean([float(f["category_truth"] == f["category_recon"]) for f in sel]), ".2f"),
+            fmt(mean(pub_err), ".3f"),
+            fmt(mean(pub_cat), ".2f"),
             (f"{sum(ci)}/{len(ci)}" if ci else "-"),
             fmt(mean(px), ".3f"),
         ]) + " |")

@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use pleura::eval::files::{evaluate, Recon, Truth};
 
-/// Arguments of `pleura eval`.
+/// Arguments of `pleura eval`. Table columns: `a_true`/`a_rec`/`|err|`/`cat`: lung mean
+/// aeration of truth and reconstruction over the true lung mask, and their categories;
+/// `a_pub`/`cat`: the aeration the reconstruction published (over the lung region it found
+/// itself) and its category; `ci`: whether its 95 % interval holds `a_true`; `px95`:
+/// pixel coverage of mean +- 1.96 std.
 #[derive(clap::Args)]
 pub struct Args {
     /// The reconstruction file (`recon/mean`, ...).
@@ -41,12 +45,24 @@ pub fn run(args: Args) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{:>5} {:>8} {:>6} {:>7} {:>7} {:>7} {:>5} {:>6} {:>6} {:>5} {:>8}",
-        "frame", "PSNR dB", "SSIM", "a_true", "a_rec", "|err|", "cat", "ci", "px95", "NFE", "s"
+        "{:>5} {:>8} {:>6} {:>7} {:>7} {:>7} {:>5} {:>7} {:>5} {:>6} {:>6} {:>5} {:>8}",
+        "frame",
+        "PSNR dB",
+        "SSIM",
+        "a_true",
+        "a_rec",
+        "|err|",
+        "cat",
+        "a_pub",
+        "cat",
+        "ci",
+        "px95",
+        "NFE",
+        "s"
     );
     for f in &s.frames {
         println!(
-            "{:>5} {:>8.2} {:>6.3} {:>7.3} {:>7.3} {:>7.3} {:>2}/{:<2} {:>6} {:>6} {:>5} {:>8}",
+            "{:>5} {:>8.2} {:>6.3} {:>7.3} {:>7.3} {:>7.3} {:>2}/{:<2} {:>7} {:>5} {:>6} {:>6} {:>5} {:>8}",
             f.frame,
             f.psnr_db,
             f.ssim,
@@ -55,6 +71,10 @@ pub fn run(args: Args) -> Result<()> {
             f.mean_aeration_abs_error,
             f.category_truth,
             f.category_recon,
+            opt(f.published_aeration),
+            f.published_category
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "-".into()),
             f.mean_ci_covers
                 .map(|c| if c { "yes" } else { "no" })
                 .unwrap_or("-"),
@@ -64,11 +84,13 @@ pub fn run(args: Args) -> Result<()> {
         );
     }
     println!(
-        "total: PSNR {:.2} dB, SSIM {:.3}, mean-aeration MAE {:.3}, category accuracy {:.3}, CI coverage {}, pixel coverage {}, NFE/frame {}, s/frame {}",
+        "total: PSNR {:.2} dB, SSIM {:.3}, mean-aeration MAE {:.3}, category accuracy {:.3}, published aeration MAE {}, published category accuracy {}, CI coverage {}, pixel coverage {}, NFE/frame {}, s/frame {}",
         s.mean_psnr_db,
         s.mean_ssim,
         s.mean_aeration_mae,
         s.category_accuracy,
+        opt(s.published_aeration_mae),
+        opt(s.published_category_accuracy),
         opt(s.mean_ci_coverage),
         opt(s.pixel_coverage_95),
         s.nfe_per_frame

@@ -89,6 +89,7 @@ pub fn run(args: Args) -> Result<()> {
         mean: out,
         std: None,
         aeration_ci: None,
+        aeration: None,
         nfe: None,
         latency_ms: Some(latency_ms),
         grid,

@@ -54,6 +54,8 @@ pub struct Recon {
     pub mean: Array3<f32>,
     pub std: Option<Array3<f32>>,
     pub aeration_ci: Option<Array2<f64>>,
+    /// The lung aeration the reconstruction published per frame (`recon/aeration`).
+    pub aeration: Option<Array1<f64>>,
     pub nfe: Option<Array1<u32>>,
     pub latency_ms: Option<Array1<f64>>,
     pub grid: Grid,
@@ -207,6 +209,10 @@ impl Recon {
             Ok(d) => Some(h5(path, "recon/aeration_ci", d.read::<f64, Ix2>())?),
             Err(_) => None,
         };
+        let aeration = match f.dataset("recon/aeration") {
+            Ok(d) => Some(h5(path, "recon/aeration", d.read::<f64, Ix1>())?),
+            Err(_) => None,
+        };
         let nfe = match f.dataset("recon/nfe") {
             Ok(d) => Some(h5(path, "recon/nfe", d.read::<u32, Ix1>())?),
             Err(_) => None,
@@ -218,6 +224,7 @@ impl Recon {
         let grid = read_grid(path, &f, "recon")?;
         let (n, nz, nx) = mean.dim();
         for (name, len) in [
+            ("recon/aeration", aeration.as_ref().map(|v| v.len())),
             ("recon/nfe", nfe.as_ref().map(|v| v.len())),
             ("recon/latency_ms", latency_ms.as_ref().map(|v| v.len())),
         ] {
@@ -254,6 +261,7 @@ impl Recon {
             mean,
             std,
             aeration_ci,
+            aeration,
             nfe,
             latency_ms,
             grid,
@@ -345,6 +353,7 @@ pub fn evaluate(recon: &Recon, truth: &Truth) -> Result<super::Summary, EvalFile
                         .as_ref()
                         .map(|s| s.index_axis(ndarray::Axis(0), i)),
                     mean_ci: recon.aeration_ci.as_ref().map(|c| [c[[i, 0]], c[[i, 1]]]),
+                    published_aeration: recon.aeration.as_ref().map(|v| v[i]),
                     nfe: recon.nfe.as_ref().map(|v| v[i]),
                     latency_ms: recon.latency_ms.as_ref().map(|v| v[i]),
                 },

@@ -114,6 +114,13 @@ pub struct FrameMetrics {
     pub mean_ci_covers: Option<bool>,
     /// Fraction of pixels whose 95 % interval (mean +- 1.96 std) holds the truth.
     pub pixel_coverage_95: Option<f64>,
+    /// The lung aeration the reconstruction published (over the lung region it found
+    /// itself), when it publishes one; `mean_aeration_recon` uses the true lung mask.
+    pub published_aeration: Option<f64>,
+    /// |published - truth's lung mean|.
+    pub published_aeration_abs_error: Option<f64>,
+    /// Category of the published aeration.
+    pub published_category: Option<u8>,
     /// Network evaluations spent on the frame (one per batched call over the K samples),
     /// when the reconstruction records them.
     pub nfe: Option<u32>,
@@ -131,6 +138,10 @@ pub struct Summary {
     pub category_accuracy: f64,
     pub mean_ci_coverage: Option<f64>,
     pub pixel_coverage_95: Option<f64>,
+    /// Mean |published - true| lung aeration over the frames that publish one.
+    pub published_aeration_mae: Option<f64>,
+    /// Fraction of those frames whose published category is the truth's.
+    pub published_category_accuracy: Option<f64>,
     /// Mean network evaluations per frame over the frames that record them.
     pub nfe_per_frame: Option<f64>,
     /// Mean wall-clock seconds per frame over the frames that record them.
@@ -146,6 +157,8 @@ pub struct FrameInput<'a> {
     pub lung_mask: ArrayView2<'a, bool>,
     pub recon_std: Option<ArrayView2<'a, f32>>,
     pub mean_ci: Option<[f64; 2]>,
+    /// The lung aeration the reconstruction published for the frame.
+    pub published_aeration: Option<f64>,
     /// Network evaluations spent on the frame.
     pub nfe: Option<u32>,
     /// Milliseconds the frame took.
@@ -181,6 +194,9 @@ pub fn evaluate_frame(frame: usize, f: &FrameInput) -> FrameMetrics {
         image_aeration_truth: image_mean,
         mean_ci_covers: f.mean_ci.map(|[lo, hi]| lo <= mt && mt <= hi),
         pixel_coverage_95,
+        published_aeration: f.published_aeration,
+        published_aeration_abs_error: f.published_aeration.map(|a| (a - mt).abs()),
+        published_category: f.published_aeration.map(category),
         nfe: f.nfe,
         seconds: f.latency_ms.map(|ms| ms / 1e3),
     }
@@ -193,6 +209,17 @@ pub fn summarize(frames: Vec<FrameMetrics>) -> Summary {
     let px: Vec<f64> = frames.iter().filter_map(|f| f.pixel_coverage_95).collect();
     let nfe: Vec<f64> = frames.iter().filter_map(|f| f.nfe.map(f64::from)).collect();
     let secs: Vec<f64> = frames.iter().filter_map(|f| f.seconds).collect();
+    let published_err: Vec<f64> = frames
+        .iter()
+        .filter_map(|f| f.published_aeration_abs_error)
+        .collect();
+    let published_cat: Vec<f64> = frames
+        .iter()
+        .filter_map(|f| {
+            f.published_category
+                .map(|c| (c == f.category_truth) as u8 as f64)
+        })
+        .collect();
     let avg = |v: &[f64]| (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64);
     Summary {
         mean_psnr_db: mean(&|f| f.psnr_db),
@@ -202,6 +229,8 @@ pub fn summarize(frames: Vec<FrameMetrics>) -> Summary {
         mean_ci_coverage: (!ci.is_empty())
             .then(|| ci.iter().filter(|c| **c).count() as f64 / ci.len() as f64),
         pixel_coverage_95: avg(&px),
+        published_aeration_mae: avg(&published_err),
+        published_category_accuracy: avg(&published_cat),
         nfe_per_frame: avg(&nfe),
         seconds_per_frame: avg(&secs),
         failed_frames: Vec::new(),
@@ -228,6 +257,7 @@ mod tests {
         let mask = Array2::from_elem((16, 16), true);
         let sd = Array2::from_elem((16, 16), 0.01f32);
         let shifted = &a + 0.015f32;
+        let truth_mean = a.iter().map(|v| *v as f64).sum::<f64>() / a.len() as f64;
         let m = evaluate_frame(
             0,
             &FrameInput {
@@ -236,6 +266,7 @@ mod tests {
                 lung_mask: mask.view(),
                 recon_std: Some(sd.view()),
                 mean_ci: Some([0.0, 0.1]),
+                published_aeration: Some(truth_mean + 0.4),
                 nfe: Some(12),
                 latency_ms: Some(250.0),
             },
@@ -245,6 +276,14 @@ mod tests {
         assert!((m.mean_aeration_abs_error - 0.015).abs() < 1e-6);
         assert_eq!(m.nfe, Some(12));
         assert_eq!(m.seconds, Some(0.25));
+        // The published aeration is scored against the truth's lung mean on its own.
+        assert!((m.published_aeration_abs_error.unwrap() - 0.4).abs() < 1e-9);
+        assert_eq!(m.category_truth, category(truth_mean));
+        assert_eq!(m.published_category, Some(category(truth_mean + 0.4)));
+        assert_ne!(m.published_category, Some(m.category_truth));
+        let s = summarize(vec![m]);
+        assert_eq!(s.published_category_accuracy, Some(0.0));
+        assert!((s.published_aeration_mae.unwrap() - 0.4).abs() < 1e-9);
     }
 
     #[test]
@@ -261,6 +300,7 @@ mod tests {
                     lung_mask: mask.view(),
                     recon_std: None,
                     mean_ci: Some(ci),
+                    published_aeration: None,
                     nfe: None,
                     latency_ms: None,
                 },
@@ -286,6 +326,9 @@ mod tests {
             category_recon: 1,
             mean_ci_covers: None,
             pixel_coverage_95: None,
+            published_aeration: None,
+            published_aeration_abs_error: None,
+            published_category: None,
             nfe,
             seconds,
         }
