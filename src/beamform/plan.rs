@@ -459,7 +459,6 @@ impl DasPlan {
             half_inv_f: 0.5 / f,
             apodization: options.apodization,
         };
-        let (nx, nz) = (grid.nx(), grid.nz());
         let xs = grid.x();
         let zs = grid.z();
         let columns: Vec<ColumnTaps> = xs.par_iter().map(|&x| geometry.column(x)).collect();
@@ -473,18 +472,18 @@ impl DasPlan {
                 });
             }
         }
-        for iz in 0..nz {
+        for (iz, &z) in zs.iter().enumerate() {
             if columns.iter().all(|col| col.row(iz).is_empty()) {
                 return Err(BeamformError::OutsideFieldOfView {
                     axis: "z",
-                    value: zs[iz],
+                    value: z,
                     reason: format!(
                         "no recorded sample reaches this depth (n_ax = {n_ax}, fs = {fs} Hz)"
                     ),
                 });
             }
         }
-        debug_assert_eq!(columns.len(), nx);
+        debug_assert_eq!(columns.len(), grid.nx());
 
         let theta = 2.0 * std::f64::consts::PI * fd / fs;
         let cis = |p: f64| Complex32::new(p.cos() as f32, p.sin() as f32);
