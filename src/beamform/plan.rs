@@ -64,6 +64,9 @@ impl Default for DasOptions {
 /// Fractional sample positions are quantised to 1/FRAC_STEPS of a sample (phase error at
 /// most pi fd / (fs FRAC_STEPS) rad, 0.4 mrad for fd = fs).
 const FRAC_STEPS: usize = 4096;
+/// Relative margin on the aperture's half-width in the cheap outside test: wider than the
+/// rounding of u = |x_e - x| / half-width, so an element it rejects has u > 1 exactly.
+const APERTURE_SLACK: f64 = 1.0 + 1e-12;
 /// Apodization weights are stored as u16 fractions of APOD_ONE.
 const APOD_ONE: f32 = u16::MAX as f32;
 
@@ -213,7 +216,7 @@ impl Geometry<'_> {
             .map(|&z| {
                 adx.iter()
                     .zip(&self.el_z)
-                    .filter(|(&a, &ez)| a / ((z - ez) * self.half_inv_f) <= 1.0)
+                    .filter(|(&a, &ez)| a <= (z - ez) * self.half_inv_f * APERTURE_SLACK)
                     .count()
             })
             .sum();
@@ -236,7 +239,12 @@ impl Geometry<'_> {
             act_rx.clear();
             act_w.clear();
             for e in 0..n_el {
-                let u = adx[e] / ((z - self.el_z[e]) * self.half_inv_f);
+                let half_width = (z - self.el_z[e]) * self.half_inv_f;
+                if adx[e] > half_width * APERTURE_SLACK {
+                    // Certainly outside (u > 1, weight 0): spare the division.
+                    continue;
+                }
+                let u = adx[e] / half_width;
                 let w = round_nonneg(self.apodization.weight(u) * APOD_ONE as f64) as u16;
                 if w != 0 {
                     act_base.push(e * n_ax);
