@@ -64,6 +64,9 @@ impl Default for DasOptions {
 /// Fractional sample positions are quantised to 1/FRAC_STEPS of a sample (phase error at
 /// most pi fd / (fs FRAC_STEPS) rad, 0.4 mrad for fd = fs).
 const FRAC_STEPS: usize = 4096;
+/// Relative margin on the aperture's half-width in the cheap outside test: wider than the
+/// rounding of u = |x_e - x| / half-width, so an element it rejects has u > 1 exactly.
+const APERTURE_SLACK: f64 = 1.0 + 1e-12;
 /// Apodization weights are stored as u16 fractions of APOD_ONE.
 const APOD_ONE: f32 = u16::MAX as f32;
 
@@ -105,17 +108,183 @@ pub struct DasPlan {
     lut: Vec<[Complex32; 2]>,
     /// Per row: exp(-i 2 pi fd 2 z / c) / APOD_ONE.
     row_phase: Vec<Complex32>,
-    /// Taps of pixel p (column-major, p = ix nz + iz) are taps[offsets[p]..offsets[p + 1]].
+    /// The taps of every image column, left to right.
+    columns: Vec<ColumnTaps>,
+}
+
+/// The taps of one image column, row after row.
+struct ColumnTaps {
+    /// Taps of row iz are taps[offsets[iz]..offsets[iz + 1]].
     offsets: Vec<usize>,
     taps: Vec<Tap>,
 }
 
+impl ColumnTaps {
+    fn row(&self, iz: usize) -> &[Tap] {
+        &self.taps[self.offsets[iz]..self.offsets[iz + 1]]
+    }
+}
+
 /// Per-transmit geometry of the transmit delay.
 struct TxGeometry {
-    firing: Vec<usize>,
-    t0c: Vec<f64>,
+    /// t0 delay x c of each element; +inf for silent elements, so they never win the min.
+    t0c_min: Vec<f64>,
+    /// The same with -inf for silent elements, so they never win the max.
+    t0c_max: Vec<f64>,
     focal_z: f64,
     sign: f64,
+    /// initial_times of the transmit, s.
+    t0: f64,
+}
+
+/// min (or max, per `better`) over e of a[e] + b[e], in four independent lanes so the
+/// compiler can vectorise it. A min or max does not depend on the order it is taken in, so
+/// this equals the sequential fold exactly.
+#[inline]
+fn extremum_of_sums(a: &[f64], b: &[f64], init: f64, better: impl Fn(f64, f64) -> bool) -> f64 {
+    let mut lanes = [init; 4];
+    let (ca, cb) = (a.chunks_exact(4), b.chunks_exact(4));
+    let (ra, rb) = (ca.remainder(), cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for l in 0..4 {
+            let v = x[l] + y[l];
+            if better(v, lanes[l]) {
+                lanes[l] = v;
+            }
+        }
+    }
+    let mut m = init;
+    for v in lanes
+        .into_iter()
+        .chain(ra.iter().zip(rb).map(|(x, y)| x + y))
+    {
+        if better(v, m) {
+            m = v;
+        }
+    }
+    m
+}
+
+/// `v.round()` for finite v in [0, 2^52[ without a libm call: v - trunc(v) is exact there,
+/// and ties round up (away from zero) like `f64::round`.
+#[inline]
+fn round_nonneg(v: f64) -> i64 {
+    let t = v as i64;
+    if v - t as f64 >= 0.5 {
+        t + 1
+    } else {
+        t
+    }
+}
+
+/// Everything planning a column needs: element positions (x, y, z), transmits, depths,
+/// sampling and the receive aperture.
+struct Geometry<'a> {
+    el_x: Vec<f64>,
+    el_y: Vec<f64>,
+    el_z: Vec<f64>,
+    txs: Vec<TxGeometry>,
+    z: &'a [f64],
+    n_ax: usize,
+    c: f64,
+    fs: f64,
+    half_inv_f: f64,
+    apodization: Apodization,
+}
+
+impl Geometry<'_> {
+    /// The taps of the column at lateral position `x`. Receive distances and weights are
+    /// computed once per (pixel, element) and shared by all transmits; only elements with a
+    /// non-zero weight get taps.
+    fn column(&self, x: f64) -> ColumnTaps {
+        let n_el = self.el_x.len();
+        let n_ax = self.n_ax;
+        let max_q = ((n_ax - 1) * FRAC_STEPS) as f64;
+        // (x - x_e)^2 + y_e^2 and |x - x_e| are the same at every depth of the column.
+        let mut dxy2 = Vec::with_capacity(n_el);
+        let mut adx = Vec::with_capacity(n_el);
+        for (&ex, &ey) in self.el_x.iter().zip(&self.el_y) {
+            let (dx, dy) = (x - ex, -ey);
+            dxy2.push(dx * dx + dy * dy);
+            adx.push(dx.abs());
+        }
+        // Every transmit of every element inside the aperture: an upper bound of the
+        // column's taps, so the tap buffer is allocated once.
+        let inside: usize = self
+            .z
+            .iter()
+            .map(|&z| {
+                adx.iter()
+                    .zip(&self.el_z)
+                    .filter(|(&a, &ez)| a <= (z - ez) * self.half_inv_f * APERTURE_SLACK)
+                    .count()
+            })
+            .sum();
+        let mut taps = Vec::with_capacity(inside * self.txs.len());
+        let mut offsets = Vec::with_capacity(self.z.len() + 1);
+        offsets.push(0);
+        let mut rx = vec![0.0; n_el];
+        // The elements of the pixel's aperture: first sample of its channel (tx 0),
+        // receive distance, weight.
+        let mut act_base = Vec::with_capacity(n_el);
+        let mut act_rx = Vec::with_capacity(n_el);
+        let mut act_w = Vec::with_capacity(n_el);
+        let mut positions = Vec::with_capacity(n_el);
+        for &z in self.z {
+            for ((r, &d2), &ez) in rx.iter_mut().zip(&dxy2).zip(&self.el_z) {
+                let dz = z - ez;
+                *r = (d2 + dz * dz).sqrt();
+            }
+            act_base.clear();
+            act_rx.clear();
+            act_w.clear();
+            for e in 0..n_el {
+                let half_width = (z - self.el_z[e]) * self.half_inv_f;
+                if adx[e] > half_width * APERTURE_SLACK {
+                    // Certainly outside (u > 1, weight 0): spare the division.
+                    continue;
+                }
+                let u = adx[e] / half_width;
+                let w = round_nonneg(self.apodization.weight(u) * APOD_ONE as f64) as u16;
+                if w != 0 {
+                    act_base.push(e * n_ax);
+                    act_rx.push(rx[e]);
+                    act_w.push(w);
+                }
+            }
+            for (k, tx) in self.txs.iter().enumerate() {
+                let d = if tx.sign * (z - tx.focal_z) <= 0.0 {
+                    extremum_of_sums(&tx.t0c_min, &rx, f64::INFINITY, |v, m| v < m)
+                } else {
+                    extremum_of_sums(&tx.t0c_max, &rx, f64::NEG_INFINITY, |v, m| v > m)
+                };
+                let tx_base = k * n_el * n_ax;
+                // Sample position s (in samples) x FRAC_STEPS, a power of two: exact, so
+                // its rounding is floor(s) FRAC_STEPS + the rounded fraction.
+                positions.clear();
+                positions.extend(
+                    act_rx
+                        .iter()
+                        .map(|&r| ((d + r) / self.c - tx.t0) * self.fs * FRAC_STEPS as f64),
+                );
+                for ((&q, &base), &apod) in positions.iter().zip(&act_base).zip(&act_w) {
+                    if !(q >= 0.0 && q <= max_q) {
+                        continue;
+                    }
+                    let q = round_nonneg(q) as usize;
+                    // The last sample is reached as fraction 1 of the one before it.
+                    let i = (q / FRAC_STEPS).min(n_ax - 2);
+                    taps.push(Tap {
+                        idx: (tx_base + base + i) as u32,
+                        frac: (q - i * FRAC_STEPS) as u16,
+                        apod,
+                    });
+                }
+            }
+            offsets.push(taps.len());
+        }
+        ColumnTaps { offsets, taps }
+    }
 }
 
 fn check_len(field: &'static str, got: usize, want: usize) -> Result<(), BeamformError> {
@@ -247,10 +416,8 @@ impl DasPlan {
 
         let mut txs = Vec::with_capacity(n_tx);
         for k in 0..n_tx {
-            let firing: Vec<usize> = (0..n_el)
-                .filter(|&e| scan.tx_apodizations[[k, e]] != 0.0)
-                .collect();
-            if firing.is_empty() {
+            let firing = |e: usize| scan.tx_apodizations[[k, e]] != 0.0;
+            if !(0..n_el).any(firing) {
                 return Err(BeamformError::scan(
                     "tx_apodizations",
                     format!("row {k} all zero"),
@@ -268,74 +435,44 @@ impl DasPlan {
                 0.0
             };
             let focal_z = scan.transmit_origins[[k, 2]] + scan.polar_angles[k].cos() * fdist;
-            let t0c = (0..n_el).map(|e| scan.t0_delays[[k, e]] * c).collect();
+            let t0c = |silent: f64| {
+                (0..n_el)
+                    .map(|e| {
+                        if firing(e) {
+                            scan.t0_delays[[k, e]] * c
+                        } else {
+                            silent
+                        }
+                    })
+                    .collect()
+            };
             txs.push(TxGeometry {
-                firing,
-                t0c,
+                t0c_min: t0c(f64::INFINITY),
+                t0c_max: t0c(f64::NEG_INFINITY),
                 focal_z,
                 sign,
+                t0: scan.initial_times[k],
             });
         }
 
-        let (nx, nz) = (grid.nx(), grid.nz());
+        let geometry = Geometry {
+            el_x: el.iter().map(|p| p[0]).collect(),
+            el_y: el.iter().map(|p| p[1]).collect(),
+            el_z: el.iter().map(|p| p[2]).collect(),
+            txs,
+            z: grid.z(),
+            n_ax,
+            c,
+            fs,
+            half_inv_f: 0.5 / f,
+            apodization: options.apodization,
+        };
         let xs = grid.x();
         let zs = grid.z();
-        let max_s = (n_ax - 1) as f64;
-        let half_inv_f = 0.5 / f;
-        let apod = options.apodization;
-        let columns: Vec<(Vec<Tap>, Vec<u32>)> = (0..nx)
-            .into_par_iter()
-            .map(|ix| {
-                let x = xs[ix];
-                let mut taps = Vec::new();
-                let mut counts = Vec::with_capacity(nz);
-                let mut rx = vec![0.0; n_el];
-                let mut weight = vec![0u16; n_el];
-                for &z in zs {
-                    let before = taps.len();
-                    for (e, p) in el.iter().enumerate() {
-                        let (dx, dy, dz) = (x - p[0], -p[1], z - p[2]);
-                        rx[e] = (dx * dx + dy * dy + dz * dz).sqrt();
-                        let u = dx.abs() / (dz * half_inv_f);
-                        weight[e] = (apod.weight(u) * APOD_ONE as f64).round() as u16;
-                    }
-                    for (k, tx) in txs.iter().enumerate() {
-                        let in_front = tx.sign * (z - tx.focal_z) <= 0.0;
-                        let mut d = if in_front {
-                            f64::INFINITY
-                        } else {
-                            f64::NEG_INFINITY
-                        };
-                        for &e in &tx.firing {
-                            let v = tx.t0c[e] + rx[e];
-                            d = if in_front { d.min(v) } else { d.max(v) };
-                        }
-                        let t0 = scan.initial_times[k];
-                        for e in 0..n_el {
-                            if weight[e] == 0 {
-                                continue;
-                            }
-                            let s = ((d + rx[e]) / c - t0) * fs;
-                            if !(s >= 0.0 && s <= max_s) {
-                                continue;
-                            }
-                            let i = (s.floor() as usize).min(n_ax - 2);
-                            let frac = ((s - i as f64) * FRAC_STEPS as f64).round() as u16;
-                            taps.push(Tap {
-                                idx: ((k * n_el + e) * n_ax + i) as u32,
-                                frac,
-                                apod: weight[e],
-                            });
-                        }
-                    }
-                    counts.push((taps.len() - before) as u32);
-                }
-                (taps, counts)
-            })
-            .collect();
+        let columns: Vec<ColumnTaps> = xs.par_iter().map(|&x| geometry.column(x)).collect();
 
-        for (ix, (taps, _)) in columns.iter().enumerate() {
-            if taps.is_empty() {
+        for (ix, col) in columns.iter().enumerate() {
+            if col.taps.is_empty() {
                 return Err(BeamformError::OutsideFieldOfView {
                     axis: "x",
                     value: xs[ix],
@@ -343,28 +480,18 @@ impl DasPlan {
                 });
             }
         }
-        for iz in 0..nz {
-            if columns.iter().all(|(_, counts)| counts[iz] == 0) {
+        for (iz, &z) in zs.iter().enumerate() {
+            if columns.iter().all(|col| col.row(iz).is_empty()) {
                 return Err(BeamformError::OutsideFieldOfView {
                     axis: "z",
-                    value: zs[iz],
+                    value: z,
                     reason: format!(
                         "no recorded sample reaches this depth (n_ax = {n_ax}, fs = {fs} Hz)"
                     ),
                 });
             }
         }
-
-        let total: usize = columns.iter().map(|(t, _)| t.len()).sum();
-        let mut taps = Vec::with_capacity(total);
-        let mut offsets = Vec::with_capacity(nx * nz + 1);
-        offsets.push(0);
-        for (t, counts) in columns {
-            for n in counts {
-                offsets.push(offsets[offsets.len() - 1] + n as usize);
-            }
-            taps.extend_from_slice(&t);
-        }
+        debug_assert_eq!(columns.len(), grid.nx());
 
         let theta = 2.0 * std::f64::consts::PI * fd / fs;
         let cis = |p: f64| Complex32::new(p.cos() as f32, p.sin() as f32);
@@ -391,8 +518,7 @@ impl DasPlan {
             remix,
             lut,
             row_phase,
-            offsets,
-            taps,
+            columns,
         })
     }
 
@@ -408,13 +534,18 @@ impl DasPlan {
 
     /// Number of (pixel, transmit, element) contributions summed per frame.
     pub fn n_taps(&self) -> usize {
-        self.taps.len()
+        self.columns.iter().map(|c| c.taps.len()).sum()
     }
 
     /// Bytes held by the plan's tables.
     pub fn table_bytes(&self) -> usize {
-        self.taps.len() * std::mem::size_of::<Tap>()
-            + self.offsets.len() * std::mem::size_of::<usize>()
+        self.columns
+            .iter()
+            .map(|c| {
+                c.taps.len() * std::mem::size_of::<Tap>()
+                    + c.offsets.len() * std::mem::size_of::<usize>()
+            })
+            .sum()
     }
 
     /// Loads a frame (n_tx, n_ax, n_el, n_ch) into `channels` as (tx, el, ax) I/Q samples
@@ -478,20 +609,21 @@ impl DasPlan {
     /// Sums the taps of every pixel into `iq` (column-major, ix nz + iz).
     fn sum(&self, channels: &[Complex32], iq: &mut [Complex32]) {
         let nz = self.grid.nz();
-        iq.par_chunks_mut(nz).enumerate().for_each(|(ix, col)| {
-            let base = ix * nz;
-            for (iz, out) in col.iter_mut().enumerate() {
-                let taps = &self.taps[self.offsets[base + iz]..self.offsets[base + iz + 1]];
-                let mut acc = Complex32::default();
-                for t in taps {
-                    let i = t.idx as usize;
-                    let [c0, c1] = self.lut[t.frac as usize];
-                    let pair = &channels[i..i + 2];
-                    acc += (c0 * pair[0] + c1 * pair[1]) * t.apod as f32;
+        iq.par_chunks_mut(nz)
+            .zip(self.columns.par_iter())
+            .for_each(|(col, column)| {
+                for (iz, out) in col.iter_mut().enumerate() {
+                    let taps = column.row(iz);
+                    let mut acc = Complex32::default();
+                    for t in taps {
+                        let i = t.idx as usize;
+                        let [c0, c1] = self.lut[t.frac as usize];
+                        let pair = &channels[i..i + 2];
+                        acc += (c0 * pair[0] + c1 * pair[1]) * t.apod as f32;
+                    }
+                    *out = acc * self.row_phase[iz];
                 }
-                *out = acc * self.row_phase[iz];
-            }
-        });
+            });
     }
 }
 
@@ -569,6 +701,136 @@ impl Beamformer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::beamform::sim::{linear_array_scan, LinearArray, Transmit};
+
+    /// The taps of every pixel (column-major) by the plain definition, one (pixel,
+    /// transmit, element) at a time with nothing shared: (position in 1/FRAC_STEPS samples
+    /// from the start of the frame's (tx, el, ax) buffer, apodization).
+    fn reference_taps(scan: &Scan, grid: &Grid, opts: &DasOptions) -> Vec<Vec<(usize, u16)>> {
+        let (n_tx, n_el, n_ax) = (scan.n_tx(), scan.n_el(), scan.n_ax);
+        let (c, fs) = (scan.sound_speed, scan.sampling_frequency);
+        let pg = &scan.probe_geometry;
+        let dist = |x: f64, z: f64, e: usize| {
+            let (dx, dy, dz) = (x - pg[[e, 0]], -pg[[e, 1]], z - pg[[e, 2]]);
+            (dx * dx + dy * dy + dz * dz).sqrt()
+        };
+        let mut out = Vec::new();
+        for &x in grid.x() {
+            for &z in grid.z() {
+                let mut taps = Vec::new();
+                for k in 0..n_tx {
+                    let fdist = scan.focus_distances[k];
+                    let focal_z =
+                        scan.transmit_origins[[k, 2]] + scan.polar_angles[k].cos() * fdist;
+                    let sign = if fdist > 0.0 {
+                        1.0
+                    } else if fdist < 0.0 {
+                        -1.0
+                    } else {
+                        0.0
+                    };
+                    let in_front = sign * (z - focal_z) <= 0.0;
+                    let firing = (0..n_el).filter(|&e| scan.tx_apodizations[[k, e]] != 0.0);
+                    let arrivals = firing.map(|e| scan.t0_delays[[k, e]] * c + dist(x, z, e));
+                    let d = if in_front {
+                        arrivals.fold(f64::INFINITY, f64::min)
+                    } else {
+                        arrivals.fold(f64::NEG_INFINITY, f64::max)
+                    };
+                    for e in 0..n_el {
+                        let u = (x - pg[[e, 0]]).abs() / ((z - pg[[e, 2]]) * 0.5 / opts.f_number);
+                        let w = (opts.apodization.weight(u) * APOD_ONE as f64).round() as u16;
+                        let s = ((d + dist(x, z, e)) / c - scan.initial_times[k]) * fs;
+                        if w == 0 || !(0.0..=(n_ax - 1) as f64).contains(&s) {
+                            continue;
+                        }
+                        let pos = (s * FRAC_STEPS as f64).round() as usize;
+                        taps.push(((k * n_el + e) * n_ax * FRAC_STEPS + pos, w));
+                    }
+                }
+                out.push(taps);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn plan_equals_a_straightforward_reference_plan() {
+        // 19 elements (not a multiple of the 4 lanes of the transmit-delay min), slightly
+        // off the x axis, transmits of every kind (steered plane wave, focused inside the
+        // grid so pixels lie on both sides of the focus, diverging, one with silent
+        // elements), a late first sample and too few samples for the deepest pixels of
+        // some elements.
+        let array = LinearArray {
+            n_el: 19,
+            pitch: 0.3e-3,
+            center_frequency: 5e6,
+            sampling_frequency: 20e6,
+            sound_speed: 1540.0,
+            n_ax: 300,
+            initial_time: 1.5e-6,
+        };
+        let transmits = [
+            (-12.0, f64::INFINITY),
+            (5.0, 9e-3),
+            (-4.0, -6e-3),
+            (0.0, 7e-3),
+        ]
+        .map(|(deg, focus): (f64, f64)| Transmit {
+            polar_angle: deg.to_radians(),
+            focus_distance: focus,
+        });
+        let mut scan = linear_array_scan(&array, &transmits);
+        for e in 0..array.n_el {
+            scan.probe_geometry[[e, 1]] = 1e-5 * (e % 2) as f64;
+            scan.probe_geometry[[e, 2]] = 2e-5 * (e % 3) as f64;
+            if e % 4 == 1 {
+                scan.tx_apodizations[[3, e]] = 0.0;
+            }
+        }
+        scan.initial_times[2] = 0.5e-6;
+        let grid = Grid::linspace((-4e-3, 3.5e-3, 7), (4e-3, 12e-3, 9)).unwrap();
+        for apodization in [
+            Apodization::Hann,
+            Apodization::Tukey(0.4),
+            Apodization::Rect,
+        ] {
+            let opts = DasOptions {
+                f_number: 1.3,
+                apodization,
+            };
+            let plan = DasPlan::new(&scan, &grid, &opts).unwrap();
+            let reference = reference_taps(&scan, &grid, &opts);
+            let mut dropped = 0;
+            for (ix, column) in plan.columns.iter().enumerate() {
+                for iz in 0..grid.nz() {
+                    let got: Vec<(usize, u16)> = column
+                        .row(iz)
+                        .iter()
+                        .map(|t| (t.idx as usize * FRAC_STEPS + t.frac as usize, t.apod))
+                        .collect();
+                    let want = &reference[ix * grid.nz() + iz];
+                    assert_eq!(&got, want, "{apodization:?} pixel ({ix}, {iz})");
+                    assert!(column.row(iz).iter().all(|t| t.frac as usize <= FRAC_STEPS
+                        && (t.idx as usize % array.n_ax) < array.n_ax - 1));
+                    let inside = (0..array.n_el)
+                        .filter(|&e| {
+                            let u = (grid.x()[ix] - scan.probe_geometry[[e, 0]]).abs()
+                                / ((grid.z()[iz] - scan.probe_geometry[[e, 2]]) * 0.5 / 1.3);
+                            apodization.weight(u) * APOD_ONE as f64 >= 0.5
+                        })
+                        .count();
+                    dropped += inside * transmits.len() - want.len();
+                }
+            }
+            // The case exercises the sample-range check, not only the aperture.
+            assert!(
+                dropped > 0,
+                "{apodization:?}: no tap fell outside the record"
+            );
+            assert_eq!(plan.n_taps(), reference.iter().map(Vec::len).sum::<usize>());
+        }
+    }
 
     #[test]
     fn apodization_windows() {
