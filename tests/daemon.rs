@@ -450,6 +450,29 @@ fn start_consumer(publish: &str, last: u64, key: Option<&Path>) -> (Child, mpsc:
     (child, rx)
 }
 
+/// Waits for a consumer from [`start_consumer`] to finish (it must succeed) and returns
+/// the results it printed with their sequence numbers.
+fn consumed(
+    mut consumer: Child,
+    results: &mpsc::Receiver<String>,
+    d: &Served,
+) -> (Vec<serde_json::Value>, Vec<u64>) {
+    assert!(
+        consumer.wait().unwrap().success(),
+        "consumer failed; daemon log:\n{}",
+        d.log_text()
+    );
+    let lines: Vec<serde_json::Value> = results
+        .try_iter()
+        .map(|l| serde_json::from_str(&l).unwrap())
+        .collect();
+    let seqs = lines
+        .iter()
+        .map(|l| l["sequence"].as_u64().unwrap())
+        .collect();
+    (lines, seqs)
+}
+
 /// The virtual scanner plays the recording into the daemon (DAS stage); a Python
 /// subscriber checks every published result: increasing sequence numbers from the played
 /// range ending with the last frame, and consistent image shapes.
@@ -461,7 +484,7 @@ fn bridge_to_daemon_to_python_subscriber() {
         &format!("stage = \"das\"\nqueue_capacity = 2\n{DAS_GRID}"),
     );
     let frames = 8u64;
-    let (mut consumer, results) = start_consumer(&d.publish, frames - 1, None);
+    let (consumer, results) = start_consumer(&d.publish, frames - 1, None);
     let mut scanner = play(
         &d.ingest,
         &["--fps", "20", "--loop", "--frames", &frames.to_string()],
@@ -483,20 +506,8 @@ fn bridge_to_daemon_to_python_subscriber() {
     let report: serde_json::Value = serde_json::from_str(played.trim()).unwrap();
     assert_eq!(report["report"]["frames"], frames);
     assert_eq!(report["report"]["sent_intact"], frames);
-    assert!(
-        consumer.wait().unwrap().success(),
-        "consumer failed; daemon log:\n{}",
-        d.log_text()
-    );
-    let lines: Vec<serde_json::Value> = results
-        .try_iter()
-        .map(|l| serde_json::from_str(&l).unwrap())
-        .collect();
+    let (lines, seqs) = consumed(consumer, &results, &d);
     assert!(!lines.is_empty());
-    let seqs: Vec<u64> = lines
-        .iter()
-        .map(|l| l["sequence"].as_u64().unwrap())
-        .collect();
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
     assert_eq!(*seqs.last().unwrap(), frames - 1);
     for l in &lines {
@@ -589,22 +600,10 @@ fn posterior_stage_matches_replay_and_reloads_its_model() {
     let stream = |d: &Served, expected: &(Vec<f64>, Vec<f64>, Vec<u8>), log: &str| {
         let (aeration, ci, category) = expected;
         assert_eq!(aeration.len(), frames as usize);
-        let (mut consumer, results) = start_consumer(&d.publish, frames - 1, None);
+        let (consumer, results) = start_consumer(&d.publish, frames - 1, None);
         let mut scanner = play_file(&input, &d.ingest, &["--fps", "5"], &dir.path().join(log));
         assert!(scanner.wait().unwrap().success());
-        assert!(
-            consumer.wait().unwrap().success(),
-            "consumer failed; daemon log:\n{}",
-            d.log_text()
-        );
-        let lines: Vec<serde_json::Value> = results
-            .try_iter()
-            .map(|l| serde_json::from_str(&l).unwrap())
-            .collect();
-        let seqs: Vec<u64> = lines
-            .iter()
-            .map(|l| l["sequence"].as_u64().unwrap())
-            .collect();
+        let (lines, seqs) = consumed(consumer, &results, d);
         assert_eq!(
             seqs,
             (0..frames).collect::<Vec<_>>(),
