@@ -7,9 +7,16 @@ mod common;
 use std::path::Path;
 
 use common::lung::{grid, probe, write_model, write_recording, N};
-use ndarray::{Array1, Array2, Array3, Ix1, Ix2, Ix3};
+use ndarray::{Array, Array1, Array2, Array3, Dimension};
 use pleura::grid::Grid;
 use pleura::recording::{Frame, Recorder, RecorderOptions};
+
+/// Reads dataset `name` of `f`, panicking with its name when it is missing or mistyped.
+fn dataset<T: hdf5::H5Type, D: Dimension>(f: &hdf5::File, name: &str) -> Array<T, D> {
+    f.dataset(name)
+        .and_then(|d| d.read::<T, D>())
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+}
 
 #[test]
 fn replay_writes_every_output_and_marks_bad_frames() {
@@ -39,42 +46,15 @@ fn replay_writes_every_output_and_marks_bad_frames() {
     assert!(status.status.success(), "replay failed: {stderr}");
 
     let f = hdf5::File::open(&out).expect("open out");
-    let mean: Array3<f32> = f
-        .dataset("recon/mean")
-        .and_then(|d| d.read::<f32, Ix3>())
-        .expect("mean");
-    let std: Array3<f32> = f
-        .dataset("recon/std")
-        .and_then(|d| d.read::<f32, Ix3>())
-        .expect("std");
-    let das: Array3<f32> = f
-        .dataset("recon/das")
-        .and_then(|d| d.read::<f32, Ix3>())
-        .expect("das");
-    let aer: Array1<f64> = f
-        .dataset("recon/aeration")
-        .and_then(|d| d.read::<f64, Ix1>())
-        .expect("a");
-    let ci: Array2<f64> = f
-        .dataset("recon/aeration_ci")
-        .and_then(|d| d.read::<f64, Ix2>())
-        .expect("ci");
-    let cat: Array1<u8> = f
-        .dataset("recon/category")
-        .and_then(|d| d.read::<u8, Ix1>())
-        .expect("c");
-    let failed: Array1<u8> = f
-        .dataset("recon/failed")
-        .and_then(|d| d.read::<u8, Ix1>())
-        .expect("f");
-    let lat: Array1<f64> = f
-        .dataset("recon/latency_ms")
-        .and_then(|d| d.read::<f64, Ix1>())
-        .expect("l");
-    let gx: Array1<f64> = f
-        .dataset("recon/grid_x")
-        .and_then(|d| d.read::<f64, Ix1>())
-        .expect("gx");
+    let mean: Array3<f32> = dataset(&f, "recon/mean");
+    let std: Array3<f32> = dataset(&f, "recon/std");
+    let das: Array3<f32> = dataset(&f, "recon/das");
+    let aer: Array1<f64> = dataset(&f, "recon/aeration");
+    let ci: Array2<f64> = dataset(&f, "recon/aeration_ci");
+    let cat: Array1<u8> = dataset(&f, "recon/category");
+    let failed: Array1<u8> = dataset(&f, "recon/failed");
+    let lat: Array1<f64> = dataset(&f, "recon/latency_ms");
+    let gx: Array1<f64> = dataset(&f, "recon/grid_x");
     let reasons = f
         .dataset("recon/failed_reason")
         .and_then(|d| d.read_raw::<hdf5::types::VarLenUnicode>())
