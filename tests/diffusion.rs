@@ -508,6 +508,21 @@ fn write_tiny_config(dir: &Path) -> PathBuf {
     p
 }
 
+/// `pleura train --data DATA --out OUT --config CFG --device cpu`, run to completion.
+fn train_cli(data: &Path, out: &Path, cfg: &Path) -> std::process::Output {
+    common::pleura()
+        .arg("train")
+        .arg("--data")
+        .arg(data)
+        .arg("--out")
+        .arg(out)
+        .arg("--config")
+        .arg(cfg)
+        .args(["--device", "cpu"])
+        .output()
+        .expect("run pleura train")
+}
+
 /// The commands end to end on a tiny model: train (with sample grid), sample to HDF5 and
 /// PNG, eval-prior.
 #[test]
@@ -515,17 +530,7 @@ fn cli_train_sample_eval() {
     let (dir, data) = dir_with_images(8);
     let cfg = write_tiny_config(dir.path());
     let out = dir.path().join("run");
-    let o = common::pleura()
-        .args([
-            "train",
-            "--data",
-            data.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ])
-        .args(["--config", cfg.to_str().unwrap(), "--device", "cpu"])
-        .output()
-        .unwrap();
+    let o = train_cli(&data, &out, &cfg);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     common::assert_exists(&out.join("samples/step-00000004.png"));
     common::assert_exists(&out.join("ckpt-00000004/optimizer.safetensors"));
@@ -597,17 +602,7 @@ fn cli_train_rejects_bad_input() {
     let cfg = write_tiny_config(dir.path());
     let out = dir.path().join("run");
     let run = |data: &Path, out: &Path| {
-        let o = common::pleura()
-            .args([
-                "train",
-                "--data",
-                data.to_str().unwrap(),
-                "--out",
-                out.to_str().unwrap(),
-            ])
-            .args(["--config", cfg.to_str().unwrap(), "--device", "cpu"])
-            .output()
-            .unwrap();
+        let o = train_cli(data, out, &cfg);
         assert!(!o.status.success());
         String::from_utf8_lossy(&o.stderr).to_string()
     };
