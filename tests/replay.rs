@@ -55,6 +55,8 @@ fn replay_writes_every_output_and_marks_bad_frames() {
     let failed: Array1<u8> = dataset(&f, "recon/failed");
     let lat: Array1<f64> = dataset(&f, "recon/latency_ms");
     let gx: Array1<f64> = dataset(&f, "recon/grid_x");
+    let aer_sd: Array1<f64> = dataset(&f, "recon/aeration_sd");
+    let boundary_sd: Array1<f64> = dataset(&f, "recon/boundary_sd");
     let reasons = f
         .dataset("recon/failed_reason")
         .and_then(|d| d.read_raw::<hdf5::types::VarLenUnicode>())
@@ -84,6 +86,15 @@ fn replay_writes_every_output_and_marks_bad_frames() {
         assert!(
             ci[[f, 0]] <= aer[f] && aer[f] <= ci[[f, 1]],
             "frame {f}: {aer} {ci}"
+        );
+        // The interval's parts: the samples' spread (times the configured spread_scale,
+        // 1.96 x ...) and the lung boundary, joined as a root sum of squares.
+        let scale = pleura::posterior::SamplerConfig::default().spread_scale;
+        let half = pleura::eval::Z95 * (scale * aer_sd[f]).hypot(boundary_sd[f]);
+        assert!(aer_sd[f] > 0.0 && boundary_sd[f] >= 0.0, "frame {f}");
+        assert!(
+            ((ci[[f, 1]] - aer[f]).min(aer[f] - ci[[f, 0]]) - half).abs() < 1e-9,
+            "frame {f}: {ci} half width {half}"
         );
         let expect_cat = if aer[f] < 0.6 {
             0

@@ -9,6 +9,9 @@
 //! `recon/mean`, `recon/std` (F, nz, nx) float32 (NaN for failed frames);
 //! `recon/aeration` (F) float64, the lung's mean aeration; `recon/aeration_ci` (F, 2)
 //! float64; `recon/lung_fraction` (F) float64 (pixels in the lung region, 0: no pleural line);
+//! `recon/aeration_sd` (F) float64 (the samples' spread of the lung mean, unscaled) and
+//! `recon/boundary_sd` (F) float64 (its uncertainty from the lung boundary), the two parts
+//! of the interval (`pleura::posterior::frame`);
 //! `recon/category` (F) uint8 (0: < 60 %, 1: 60-85 %, 2: >= 85 %, 255: failed);
 //! `recon/das` (F, nz, nx) float32 (envelope / its frame maximum, in [0, 1]);
 //! `recon/latency_ms` (F) float64 (DAS + sampling of the frame);
@@ -175,6 +178,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 out.std.index_axis_mut(ndarray::Axis(0), f).assign(&e.std);
                 out.aeration[f] = e.aeration;
                 out.lung_fraction[f] = e.lung_fraction;
+                out.aeration_sd[f] = e.aeration_sd;
+                out.boundary_sd[f] = e.boundary_sd;
                 out.ci[[f, 0]] = e.aeration_ci[0];
                 out.ci[[f, 1]] = e.aeration_ci[1];
                 out.category[f] = e.category;
@@ -280,6 +285,8 @@ struct Output {
     das: Array3<f32>,
     aeration: Array1<f64>,
     lung_fraction: Array1<f64>,
+    aeration_sd: Array1<f64>,
+    boundary_sd: Array1<f64>,
     ci: Array2<f64>,
     category: Array1<u8>,
     latency_ms: Array1<f64>,
@@ -300,6 +307,8 @@ impl Output {
             das: Array3::zeros((n, nz, nx)),
             aeration: Array1::from_elem(n, f64::NAN),
             lung_fraction: Array1::from_elem(n, f64::NAN),
+            aeration_sd: Array1::from_elem(n, f64::NAN),
+            boundary_sd: Array1::from_elem(n, f64::NAN),
             ci: Array2::from_elem((n, 2), f64::NAN),
             category: Array1::from_elem(n, u8::MAX),
             latency_ms: Array1::zeros(n),
@@ -330,6 +339,12 @@ impl Output {
         g.new_dataset_builder()
             .with_data(&self.lung_fraction)
             .create("lung_fraction")?;
+        g.new_dataset_builder()
+            .with_data(&self.aeration_sd)
+            .create("aeration_sd")?;
+        g.new_dataset_builder()
+            .with_data(&self.boundary_sd)
+            .create("boundary_sd")?;
         g.new_dataset_builder()
             .with_data(&self.category)
             .create("category")?;

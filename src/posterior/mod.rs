@@ -119,6 +119,11 @@ impl FromStr for Method {
     }
 }
 
+/// `spread_scale` of the default sampler (DDS, 10 steps, K = 4) with the shipped model,
+/// fitted by `scripts/calibrate-interval.sh` on held-out phantom sequences (seeds
+/// 6001-6050) and checked on others (7001-7050): docs/BENCHMARKS.md, "Interval coverage".
+pub const SPREAD_SCALE_DDS10: f64 = 1.92;
+
 /// `[sampler]` in `config/pleura.toml`: how frames are reconstructed.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -160,6 +165,13 @@ pub struct SamplerConfig {
     pub noise_sigma: Option<f64>,
     /// Power iterations estimating the operator's spectral norm.
     pub power_iterations: usize,
+    /// Factor on the samples' spread wherever it is published as uncertainty: the
+    /// per-pixel standard deviation and the samples' part of the aeration interval
+    /// ([`frame`]). Approximate posterior samplers are under-dispersed; sigma scaling
+    /// (Laves et al. 2020, "Well-calibrated regression uncertainty in medical imaging with
+    /// deep learning", MIDL) calibrates them with one factor fitted on held-out data
+    /// (`scripts/calibrate-interval.sh`). 1: the samples' own spread.
+    pub spread_scale: f64,
 }
 
 impl Default for SamplerConfig {
@@ -190,6 +202,7 @@ impl Default for SamplerConfig {
             max_abs: 50.0,
             noise_sigma: None,
             power_iterations: 30,
+            spread_scale: SPREAD_SCALE_DDS10,
         }
     }
 }
@@ -254,6 +267,13 @@ impl SamplerConfig {
         }
         if self.power_iterations == 0 {
             return bad("sampler.power_iterations", "0".into(), "must be >= 1");
+        }
+        if !(self.spread_scale.is_finite() && self.spread_scale > 0.0) {
+            return bad(
+                "sampler.spread_scale",
+                self.spread_scale.to_string(),
+                "must be finite, > 0",
+            );
         }
         Ok(())
     }

@@ -172,7 +172,7 @@ fn mad_constant_is_inverse_normal_quartile() {
 fn interval_rules() {
     // K = 4: mean +- 1.96 sd (numpy: np.std(v, ddof=1) = 0.12909944...).
     let v = [0.5, 0.6, 0.7, 0.8];
-    let (m, ci) = interval(&v);
+    let (m, ci) = interval(&v, 1.0, 0.0);
     let sd = 0.129_099_444_873_580_56;
     assert!((m - 0.65).abs() < 1e-12);
     assert!((ci[0] - (0.65 - crate::eval::Z95 * sd)).abs() < 1e-12);
@@ -180,15 +180,72 @@ fn interval_rules() {
     // K = 41: empirical quantiles (numpy: np.quantile(np.arange(41) / 100, [.025, .975])
     // = [0.01, 0.39]).
     let v: Vec<f64> = (0..41).map(|i| i as f64 / 100.0).collect();
-    let (_, ci) = interval(&v);
+    let (_, ci) = interval(&v, 1.0, 0.0);
     assert!(
         (ci[0] - 0.01).abs() < 1e-12 && (ci[1] - 0.39).abs() < 1e-12,
         "{ci:?}"
     );
     assert!((quantile(&[0.0, 1.0], 0.25) - 0.25).abs() < 1e-15);
     // Clipped to [0, 1].
-    let (_, ci) = interval(&[0.95, 1.0, 0.9, 1.0]);
+    let (_, ci) = interval(&[0.95, 1.0, 0.9, 1.0], 1.0, 0.0);
     assert_eq!(ci[1], 1.0);
+    // Identical samples: the boundary alone, +- 1.96 x 0.01 (Z95 = 1.959964).
+    let (m, ci) = interval(&[0.5; 4], 1.0, 0.01);
+    assert!((m - 0.5).abs() < 1e-12);
+    assert!(
+        (ci[0] - 0.480_400_36).abs() < 1e-8 && (ci[1] - 0.519_599_64).abs() < 1e-8,
+        "{ci:?}"
+    );
+    // Both: each side the root sum of squares, 1.96 x sqrt(sd^2 + 0.01^2).
+    let (_, ci) = interval(&[0.5, 0.6, 0.7, 0.8], 1.0, 0.01);
+    let half = crate::eval::Z95 * (sd * sd + 0.01 * 0.01).sqrt();
+    assert!((ci[1] - (0.65 + half)).abs() < 1e-12, "{ci:?}");
+    // The spread scale multiplies the samples' part only: 1.96 x sqrt((2 sd)^2 + 0.01^2).
+    let (_, ci) = interval(&[0.5, 0.6, 0.7, 0.8], 2.0, 0.01);
+    let half = crate::eval::Z95 * (4.0 * sd * sd + 0.01 * 0.01).sqrt();
+    assert!((ci[0] - (0.65 - half)).abs() < 1e-12, "{ci:?}");
+    // Quantiles: each side joined on its own (sides 0.19 below, 0.19 above the mean 0.2).
+    let v: Vec<f64> = (0..41).map(|i| i as f64 / 100.0).collect();
+    let (_, ci) = interval(&v, 1.0, 0.02);
+    let side = 0.19f64.hypot(crate::eval::Z95 * 0.02);
+    assert!(
+        (ci[0] - (0.2 - side)).abs() < 1e-9 && (ci[1] - (0.2 + side)).abs() < 1e-9,
+        "{ci:?}"
+    );
+}
+
+/// Two samples of one column (wall, line, lung) computed by hand: the lung starts below
+/// the line (the parabola through 0.1, 0.9, 0.7 peaks 0.3 rows under the line's pixel);
+/// the samples' lung means 0.68 and 0.72; the boundary moves the mean from 0.7 (one row
+/// deeper) to (0.9 + 5 x 0.7) / 6 (one row shallower); the spread scale multiplies the
+/// per-pixel std and the samples' part of the interval.
+#[test]
+fn summary_scales_the_spread_and_adds_the_boundary() {
+    let column = |lung: f32| {
+        let mut v = vec![0.1f32, 0.1, 0.9];
+        v.extend([lung; 5]);
+        v
+    };
+    let mut v = column(0.68);
+    v.extend(column(0.72));
+    let samples = Tensor::from_vec(v, (2, 8, 1), &Device::Cpu).expect("samples");
+    let st = frame::summarize(&samples, 0.3e-3, 3.0).expect("stats");
+    assert!((st.lung_fraction - 5.0 / 8.0).abs() < 1e-12);
+    assert!((st.sample_aerations[0] - 0.68).abs() < 1e-6);
+    assert!((st.sample_aerations[1] - 0.72).abs() < 1e-6);
+    assert!((st.aeration - 0.7).abs() < 1e-6);
+    let boundary = frame::BOUNDARY_SD_ROWS * ((0.9 + 5.0 * 0.7) / 6.0 - 0.7) / 2.0;
+    assert!(
+        (st.boundary_sd - boundary).abs() < 1e-6,
+        "{}",
+        st.boundary_sd
+    );
+    let sd = 0.04 / 2f64.sqrt();
+    assert!((frame::sd(&st.sample_aerations) - sd).abs() < 1e-6);
+    let half = crate::eval::Z95 * (3.0 * sd).hypot(boundary);
+    assert!((st.ci[1] - 0.7 - half).abs() < 1e-6, "{:?}", st.ci);
+    assert!((st.std[[5, 0]] as f64 - 3.0 * sd).abs() < 1e-6);
+    assert_eq!(st.std[[0, 0]], 0.0);
 }
 
 #[test]
@@ -218,7 +275,7 @@ fn fully_observed_noise_free_converges_to_truth() {
         let d = ps.draw(&c, &op, &meas, &Start::Cold, 4).expect("draw");
         let t = &d.trajectory;
         assert!(t[t.len() - 1] < 0.5 * t[0], "{method}: residual {t:?}");
-        let est = frame::summarize(&d.samples, 0.3e-3).expect("stats");
+        let est = frame::summarize(&d.samples, 0.3e-3, 1.0).expect("stats");
         let err = mean_abs_diff(&est.mean, &a);
         assert!(err < 0.05, "{method}: mean abs error {err}");
     }
@@ -483,6 +540,17 @@ fn grid_mismatch_and_bad_config_are_errors() {
         .err()
         .expect("eta 1.5 rejected");
     assert!(err.to_string().contains("sampler.eta"), "{err}");
+    let bad = SamplerConfig {
+        spread_scale: 0.0,
+        ..SamplerConfig::default()
+    };
+    let err = Reconstructor::new(ps.clone(), bad, 0.3e-3)
+        .err()
+        .expect("spread_scale 0 rejected");
+    assert!(
+        err.to_string().contains("sampler.spread_scale = 0"),
+        "{err}"
+    );
     assert!("dps".parse::<Method>().is_ok());
     assert!("ddpm".parse::<Method>().is_err());
 }
