@@ -17,15 +17,8 @@ use pleura::train::{TrainConfig, Trainer};
 
 fn tiny_unet() -> UNetConfig {
     UNetConfig {
-        image_size: 8,
-        in_channels: 1,
-        base_channels: 8,
-        channel_mult: vec![1, 2],
-        num_res_blocks: 1,
-        attention_resolutions: vec![4],
-        dropout: 0.0,
         num_heads: 2,
-        groups: 4,
+        ..UNetConfig::smallest(8)
     }
 }
 

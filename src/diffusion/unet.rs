@@ -67,6 +67,24 @@ impl Default for UNetConfig {
 }
 
 impl UNetConfig {
+    /// The smallest model that still has every kind of block (two levels, a residual
+    /// block each, attention at the lower level): 8 base channels, multipliers 1,2, one
+    /// head, 4 groups, for `image_size` px images (even). For tests and quick checks; it
+    /// learns nothing useful.
+    pub fn smallest(image_size: usize) -> Self {
+        Self {
+            image_size,
+            in_channels: 1,
+            base_channels: 8,
+            channel_mult: vec![1, 2],
+            num_res_blocks: 1,
+            attention_resolutions: vec![image_size / 2],
+            dropout: 0.0,
+            num_heads: 1,
+            groups: 4,
+        }
+    }
+
     /// Checks that the architecture is consistent.
     pub fn validate(&self) -> Result<(), DiffusionError> {
         let bad = |field: &'static str, value: String, reason: String| {

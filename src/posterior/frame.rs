@@ -77,7 +77,8 @@ impl StartKind {
 pub struct FrameEstimate {
     /// Posterior mean aeration (nz, nx).
     pub mean: Array2<f32>,
-    /// Per-pixel standard deviation over the samples (nz, nx) (0 for K = 1).
+    /// Per-pixel standard deviation over the samples (nz, nx), times the configured
+    /// `spread_scale` (0 for K = 1).
     pub std: Array2<f32>,
     /// Mean aeration of the lung (mean over samples of each sample's mean over the lung
     /// region; see the module documentation).

@@ -28,17 +28,7 @@ const N: usize = 16;
 /// flat prior); `perturb` makes it random so that the network's Jacobian matters.
 fn tiny_model(perturb: bool) -> Model {
     let spec = ModelSpec {
-        model: UNetConfig {
-            image_size: N,
-            in_channels: 1,
-            base_channels: 8,
-            channel_mult: vec![1, 2],
-            num_res_blocks: 1,
-            attention_resolutions: vec![8],
-            dropout: 0.0,
-            num_heads: 1,
-            groups: 4,
-        },
+        model: UNetConfig::smallest(N),
         schedule: ScheduleConfig {
             kind: ScheduleKind::Cosine,
             steps: 1000,

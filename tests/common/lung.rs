@@ -39,17 +39,7 @@ pub fn probe() -> LinearProbe {
 /// gets small seeded weights too, so that models of different seeds differ.
 pub fn write_model(dir: &Path, g: &Grid, seed: u64) {
     let spec = ModelSpec {
-        model: UNetConfig {
-            image_size: N,
-            in_channels: 1,
-            base_channels: 8,
-            channel_mult: vec![1, 2],
-            num_res_blocks: 1,
-            attention_resolutions: vec![8],
-            dropout: 0.0,
-            num_heads: 1,
-            groups: 4,
-        },
+        model: UNetConfig::smallest(N),
         schedule: ScheduleConfig {
             kind: ScheduleKind::Cosine,
             steps: 1000,
