@@ -259,7 +259,11 @@ impl Reconstructor {
                     };
                     return Ok((Some(prev), FrameOutcome::Done(Box::new(est))));
                 }
-                Err(PosteriorError::Diverged { step, reason }) => {
+                Err(PosteriorError::Diverged {
+                    step,
+                    reason,
+                    evaluations,
+                }) => {
                     tracing::warn!(
                         frame = index,
                         attempt,
@@ -267,7 +271,7 @@ impl Reconstructor {
                         %reason,
                         "sampling diverged; restarting cold with a new seed"
                     );
-                    nfe += self.cfg.steps;
+                    nfe += evaluations;
                     last_reason = format!("diverged at step {step}: {reason}");
                     start = Start::Cold;
                     kind = StartKind::Cold;

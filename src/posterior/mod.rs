@@ -55,7 +55,12 @@ pub enum PosteriorError {
     #[error("operator has zero norm: it maps every image to zero")]
     ZeroOperator,
     #[error("sampling diverged at step {step}: {reason}")]
-    Diverged { step: usize, reason: String },
+    Diverged {
+        step: usize,
+        reason: String,
+        /// Network evaluations per sample the attempt spent before it diverged.
+        evaluations: usize,
+    },
     #[error("operator: {0}")]
     Operator(#[from] crate::operator::OperatorError),
     #[error("diffusion model: {0}")]

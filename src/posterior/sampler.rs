@@ -184,7 +184,7 @@ impl PosteriorSampler {
         let rho = meas.sigma * meas.sigma / cfg.lambda;
         let noise_norm = meas.noise_norm();
         let mut trajectory = Vec::with_capacity(start_step + 1);
-        guard(&x, cfg, start_step)?;
+        guard(&x, cfg, start_step, 0)?;
         for i in (0..=start_step).rev() {
             let noise = if i > 0 {
                 rng.normal(&shape, &self.device, DType::F32)?
@@ -209,6 +209,7 @@ impl PosteriorSampler {
                         .ok_or_else(|| PosteriorError::Diverged {
                             step: i,
                             reason: "no gradient reached the iterate".into(),
+                            evaluations: start_step - i + 1,
                         })?
                         .clone();
                     // Discrepancy weight per sample (see the module documentation),
@@ -276,9 +277,16 @@ impl PosteriorSampler {
                         "relative residual {mean_res:.3e} (limit {})",
                         cfg.divergence_factor
                     ),
+                    evaluations: start_step - i + 1,
                 });
             }
-            check_iterate(checks[k], checks[k + 1] as f64, cfg, i.saturating_sub(1))?;
+            check_iterate(
+                checks[k],
+                checks[k + 1] as f64,
+                cfg,
+                i.saturating_sub(1),
+                start_step - i + 1,
+            )?;
             trajectory.push(mean_res);
             x = next;
         }
@@ -294,25 +302,39 @@ impl PosteriorSampler {
     }
 }
 
-/// Rejects an iterate with a non-finite value or a magnitude beyond `cfg.max_abs`.
-fn guard(x: &Tensor, cfg: &SamplerConfig, step: usize) -> Result<(), PosteriorError> {
+/// Rejects an iterate with a non-finite value or a magnitude beyond `cfg.max_abs`, found
+/// after `evaluations` network evaluations.
+fn guard(
+    x: &Tensor,
+    cfg: &SamplerConfig,
+    step: usize,
+    evaluations: usize,
+) -> Result<(), PosteriorError> {
     let sq = x.sqr()?.sum_all()?.to_scalar::<f32>()?;
     let m = x.abs()?.max_all()?.to_scalar::<f32>()? as f64;
-    check_iterate(sq, m, cfg, step)
+    check_iterate(sq, m, cfg, step, evaluations)
 }
 
 /// The test of [`guard`] on an iterate's squared norm `sq` and largest magnitude `m`.
-fn check_iterate(sq: f32, m: f64, cfg: &SamplerConfig, step: usize) -> Result<(), PosteriorError> {
+fn check_iterate(
+    sq: f32,
+    m: f64,
+    cfg: &SamplerConfig,
+    step: usize,
+    evaluations: usize,
+) -> Result<(), PosteriorError> {
     if !sq.is_finite() {
         return Err(PosteriorError::Diverged {
             step,
             reason: "iterate has a non-finite value".into(),
+            evaluations,
         });
     }
     if m > cfg.max_abs {
         return Err(PosteriorError::Diverged {
             step,
             reason: format!("iterate magnitude {m:.3e} exceeds {}", cfg.max_abs),
+            evaluations,
         });
     }
     Ok(())

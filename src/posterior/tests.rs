@@ -465,6 +465,9 @@ fn nan_in_iterate_restarts_the_frame() {
     ps.inject_nan.store(1, Ordering::SeqCst);
     let est = done(rec.reconstruct(&op, &flat(&a), &[N, N]));
     assert_eq!(est.restarts, 1);
+    // The poisoned start is caught before the first network evaluation: the frame's
+    // evaluations are the restart's 5, not 5 more for the attempt that never ran.
+    assert_eq!(est.nfe, 5);
     assert!(est.mean.iter().all(|v| v.is_finite()));
     assert!(max_abs_diff(&est.mean, &a) < 1e-4);
     // Every attempt poisoned: the frame fails, nothing is published, the next frame
