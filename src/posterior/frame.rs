@@ -9,8 +9,8 @@
 //! aeration is mean(m). Its 95 % interval joins two uncertainties:
 //!
 //! - the samples' spread, times `[sampler] spread_scale` (a calibration factor,
-//!   [`super::SamplerConfig::spread_scale`]): `+- 1.96 sd(m)` (sd with K - 1 in the denominator) for K <
-//!   [`QUANTILE_MIN_SAMPLES`], and the empirical 2.5 % / 97.5 % quantiles (linear
+//!   [`super::SamplerConfig::spread_scale`]): `+- 1.96 sd(m)` (sd with K - 1 in the
+//!   denominator) for K < [`QUANTILE_MIN_SAMPLES`], and the empirical 2.5 % / 97.5 % quantiles (linear
 //!   interpolation between order statistics, numpy's default) from there on. With the
 //!   few samples a frame can afford (4-16), the empirical 2.5 % and 97.5 % quantiles are
 //!   the sample minimum and maximum, whose expected coverage is only (K-1)/(K+1) (60 %
