@@ -10,9 +10,9 @@
 //!
 //! - the samples' spread, times `[sampler] spread_scale` (a calibration factor,
 //!   [`super::SamplerConfig::spread_scale`]): `+- 1.96 sd(m)` (sd with K - 1 in the
-//!   denominator) for K < [`QUANTILE_MIN_SAMPLES`], and the empirical 2.5 % / 97.5 % quantiles (linear
-//!   interpolation between order statistics, numpy's default) from there on. With the
-//!   few samples a frame can afford (4-16), the empirical 2.5 % and 97.5 % quantiles are
+//!   denominator) for K < [`QUANTILE_MIN_SAMPLES`], and the empirical 2.5 % / 97.5 %
+//!   quantiles (linear interpolation between order statistics, numpy's default) from
+//!   there on. With the few samples a frame can afford (4-16), the empirical 2.5 % and 97.5 % quantiles are
 //!   the sample minimum and maximum, whose expected coverage is only (K-1)/(K+1) (60 %
 //!   for K = 4); the normal interval uses all K values through their spread and is the
 //!   better estimate until the tails hold a few samples each (K >= 40 puts one sample
@@ -47,8 +47,8 @@ pub const QUANTILE_MIN_SAMPLES: usize = 40;
 /// frame's aeration (see the module documentation): on the true maps of 400 phantoms
 /// (seeds 5001-5400) the region's first row agrees with the simulator's in 54 % of
 /// columns, lies one row deeper in 31 % and two or more in 14 % (rms 1.2 rows counting
-/// three or more as three),
-/// mostly where the line merges into bright lung and a row matters least.
+/// three or more as three), mostly where the line merges into bright lung and a row
+/// matters least.
 pub const BOUNDARY_SD_ROWS: f64 = 1.0;
 
 /// How a frame's sampling started.
