@@ -12,11 +12,11 @@
 //!   [`super::SamplerConfig::spread_scale`]): `+- 1.96 sd(m)` (sd with K - 1 in the
 //!   denominator) for K < [`QUANTILE_MIN_SAMPLES`], and the empirical 2.5 % / 97.5 %
 //!   quantiles (linear interpolation between order statistics, numpy's default) from
-//!   there on. With the few samples a frame can afford (4-16), the empirical 2.5 % and 97.5 % quantiles are
-//!   the sample minimum and maximum, whose expected coverage is only (K-1)/(K+1) (60 %
-//!   for K = 4); the normal interval uses all K values through their spread and is the
-//!   better estimate until the tails hold a few samples each (K >= 40 puts one sample
-//!   beyond each 2.5 % quantile);
+//!   there on. With the few samples a frame can afford (4-16), the empirical 2.5 % and
+//!   97.5 % quantiles are the sample minimum and maximum, whose expected coverage is only
+//!   (K-1)/(K+1) (60 % for K = 4); the normal interval uses all K values through their
+//!   spread and is the better estimate until the tails hold a few samples each (K >= 40
+//!   puts one sample beyond each 2.5 % quantile);
 //! - where the lung begins: the region's first row is known to about a row (it disagrees
 //!   with the simulator's by one row or more in 46 % of columns, `posterior::lung`), and
 //!   posterior samples that agree on the pixels agree on the region too, so their spread
