@@ -5,7 +5,8 @@ mod common;
 
 use ndarray::{Array2, Array3, Array4, Axis};
 use pleura::beamform::bmode::{log_compress, max_of};
-use pleura::beamform::{Apodization, Beamformer, DasOptions, Grid};
+use pleura::beamform::{Apodization, Beamformer, DasOptions};
+use pleura::grid::Grid;
 use pleura::recording::{Recording, Scan};
 
 /// The golden B-mode and its grid.
@@ -49,9 +50,9 @@ fn default_grid_fits_a_recording_with_a_late_first_sample() {
     let grid = Grid::default_for(scan).unwrap();
     let z_first = scan.sound_speed * scan.initial_times[0] / 2.0;
     assert!(
-        grid.z()[0] >= z_first,
+        grid.z[0] >= z_first,
         "grid starts at {} m, above the first sample's depth {z_first} m",
-        grid.z()[0]
+        grid.z[0]
     );
     let mut bf = Beamformer::new(scan, &grid, &DasOptions::default()).unwrap();
     let frame = rec.read_frame(0).unwrap();
@@ -169,7 +170,7 @@ fn peak(env: &Array2<f32>, grid: &Grid) -> (f64, f64, usize, f32) {
             at = (iz, ix);
         }
     }
-    (grid.x()[at.1], grid.z()[at.0], at.0, best)
+    (grid.x[at.1], grid.z[at.0], at.0, best)
 }
 
 /// -6 dB full width along x of the row through the peak (linear interpolation).
@@ -178,7 +179,7 @@ fn lateral_width(env: &Array2<f32>, grid: &Grid) -> f64 {
     let row = env.row(iz);
     let half = m * 0.5;
     let ip = row.iter().position(|&v| v == m).unwrap();
-    let x = grid.x();
+    let x = &grid.x;
     let mut l = ip;
     while l > 0 && row[l - 1] >= half {
         l -= 1;
@@ -203,7 +204,7 @@ fn side_lobe_db(env: &Array2<f32>, grid: &Grid, exclude: f64) -> f64 {
     let side = env
         .row(iz)
         .iter()
-        .zip(grid.x())
+        .zip(&grid.x)
         .filter(|(_, &x)| (x - xp).abs() > exclude)
         .map(|(&v, _)| v)
         .fold(0.0f32, f32::max);
@@ -572,10 +573,22 @@ fn bad_input_errors_name_values() {
     )
     .contains("got 1.5"));
 
-    let behind = Grid::linspace((-1e-3, 1e-3, 5), (-2e-3, 10e-3, 5)).unwrap();
-    let e = err(RECT_F2, &behind);
+    // A grid reaching above the probe is no grid; one behind an array lifted off z = 0 is
+    // outside the plan's field of view.
+    let above = Grid::linspace((-1e-3, 1e-3, 5), (-2e-3, 10e-3, 5)).unwrap_err();
+    assert_eq!(
+        above.to_string(),
+        "grid depth z must be positive (below the probe), got -0.002 m"
+    );
+    let mut lifted = scan.clone();
+    lifted.probe_geometry.column_mut(2).fill(8e-3);
+    let behind = Grid::linspace((-1e-3, 1e-3, 5), (5e-3, 10e-3, 5)).unwrap();
+    let e = Beamformer::new(&lifted, &behind, &RECT_F2)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
     assert!(
-        e.contains("grid z = -0.002 m is outside the field of view"),
+        e.contains("grid z = 0.005 m is outside the field of view"),
         "{e}"
     );
     let aside = Grid::linspace((-1e-3, 60e-3, 2), (5e-3, 10e-3, 5)).unwrap();

@@ -6,7 +6,7 @@
 
 use ndarray::{Array2, ArrayView4};
 
-use crate::beamform::{BeamformError, Beamformer, DasOptions, Grid as DasGrid};
+use crate::beamform::{BeamformError, Beamformer, DasOptions};
 use crate::grid::Grid;
 use crate::recording::Scan;
 
@@ -22,9 +22,8 @@ pub struct DasBaseline {
 
 impl DasBaseline {
     pub fn new(scan: &Scan, grid: &Grid) -> Result<Self, BeamformError> {
-        let g = DasGrid::new(grid.x.clone(), grid.z.clone())?;
         Ok(Self {
-            bf: Beamformer::new(scan, &g, &DasOptions::default())?,
+            bf: Beamformer::new(scan, grid, &DasOptions::default())?,
             nz: grid.nz(),
             nx: grid.nx(),
         })

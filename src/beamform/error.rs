@@ -1,5 +1,7 @@
 //! Typed errors of the beamformer: each names the field and the value at fault.
 
+use crate::grid::GridError;
+
 /// Why a beamforming plan could not be built or a frame could not be beamformed.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum BeamformError {
@@ -15,9 +17,10 @@ pub enum BeamformError {
     /// The normalisation reference of a B-mode must be positive.
     #[error("B-mode reference maximum must be > 0 and finite, got {0}")]
     ReferenceMax(f32),
-    /// A grid axis is empty, not finite or not strictly increasing.
-    #[error("grid axis {axis}: {reason}")]
-    Grid { axis: &'static str, reason: String },
+    /// The grid cannot be built: an axis empty, not finite or not strictly increasing, a
+    /// depth not below the probe, or a scan that gives no default grid.
+    #[error(transparent)]
+    Grid(#[from] GridError),
     /// A grid point lies where the scan sees nothing.
     #[error("grid {axis} = {value} m is outside the field of view: {reason}")]
     OutsideFieldOfView {
@@ -31,6 +34,12 @@ pub enum BeamformError {
         field: &'static str,
         value: String,
         reason: String,
+    },
+    /// An output buffer's dimensions differ from the plan's grid.
+    #[error("output buffer is (nz, nx) = {got:?}, the grid's is {expected:?}")]
+    OutputShape {
+        expected: (usize, usize),
+        got: (usize, usize),
     },
     /// A frame's dimensions differ from the scan the plan was built for.
     #[error(

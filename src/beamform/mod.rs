@@ -1,6 +1,6 @@
 //! Delay-and-sum (DAS) beamforming of linear-array channel data onto a rectangular (x, z)
-//! grid, for any transmit a zea scan describes (steered plane waves, focused and diverging
-//! waves), coherently compounded over the transmits of a frame.
+//! [`crate::grid::Grid`], for any transmit a zea scan describes (steered plane waves,
+//! focused and diverging waves), coherently compounded over the transmits of a frame.
 //!
 //! Flow: RF is demodulated to I/Q ([`demod`], PyMUST `rf2iq` recipe) or I/Q is taken as
 //! stored; a [`DasPlan`] built once per (scan, grid, options) holds every pixel's
@@ -11,10 +11,8 @@
 pub mod bmode;
 pub mod demod;
 mod error;
-mod grid;
 mod plan;
 pub mod sim;
 
 pub use error::BeamformError;
-pub use grid::{linspace, Grid};
 pub use plan::{Apodization, Beamformer, DasOptions, DasPlan};

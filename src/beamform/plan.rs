@@ -6,7 +6,8 @@ use num_complex::Complex32;
 use rayon::prelude::*;
 
 use super::demod::{demodulation_frequency, Demodulator};
-use super::{BeamformError, Grid};
+use super::BeamformError;
+use crate::grid::Grid;
 use crate::recording::Scan;
 
 /// Receive apodization across the dynamic aperture, as a function of the normalised
@@ -406,10 +407,10 @@ impl DasPlan {
             .map(|e| [pg[[e, 0]], pg[[e, 1]], pg[[e, 2]]])
             .collect();
         let z_front = el.iter().map(|p| p[2]).fold(f64::NEG_INFINITY, f64::max);
-        if grid.z()[0] <= z_front {
+        if grid.z[0] <= z_front {
             return Err(BeamformError::OutsideFieldOfView {
                 axis: "z",
-                value: grid.z()[0],
+                value: grid.z[0],
                 reason: format!("pixels must lie in front of the array (z > {z_front} m)"),
             });
         }
@@ -460,15 +461,15 @@ impl DasPlan {
             el_y: el.iter().map(|p| p[1]).collect(),
             el_z: el.iter().map(|p| p[2]).collect(),
             txs,
-            z: grid.z(),
+            z: &grid.z,
             n_ax,
             c,
             fs,
             half_inv_f: 0.5 / f,
             apodization: options.apodization,
         };
-        let xs = grid.x();
-        let zs = grid.z();
+        let xs = &grid.x;
+        let zs = &grid.z;
         let columns: Vec<ColumnTaps> = xs.par_iter().map(|&x| geometry.column(x)).collect();
 
         for (ix, col) in columns.iter().enumerate() {
@@ -684,12 +685,9 @@ impl Beamformer {
     ) -> Result<(), BeamformError> {
         let (nz, nx) = (self.plan.grid.nz(), self.plan.grid.nx());
         if out.dim() != (nz, nx) {
-            return Err(BeamformError::Grid {
-                axis: "output",
-                reason: format!(
-                    "envelope buffer is {:?}, grid is (nz, nx) = ({nz}, {nx})",
-                    out.dim()
-                ),
+            return Err(BeamformError::OutputShape {
+                expected: (nz, nx),
+                got: out.dim(),
             });
         }
         let iq = self.beamform(frame)?;
@@ -715,8 +713,8 @@ mod tests {
             (dx * dx + dy * dy + dz * dz).sqrt()
         };
         let mut out = Vec::new();
-        for &x in grid.x() {
-            for &z in grid.z() {
+        for &x in &grid.x {
+            for &z in &grid.z {
                 let mut taps = Vec::new();
                 for k in 0..n_tx {
                     let fdist = scan.focus_distances[k];
@@ -815,8 +813,8 @@ mod tests {
                         && (t.idx as usize % array.n_ax) < array.n_ax - 1));
                     let inside = (0..array.n_el)
                         .filter(|&e| {
-                            let u = (grid.x()[ix] - scan.probe_geometry[[e, 0]]).abs()
-                                / ((grid.z()[iz] - scan.probe_geometry[[e, 2]]) * 0.5 / 1.3);
+                            let u = (grid.x[ix] - scan.probe_geometry[[e, 0]]).abs()
+                                / ((grid.z[iz] - scan.probe_geometry[[e, 2]]) * 0.5 / 1.3);
                             apodization.weight(u) * APOD_ONE as f64 >= 0.5
                         })
                         .count();

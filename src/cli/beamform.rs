@@ -6,7 +6,8 @@ use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::{s, Array2};
 use pleura::beamform::bmode::{log_compress, max_of};
-use pleura::beamform::{Apodization, BeamformError, Beamformer, DasOptions, Grid};
+use pleura::beamform::{Apodization, BeamformError, Beamformer, DasOptions};
+use pleura::grid::Grid;
 use pleura::recording::Recording;
 
 /// Receive apodization names on the command line.
@@ -29,8 +30,9 @@ pub struct Args {
     /// Lateral grid MIN,MAX,N in metres (default: across the array, half-wavelength step).
     #[arg(long, value_name = "MIN,MAX,N", allow_hyphen_values = true)]
     pub grid_x: Option<String>,
-    /// Depth grid MIN,MAX,N in metres (default: 2 mm to the deepest recorded depth,
-    /// quarter-wavelength step).
+    /// Depth grid MIN,MAX,N in metres, MIN > 0 (below the array; default: 2 mm, or the
+    /// first recorded sample's depth, to the deepest recorded depth, quarter-wavelength
+    /// step).
     #[arg(long, value_name = "MIN,MAX,N", allow_hyphen_values = true)]
     pub grid_z: Option<String>,
     /// Receive f-number (dynamic aperture width = depth / f-number).
@@ -89,11 +91,11 @@ pub fn run(args: Args) -> Result<()> {
     let default = Grid::default_for(&scan)?;
     let x = match &args.grid_x {
         Some(v) => parse_axis("--grid-x", v)?,
-        None => (default.x()[0], default.x()[default.nx() - 1], default.nx()),
+        None => (default.x[0], default.x[default.nx() - 1], default.nx()),
     };
     let z = match &args.grid_z {
         Some(v) => parse_axis("--grid-z", v)?,
-        None => (default.z()[0], default.z()[default.nz() - 1], default.nz()),
+        None => (default.z[0], default.z[default.nz() - 1], default.nz()),
     };
     let grid = Grid::linspace(x, z)?;
     let options = DasOptions {
@@ -132,11 +134,11 @@ pub fn run(args: Args) -> Result<()> {
     out.new_dataset::<f64>()
         .shape([nx])
         .create("grid_x")?
-        .write_raw(grid.x())?;
+        .write_raw(&grid.x)?;
     out.new_dataset::<f64>()
         .shape([nz])
         .create("grid_z")?
-        .write_raw(grid.z())?;
+        .write_raw(&grid.z)?;
 
     let bar = ProgressBar::new(n_frames as u64);
     bar.set_style(

@@ -10,7 +10,8 @@ use ndarray::{Array2, Array4};
 use pleura::beamform::sim::{
     linear_array_scan, simulate_rf, GaussianPulse, LinearArray, Scatterer, Transmit,
 };
-use pleura::beamform::{Apodization, Beamformer, DasOptions, Grid};
+use pleura::beamform::{Apodization, Beamformer, DasOptions};
+use pleura::grid::Grid;
 use pleura::recording::{Recording, Scan};
 
 /// Arguments of `pleura bench`.
@@ -267,7 +268,7 @@ fn time_pleura(case: &Case, repeats: usize) -> Result<PleuraTimes> {
 }
 
 fn time_pymust(args: &BeamformArgs, case: &Case) -> Result<PymustTimes> {
-    let (x, z) = (case.grid.x(), case.grid.z());
+    let (x, z) = (&case.grid.x, &case.grid.z);
     let out = Command::new(&args.python)
         .arg(&args.pymust_script)
         .arg(&case.file)

@@ -8,9 +8,9 @@
 //!
 //! Stages (chosen by `[daemon] stage`):
 //! - [`StageKind::Das`] ([`DasStage`]): delay-and-sum beamforming on the configured grid
-//!   or the scan's default one ([`crate::beamform::Grid::default_for`]); results `envelope` (float32, nz x nx),
-//!   `bmode` (uint8, nz x nx, log-compressed against the frame's maximum), `grid_x` and
-//!   `grid_z` (float64, m).
+//!   or the scan's default one ([`crate::grid::Grid::default_for`]); results `envelope`
+//!   (float32, nz x nx), `bmode` (uint8, nz x nx, log-compressed against the frame's
+//!   maximum), `grid_x` and `grid_z` (float64, m).
 //! - [`StageKind::Posterior`] ([`posterior::PosteriorStage`]): posterior sampling of the
 //!   aeration image on the model's grid, the same code `pleura replay` runs; results
 //!   `mean`, `std`, `aeration`, `aeration_ci`, `category`, `das`, ... (see its
@@ -26,8 +26,9 @@ use std::sync::Arc;
 
 use ndarray::{Array2, Array4};
 
-use crate::beamform::{bmode, Beamformer, DasOptions, Grid};
+use crate::beamform::{bmode, Beamformer, DasOptions};
 use crate::config::{Config, StageKind};
+use crate::grid::Grid;
 use crate::protocol::{Field, FieldData};
 use crate::recording::Scan;
 
@@ -133,11 +134,11 @@ impl DasStage {
             Some((x, z)) => Grid::linspace(x, z),
             None => Grid::default_for(scan),
         }
-        .map_err(err)?;
+        .map_err(|e| err(e.into()))?;
         let bf = Beamformer::new(scan, &grid, &self.options).map_err(err)?;
         tracing::info!(scan_id, nx = grid.nx(), nz = grid.nz(), "DAS plan built");
-        let gx = Field::f64("grid_x", vec![grid.nx() as u32], grid.x().to_vec());
-        let gz = Field::f64("grid_z", vec![grid.nz() as u32], grid.z().to_vec());
+        let gx = Field::f64("grid_x", vec![grid.nx() as u32], grid.x.clone());
+        let gz = Field::f64("grid_z", vec![grid.nz() as u32], grid.z.clone());
         self.planned = Some((scan.clone(), bf, gx, gz));
         Ok(())
     }

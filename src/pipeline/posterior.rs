@@ -170,9 +170,7 @@ impl PosteriorStage {
         self.sampler
             .check_operator(&op)
             .map_err(|e| err(e.to_string()))?;
-        let bgrid = beamform::Grid::new(self.grid.x.clone(), self.grid.z.clone())
-            .map_err(|e| err(format!("DAS grid: {e}")))?;
-        let das = Beamformer::new(scan, &bgrid, &self.das_options)
+        let das = Beamformer::new(scan, &self.grid, &self.das_options)
             .map_err(|e| err(format!("DAS plan: {e}")))?;
         tracing::info!(
             scan_id,
