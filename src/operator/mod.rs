@@ -4,7 +4,7 @@
 //! scatterer of reflectivity equal to its aeration. For transmit `t`, pixel `p` and receive
 //! element `e`, the echo arrives at
 //!
-//! tau = (d_tx(t, p) + |p - e|) / c, sample s = (tau - initial_times[t]) * fs,
+//! `tau = (d_tx(t, p) + |p - e|) / c`, sample `s = (tau - initial_times[t]) * fs`,
 //!
 //! where d_tx follows zea's generic transmit model: d_tx = min over firing elements of
 //! (t0_delays[t, e'] c + |p - e'|) for pixels before the focus (always, for plane and

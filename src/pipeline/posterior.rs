@@ -230,7 +230,7 @@ impl Stage for PosteriorStage {
 
     /// Fields: `mean`, `std` (float32, nz x nx: aeration and its per-pixel standard
     /// deviation), `aeration` (float64 scalar: the lung's mean), `aeration_ci` (float64
-    /// [2]), `lung_fraction` (float64 scalar: pixels in the lung region), `category`
+    /// \[2\]), `lung_fraction` (float64 scalar: pixels in the lung region), `category`
     /// (uint8 scalar: 0 below 60 %, 1 60-85 %, 2 from 85 %), `das` (float32, nz x nx, in
     /// [0, 1]), `residual`, `noise_sigma`, `nfe` (float64 scalars), `start` (uint8 scalar:
     /// 0 cold, 1 warm, 2 scene change), `grid_x`, `grid_z` (float64, m). A failed frame is
