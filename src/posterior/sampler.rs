@@ -29,13 +29,19 @@
 //! recording, where a step on the squared norm would need retuning by `||A||^2` times the
 //! data amplitude.
 //!
-//! No guidance is applied at the schedule's last timestep T (a cold start's first step):
-//! x_T is pure noise, so Tweedie's estimate of it says nothing about the image, and its
-//! Jacobian 1 / sqrt(abar_T) (2e4 on the 1000-step cosine schedule, whose last beta is
-//! clipped at 0.999) throws the few pixels a trained network leaves unclipped far out:
-//! full DPS with zeta' = 12 exceeded `max_abs` = 50 there in 5 of 6 attempts and failed a
-//! frame. The reference code's linear schedule ends at abar_T = 4e-5 (gain 158), where the
-//! step is harmless; ours is not.
+//! No guidance is applied at steps whose `abar_i` is below [`MIN_GUIDED_ABAR`], the last
+//! `abar` of the reference code's schedule (Ho et al. 2020's linear betas, 1e-4 to 0.02
+//! over 1000 steps, which DPS2022 samples with): there Tweedie's Jacobian
+//! `1 / sqrt(abar_i)` exceeds the 157 the reference code ever guides through. On the
+//! 1000-step cosine schedule (last beta clipped at 0.999) that leaves the first 5 steps of
+//! a cold start unguided (abar 2.4e-9 to 3.9e-5, gain 2e4 to 160); on a respaced schedule
+//! of a few dozen steps, only the first. x_T is pure noise, so Tweedie's estimate of it
+//! says nothing about the image, and the amplified gradient throws the few pixels a
+//! trained network leaves unclipped far out: full DPS with zeta' = 12 guided at T exceeded
+//! `max_abs` = 50 in 5 of 6 attempts; zeta' = 48 guided from t = 998 on did so at t = 996
+//! (gain 214) in 3 of 3, and guided from t = 994 on, at t = 992 (gain 92) in 1 of 2. The
+//! excursions are transient (the following steps damp them), so the larger step sizes
+//! full DPS is tuned to run with a larger `max_abs` (config/pleura.toml).
 //!
 //! The estimated noise enters DPS through the weight
 //! `w = max(0, 1 - M sigma'^2 / ||r||^2)` (Morozov's discrepancy principle, our addition):
@@ -55,6 +61,12 @@ use crate::diffusion::checkpoint::Model;
 use crate::diffusion::sampler::{NoiseRng, Sampler};
 use crate::diffusion::schedule::Schedule;
 use crate::diffusion::unet::UNet;
+
+/// The smallest `abar_i` at which DPS guides: the last `abar` of the linear schedule of
+/// Ho et al. 2020 (betas 1e-4 to 0.02 over 1000 steps), the schedule of the DPS reference
+/// code (`DPS2022/diffusion-posterior-sampling`, `configs/diffusion_config.yaml`), where
+/// Tweedie's gain `1 / sqrt(abar)` is 157.
+pub const MIN_GUIDED_ABAR: f64 = 4.0358e-5;
 
 /// Where a draw starts.
 pub enum Start {
@@ -241,9 +253,9 @@ impl PosteriorSampler {
                             sampler.ddim_step(&x0c, &e, i, cfg.eta, &noise)?
                         }
                     };
-                    // No guidance from the schedule's last timestep (see the module
-                    // documentation): x_T is noise, Tweedie's estimate of it meaningless.
-                    let next = if i + 1 == s {
+                    // No guidance where Tweedie's estimate amplifies it beyond the
+                    // reference code's range (see the module documentation).
+                    let next = if sampler.schedule().alphas_cumprod[i] < MIN_GUIDED_ABAR {
                         base
                     } else {
                         (base - (g.broadcast_mul(&wt)? * cfg.zeta)?)?

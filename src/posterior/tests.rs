@@ -14,7 +14,7 @@ use super::frame::{interval, quantile, FrameOutcome, Reconstructor, StartKind};
 use super::problem::{
     mad_sigma, LinearOperator, Measurement, NoiseSource, NormalizedOperator, MAD_TO_SIGMA,
 };
-use super::sampler::{PosteriorSampler, Start};
+use super::sampler::{PosteriorSampler, Start, MIN_GUIDED_ABAR};
 use super::*;
 use crate::diffusion::checkpoint::{Model, ModelSpec};
 use crate::diffusion::schedule::{ScheduleConfig, ScheduleKind};
@@ -525,6 +525,31 @@ fn first_step_of_a_cold_start_is_unguided() {
             "{method}: guidance after the first step: {f:?} {g:?}"
         );
     }
+}
+
+/// `MIN_GUIDED_ABAR` is the last abar of Ho et al.'s linear schedule, recomputed here
+/// without the schedule code, and it leaves exactly the first 5 steps of the 1000-step
+/// cosine schedule unguided (abar 2.4e-9 .. 3.9e-5; the 6th has 6.1e-5).
+#[test]
+fn guidance_threshold_is_the_reference_schedules_last_abar() {
+    let last = (0..1000).fold(1.0f64, |ab, i| {
+        ab * (1.0 - (1e-4 + (0.02 - 1e-4) * i as f64 / 999.0))
+    });
+    assert!((last - 4.0358e-5).abs() < 1e-9, "{last}");
+    assert!(
+        (MIN_GUIDED_ABAR - last).abs() / last < 1e-4,
+        "{MIN_GUIDED_ABAR} vs {last}"
+    );
+    assert!((1.0 / last.sqrt() - 157.4).abs() < 0.1);
+    let cosine = crate::diffusion::schedule::Schedule::new(&ScheduleConfig {
+        kind: ScheduleKind::Cosine,
+        steps: 1000,
+    })
+    .expect("schedule");
+    let unguided: Vec<usize> = (0..1000)
+        .filter(|&i| cosine.alphas_cumprod[i] < MIN_GUIDED_ABAR)
+        .collect();
+    assert_eq!(unguided, vec![995, 996, 997, 998, 999]);
 }
 
 #[test]
