@@ -234,6 +234,12 @@ impl Reconstructor {
                 Ok(draw) => {
                     nfe += draw.nfe;
                     let stats = summarize(&draw.samples, self.row_pitch, self.cfg.spread_scale)?;
+                    tracing::debug!(
+                        frame = index,
+                        residuals = ?draw.residuals,
+                        aerations = ?stats.sample_aerations,
+                        "posterior samples"
+                    );
                     let mean_t = draw.samples.mean(0)?;
                     let residual = meas.relative_residuals(op, &mean_t.unsqueeze(0)?)?[0];
                     let est = FrameEstimate {
