@@ -57,6 +57,10 @@ fn replay_writes_every_output_and_marks_bad_frames() {
     let gx: Array1<f64> = dataset(&f, "recon/grid_x");
     let aer_sd: Array1<f64> = dataset(&f, "recon/aeration_sd");
     let boundary_sd: Array1<f64> = dataset(&f, "recon/boundary_sd");
+    // DDS takes no DPS step.
+    let zeta: Array1<f64> = dataset(&f, "recon/zeta");
+    assert_eq!(zeta.len(), 3);
+    assert!(zeta.iter().all(|v| v.is_nan()), "{zeta}");
     let reasons = f
         .dataset("recon/failed_reason")
         .and_then(|d| d.read_raw::<hdf5::types::VarLenUnicode>())

@@ -18,6 +18,8 @@
 //! `recon/residual` (F) float64 (relative data residual of the mean);
 //! `recon/noise_sigma` (F) float64 (data units); `recon/nfe` (F) uint32;
 //! `recon/start` (F) strings (cold / warm / scene-change); `recon/restarts` (F) uint32;
+//! `recon/zeta` (F) float64 (the DPS step size of the draw published, halved per redraw
+//! of samples that did not fit the data; NaN for DDS and failed frames);
 //! `recon/failed` (F) uint8 and `recon/failed_reason` (F) strings (empty when not failed);
 //! `recon/grid_x` (nx), `recon/grid_z` (nz) float64, m.
 //! Attributes (root): `method`, `source`, `model`, `model_sha256`, `sampler` (the sampler
@@ -187,6 +189,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 out.noise_sigma[f] = e.noise_sigma;
                 out.nfe[f] = e.nfe as u32;
                 out.restarts[f] = e.restarts as u32;
+                out.zeta[f] = e.zeta.unwrap_or(f64::NAN);
                 out.start[f] = e.start.name().to_string();
                 bar.set_message(format!(
                     "aeration {:.0} % [{:.0}, {:.0}]",
@@ -294,6 +297,7 @@ struct Output {
     noise_sigma: Array1<f64>,
     nfe: Array1<u32>,
     restarts: Array1<u32>,
+    zeta: Array1<f64>,
     failed: Array1<u8>,
     start: Vec<String>,
     reason: Vec<String>,
@@ -316,6 +320,7 @@ impl Output {
             noise_sigma: Array1::from_elem(n, f64::NAN),
             nfe: Array1::zeros(n),
             restarts: Array1::zeros(n),
+            zeta: Array1::from_elem(n, f64::NAN),
             failed: Array1::zeros(n),
             start: vec![String::new(); n],
             reason: vec![String::new(); n],
@@ -361,6 +366,9 @@ impl Output {
         g.new_dataset_builder()
             .with_data(&self.restarts)
             .create("restarts")?;
+        g.new_dataset_builder()
+            .with_data(&self.zeta)
+            .create("zeta")?;
         g.new_dataset_builder()
             .with_data(&self.failed)
             .create("failed")?;

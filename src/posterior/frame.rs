@@ -36,7 +36,7 @@ use ndarray::{Array2, ArrayView2};
 use super::lung::LungRegion;
 use super::problem::{Measurement, NoiseSource, NormalizedOperator};
 use super::sampler::{PosteriorSampler, Start};
-use super::{PosteriorError, SamplerConfig};
+use super::{Method, PosteriorError, SamplerConfig};
 use crate::eval::Z95;
 use crate::simulate::phantom::category;
 
@@ -103,8 +103,12 @@ pub struct FrameEstimate {
     pub noise_sigma: f64,
     pub noise_source: NoiseSource,
     pub start: StartKind,
-    /// Restarts after divergences before this estimate.
+    /// Attempts after the first this frame took: restarts after divergences, and DPS
+    /// redraws of samples that did not fit the data ([`super::SamplerConfig::fit_factor`]).
     pub restarts: usize,
+    /// DPS step size zeta' of the draw published (the configured one, halved per redraw
+    /// of samples that did not fit); `None` for a sampler without guidance (DDS).
+    pub zeta: Option<f64>,
     /// Network evaluations per sample, all attempts together.
     pub nfe: usize,
 }
@@ -225,12 +229,20 @@ impl Reconstructor {
             }
         }
         let base_seed = self.cfg.seed.wrapping_add(index);
+        let floor = meas.noise_norm() / meas.y_norm;
+        let guided = matches!(self.cfg.method, Method::Dps | Method::DdimDps);
+        // The attempt's settings: a DPS draw whose samples do not fit the data is drawn
+        // again with half the step size.
+        let mut cfg = self.cfg.clone();
         let mut nfe = 0;
         let mut last_reason = String::new();
+        // The draw that fitted best of those that did not fit: (worst sample residual,
+        // estimate, its mean for the next frame).
+        let mut best: Option<(f64, FrameEstimate, Previous)> = None;
         for attempt in 0..=self.cfg.max_restarts {
             // Restarts draw from a different stream: the attempt in the high bits.
             let seed = base_seed ^ ((attempt as u64) << 48);
-            match self.sampler.draw(&self.cfg, op, &meas, &start, seed) {
+            match self.sampler.draw(&cfg, op, &meas, &start, seed) {
                 Ok(draw) => {
                     nfe += draw.nfe;
                     let stats = summarize(&draw.samples, self.row_pitch, self.cfg.spread_scale)?;
@@ -257,13 +269,30 @@ impl Reconstructor {
                         noise_source: meas.noise_source,
                         start: kind,
                         restarts: attempt,
+                        zeta: guided.then_some(cfg.zeta),
                         nfe,
                     };
                     let prev = Previous {
                         mean: mean_t,
                         residual,
                     };
-                    return Ok((Some(prev), FrameOutcome::Done(Box::new(est))));
+                    let worst = draw.residuals.iter().copied().fold(0.0, f64::max);
+                    if !guided || floor == 0.0 || worst <= self.cfg.fit_factor * floor {
+                        return Ok((Some(prev), FrameOutcome::Done(Box::new(est))));
+                    }
+                    tracing::warn!(
+                        frame = index,
+                        attempt,
+                        residual = worst,
+                        noise_floor = floor,
+                        zeta = cfg.zeta,
+                        "posterior samples do not fit the data; drawing again cold with half \
+                         the step size"
+                    );
+                    if best.as_ref().is_none_or(|(w, _, _)| worst < *w) {
+                        best = Some((worst, est, prev));
+                    }
+                    cfg.zeta *= 0.5;
                 }
                 Err(PosteriorError::Diverged {
                     step,
@@ -279,11 +308,25 @@ impl Reconstructor {
                     );
                     nfe += evaluations;
                     last_reason = format!("diverged at step {step}: {reason}");
-                    start = Start::Cold;
-                    kind = StartKind::Cold;
                 }
                 Err(e) => return Err(e),
             }
+            start = Start::Cold;
+            kind = StartKind::Cold;
+        }
+        if let Some((worst, mut est, prev)) = best {
+            // No attempt fitted: publish the one that came closest, with every
+            // evaluation the frame took.
+            tracing::warn!(
+                frame = index,
+                residual = worst,
+                noise_floor = floor,
+                zeta = ?est.zeta,
+                "no draw fitted the data; publishing the closest"
+            );
+            est.restarts = self.cfg.max_restarts;
+            est.nfe = nfe;
+            return Ok((Some(prev), FrameOutcome::Done(Box::new(est))));
         }
         Ok((
             None,

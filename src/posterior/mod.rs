@@ -163,6 +163,12 @@ pub struct SamplerConfig {
     /// Divergence: the relative residual of Tweedie's estimate exceeds this factor, or an
     /// iterate leaves [-`max_abs`, `max_abs`] in model units, or a value is not finite.
     pub divergence_factor: f64,
+    /// DPS fit check: a draw in which any sample's final relative residual exceeds this
+    /// factor times the noise's (`sigma' sqrt(M) / ||y'||`, see [`problem::Measurement`])
+    /// did not sample the posterior; the frame is drawn again, cold, with a new seed and
+    /// half the step size `zeta`, within `max_restarts` (the closest draw is published if
+    /// none fits). Not applied to DDS, or where the noise level is 0.
+    pub fit_factor: f64,
     /// Largest magnitude of an iterate in model units (images are in [-1, 1]; x_T ~ N(0, I)).
     pub max_abs: f64,
     /// Measurement noise standard deviation in data units; absent: estimated per frame
@@ -204,6 +210,10 @@ impl Default for SamplerConfig {
             scene_change_factor: 2.0,
             max_restarts: 2,
             divergence_factor: 10.0,
+            // Full DPS at zeta 72 on a consolidated lung (seed 1003): every sample ended at
+            // 4.3-4.4 times the noise's residual; the redraw at 36 that fitted, 1.008
+            // (docs/BENCHMARKS.md, "Larger zeta").
+            fit_factor: 2.0,
             max_abs: 50.0,
             noise_sigma: None,
             power_iterations: 30,
@@ -259,6 +269,13 @@ impl SamplerConfig {
             return bad(
                 "sampler.divergence_factor",
                 self.divergence_factor.to_string(),
+                "must be finite, > 1",
+            );
+        }
+        if !(self.fit_factor.is_finite() && self.fit_factor > 1.0) {
+            return bad(
+                "sampler.fit_factor",
+                self.fit_factor.to_string(),
                 "must be finite, > 1",
             );
         }

@@ -552,6 +552,54 @@ fn guidance_threshold_is_the_reference_schedules_last_abar() {
     assert_eq!(unguided, vec![995, 996, 997, 998, 999]);
 }
 
+/// A DPS draw whose samples end far above the noise's residual is drawn again with half
+/// the step size; DDS, and a draw within `fit_factor` of the noise floor, are published
+/// as drawn.
+#[test]
+fn dps_draw_that_does_not_fit_is_redrawn_with_half_the_step() {
+    let model = tiny_model(true);
+    let ps = Arc::new(PosteriorSampler::new(&model, &Device::Cpu).expect("sampler"));
+    let a = truth(0.0);
+    let (op, _) = identity_problem(&a);
+    // Noise 1e-6 of the data: 10 steps of the tiny model end orders of magnitude above
+    // the residual that noise leaves.
+    let base = SamplerConfig {
+        zeta: 4.0,
+        max_restarts: 1,
+        noise_sigma: Some(1e-6),
+        ..cfg(Method::Dps, 10, 2)
+    };
+    let mut rec = Reconstructor::new(ps.clone(), base.clone(), 0.3e-3).expect("rec");
+    let est = done(rec.reconstruct(&op, &flat(&a), &[N, N]));
+    assert_eq!(est.restarts, 1);
+    assert_eq!(est.nfe, 20, "both attempts count");
+    assert!(
+        est.zeta == Some(4.0) || est.zeta == Some(2.0),
+        "zeta {:?}",
+        est.zeta
+    );
+    assert!(est.residual > 1e-3, "residual {}", est.residual);
+
+    let lenient = SamplerConfig {
+        fit_factor: 1e12,
+        ..base.clone()
+    };
+    let mut rec = Reconstructor::new(ps.clone(), lenient, 0.3e-3).expect("rec");
+    let est = done(rec.reconstruct(&op, &flat(&a), &[N, N]));
+    assert_eq!((est.restarts, est.nfe, est.zeta), (0, 10, Some(4.0)));
+
+    // A proximal weight of about 1 keeps DDS's estimate halfway to the data: far above
+    // the noise floor too.
+    let dds = SamplerConfig {
+        method: Method::Dds,
+        lambda: 1e-12,
+        ..base
+    };
+    let mut rec = Reconstructor::new(ps.clone(), dds, 0.3e-3).expect("rec");
+    let est = done(rec.reconstruct(&op, &flat(&a), &[N, N]));
+    assert_eq!((est.restarts, est.nfe, est.zeta), (0, 10, None));
+}
+
 #[test]
 fn absurd_step_size_divergence_is_caught() {
     let model = tiny_model(true);
@@ -612,6 +660,14 @@ fn grid_mismatch_and_bad_config_are_errors() {
         err.to_string().contains("sampler.spread_scale = 0"),
         "{err}"
     );
+    let bad = SamplerConfig {
+        fit_factor: 1.0,
+        ..SamplerConfig::default()
+    };
+    let err = Reconstructor::new(ps.clone(), bad, 0.3e-3)
+        .err()
+        .expect("fit_factor 1 rejected");
+    assert!(err.to_string().contains("sampler.fit_factor = 1"), "{err}");
     assert!("dps".parse::<Method>().is_ok());
     assert!("ddpm".parse::<Method>().is_err());
 }
