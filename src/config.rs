@@ -158,6 +158,26 @@ mod tests {
             .expect("shipped sampler settings are valid");
     }
 
+    /// The full-DPS preset changes the sampler's method, steps, step size and divergence
+    /// bound, and nothing else.
+    #[test]
+    fn full_dps_preset_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/full-dps.toml");
+        let cfg = Config::load(&path).expect("config/full-dps.toml must parse");
+        let expected = crate::posterior::SamplerConfig {
+            method: crate::posterior::Method::Dps,
+            steps: 1000,
+            zeta: 72.0,
+            max_abs: 1000.0,
+            ..Default::default()
+        };
+        assert_eq!(cfg.sampler, expected);
+        assert_eq!(cfg.daemon, DaemonConfig::default());
+        cfg.sampler
+            .validate()
+            .expect("preset sampler settings are valid");
+    }
+
     #[test]
     fn unknown_key_is_named() {
         let err = Config::from_toml("[log]\nfiltr = \"debug\"\n", Path::new("x.toml"))
