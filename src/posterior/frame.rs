@@ -36,7 +36,7 @@ use ndarray::{Array2, ArrayView2};
 use super::lung::LungRegion;
 use super::problem::{Measurement, NoiseSource, NormalizedOperator};
 use super::sampler::{PosteriorSampler, Start};
-use super::{Method, PosteriorError, SamplerConfig};
+use super::{PosteriorError, SamplerConfig};
 use crate::eval::Z95;
 use crate::simulate::phantom::category;
 
@@ -230,7 +230,8 @@ impl Reconstructor {
         }
         let base_seed = self.cfg.seed.wrapping_add(index);
         let floor = meas.noise_norm() / meas.y_norm;
-        let guided = matches!(self.cfg.method, Method::Dps | Method::DdimDps);
+        // Only DPS guidance takes a step size that can overshoot the data.
+        let guided = self.cfg.method.uses_backprop();
         // The attempt's settings: a DPS draw whose samples do not fit the data is drawn
         // again with half the step size.
         let mut cfg = self.cfg.clone();
