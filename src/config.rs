@@ -179,6 +179,24 @@ mod tests {
     }
 
     #[test]
+    fn dds_50_preset_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/dds-50.toml");
+        let cfg = Config::load(&path).expect("config/dds-50.toml must parse");
+        let expected = crate::posterior::SamplerConfig {
+            method: crate::posterior::Method::Dds,
+            steps: 50,
+            lambda: 7e-5,
+            eta: 1.0,
+            ..Default::default()
+        };
+        assert_eq!(cfg.sampler, expected);
+        assert_eq!(cfg.daemon, DaemonConfig::default());
+        cfg.sampler
+            .validate()
+            .expect("preset sampler settings are valid");
+    }
+
+    #[test]
     fn unknown_key_is_named() {
         let err = Config::from_toml("[log]\nfiltr = \"debug\"\n", Path::new("x.toml"))
             .expect_err("typo must be rejected");
