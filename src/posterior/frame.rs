@@ -250,6 +250,7 @@ impl Reconstructor {
                     tracing::debug!(
                         frame = index,
                         residuals = ?draw.residuals,
+                        capped_steps = draw.capped_steps,
                         aerations = ?stats.sample_aerations,
                         "posterior samples"
                     );

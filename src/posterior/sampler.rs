@@ -29,6 +29,21 @@
 //! recording, where a step on the squared norm would need retuning by `||A||^2` times the
 //! data amplitude.
 //!
+//! The step `zeta' w` (with the discrepancy weight `w` below) is held to at most
+//! [`MAX_GUIDANCE_GAIN`]` ||r||` per sample (our addition). As a step on
+//! `grad ||r||^2 / 2` it is `zeta' w / ||r||`, which grows as the residual falls, up to
+//! `0.385 zeta' / ||n||` at `||r|| = sqrt(3) ||n||` (the largest `w / ||r||`;
+//! `||n|| = sigma' sqrt(M)` is the noise's norm). Where that exceeds `2 / L = 8` (`L = 1/4`
+//! the norm of the objective's Hessian, Tweedie's Jacobian taken as the identity, as at
+//! the last steps) gradient descent overshoots the data along the operator's strongest
+//! directions instead of settling on it. The peak is high where the noise is small in the
+//! operator's units; at the simulator's fixed SNR, on a weak echo: full DPS at zeta' 72 on
+//! a consolidated lung (seed 1003 of docs/BENCHMARKS.md, `||n||` = 1.44, peak
+//! 19) ended with every sample at 4.4 times the noise's residual, the lung means 0.43 and
+//! 0.20 either side of the truth's 0.32, where frames with `||n||` 2.8-3.6 (peaks 7.7-9.8)
+//! fitted. The hold is `1 / L = 4`, the step that lands on the linearised minimiser along
+//! those directions; with it the same frame fitted at zeta' 72.
+//!
 //! No guidance is applied at steps whose `abar_i` is below [`MIN_GUIDED_ABAR`], the last
 //! `abar` of the reference code's schedule (Ho et al. 2020's linear betas, 1e-4 to 0.02
 //! over 1000 steps, which DPS2022 samples with): there Tweedie's Jacobian
@@ -68,6 +83,12 @@ use crate::diffusion::unet::UNet;
 /// Tweedie's gain `1 / sqrt(abar)` is 157.
 pub const MIN_GUIDED_ABAR: f64 = 4.0358e-5;
 
+/// The largest DPS step on `grad ||r||^2 / 2`, i.e. the largest `zeta' w / ||r||`:
+/// `1 / L`, where `L = 1/4` is the norm of that objective's Hessian `A'^T A' / 4` in model
+/// units (`a = (x + 1) / 2`, `||A'|| = 1`, Tweedie's Jacobian taken as the identity, as
+/// at the last steps where `abar -> 1`). Gradient descent is stable below `2 / L`.
+pub const MAX_GUIDANCE_GAIN: f64 = 4.0;
+
 /// Where a draw starts.
 pub enum Start {
     /// From pure noise at the last step of the respaced schedule.
@@ -86,6 +107,8 @@ pub struct Draw {
     /// Mean relative residual of the (data-consistent, clipped) x0 estimate at each step
     /// run, in order.
     pub trajectory: Vec<f64>,
+    /// Sample-steps of a DPS draw at which [`MAX_GUIDANCE_GAIN`] held the step (0 for DDS).
+    pub capped_steps: usize,
     /// Network evaluations per sample (each also backpropagated for DPS).
     pub nfe: usize,
     /// Respaced step index the draw started from.
@@ -204,6 +227,8 @@ impl PosteriorSampler {
         let rho = meas.sigma * meas.sigma / cfg.lambda;
         let noise_norm = meas.noise_norm();
         let mut trajectory = Vec::with_capacity(start_step + 1);
+        // Sample-steps at which MAX_GUIDANCE_GAIN held the DPS step, summed on the device.
+        let mut capped = Tensor::zeros((), DType::F32, &self.device)?;
         guard(&x, cfg, start_step, 0)?;
         for i in (0..=start_step).rev() {
             let noise = if i > 0 {
@@ -241,9 +266,13 @@ impl PosteriorSampler {
                     let w = (safe.recip()? * (noise_norm * noise_norm))?
                         .affine(-1.0, 1.0)?
                         .relu()?;
-                    let wt = positive
-                        .where_cond(&w, &w.zeros_like()?)?
-                        .reshape((k, 1, 1, 1))?;
+                    let w = positive.where_cond(&w, &w.zeros_like()?)?;
+                    // The step on the gradient of ||r||, zeta' w, held to at most
+                    // MAX_GUIDANCE_GAIN ||r|| (see the module documentation).
+                    let stable = (&norms * MAX_GUIDANCE_GAIN)?;
+                    let step = (w * cfg.zeta)?;
+                    let held = step.gt(&stable)?;
+                    let wt = held.where_cond(&stable, &step)?.reshape((k, 1, 1, 1))?;
                     let x0c = x0.detach();
                     let x_prev = x.detach();
                     let base = match cfg.method {
@@ -258,7 +287,8 @@ impl PosteriorSampler {
                     let next = if sampler.schedule().alphas_cumprod[i] < MIN_GUIDED_ABAR {
                         base
                     } else {
-                        (base - (g.broadcast_mul(&wt)? * cfg.zeta)?)?
+                        capped = (capped + held.to_dtype(DType::F32)?.sum_all()?)?;
+                        (base - g.broadcast_mul(&wt)?)?
                     };
                     // The residual of the clipped estimate is `norms` already.
                     (next, (norms / meas.y_norm)?)
@@ -322,6 +352,7 @@ impl PosteriorSampler {
             samples,
             residuals,
             trajectory,
+            capped_steps: capped.to_scalar::<f32>()? as usize,
             nfe: start_step + 1,
             start_step,
         })

@@ -14,7 +14,7 @@ use super::frame::{interval, quantile, FrameOutcome, Reconstructor, StartKind};
 use super::problem::{
     mad_sigma, LinearOperator, Measurement, NoiseSource, NormalizedOperator, MAD_TO_SIGMA,
 };
-use super::sampler::{PosteriorSampler, Start, MIN_GUIDED_ABAR};
+use super::sampler::{PosteriorSampler, Start, MAX_GUIDANCE_GAIN, MIN_GUIDED_ABAR};
 use super::*;
 use crate::diffusion::checkpoint::{Model, ModelSpec};
 use crate::diffusion::schedule::{ScheduleConfig, ScheduleKind};
@@ -600,14 +600,107 @@ fn dps_draw_that_does_not_fit_is_redrawn_with_half_the_step() {
     assert_eq!((est.restarts, est.nfe, est.zeta), (0, 10, None));
 }
 
+/// `MAX_GUIDANCE_GAIN` is `1 / L` for the objective `||y' - A' (x + 1) / 2||^2 / 2` in
+/// model units on an ultrasound operator: L measured by power iteration on differences
+/// of its gradient, taken by autograd.
 #[test]
-fn absurd_step_size_divergence_is_caught() {
+fn guidance_gain_is_the_inverse_lipschitz_constant() {
+    let (us, _) = ultrasound_op();
+    let op = NormalizedOperator::new(us.clone(), 30, &Device::Cpu).expect("norm");
+    let y = us.forward_array(&truth(0.0)).expect("forward");
+    let meas = Measurement::from_frame(&op, &y, Some(0.0), &Device::Cpu).expect("meas");
+    let grad = |x: &Tensor| -> Tensor {
+        let v = candle_core::Var::from_tensor(x).expect("var");
+        let a = super::sampler::to_aeration(v.as_tensor()).expect("a");
+        let r = meas
+            .y
+            .broadcast_sub(&op.forward(&a).expect("A"))
+            .expect("r");
+        let f = (r.sqr().expect("sq").sum_all().expect("sum") * 0.5).expect("f");
+        let g = f.backward().expect("backward");
+        g.get(v.as_tensor()).expect("gradient").clone()
+    };
+    let x0 = Tensor::zeros((1, N, N), DType::F32, &Device::Cpu).expect("x0");
+    let g0 = grad(&x0);
+    let mut v = crate::diffusion::sampler::NoiseRng::new(3)
+        .normal(&[1, N, N], &Device::Cpu, DType::F32)
+        .expect("v");
+    let mut l = 0.0;
+    for _ in 0..60 {
+        let n = v
+            .sqr()
+            .expect("sq")
+            .sum_all()
+            .expect("sum")
+            .to_scalar::<f32>()
+            .expect("s");
+        v = (v / (n as f64).sqrt()).expect("unit");
+        let hv = (grad(&(&x0 + &v).expect("x")) - &g0).expect("hv");
+        l = hv
+            .sqr()
+            .expect("sq")
+            .sum_all()
+            .expect("sum")
+            .to_scalar::<f32>()
+            .expect("s");
+        l = l.sqrt();
+        v = hv;
+    }
+    // 0.261 here: the operator's norm comes from 30 power iterations, which approach it
+    // from below, so ||A'|| is about 1.02.
+    assert!((l as f64 - 0.25).abs() < 0.0125, "L = {l}");
+    assert!(
+        (MAX_GUIDANCE_GAIN * l as f64 - 1.0).abs() < 0.05,
+        "1/L = {}",
+        1.0 / l
+    );
+}
+
+/// An absurd zeta is held to the stable step, [`MAX_GUIDANCE_GAIN`] times `||r||`: the
+/// residual falls step by step as with a tuned zeta instead of overshooting the data.
+/// Before the hold, zeta 1e6 on the tiny model diverged past `divergence_factor` on
+/// every attempt.
+#[test]
+fn dps_step_is_held_to_the_stable_gain() {
+    let model = tiny_model(true);
+    let ps = PosteriorSampler::new(&model, &Device::Cpu).expect("sampler");
+    let a = truth(0.0);
+    let (op, meas) = identity_problem(&a);
+    let draw = |zeta: f64| {
+        let c = SamplerConfig {
+            zeta,
+            ..cfg(Method::Dps, 50, 2)
+        };
+        ps.draw(&c, &op, &meas, &Start::Cold, 5).expect("draw")
+    };
+    let held = draw(1e6);
+    assert!(held.capped_steps > 40, "held {} times", held.capped_steps);
+    let t = &held.trajectory;
+    assert!(
+        t[25..].windows(2).all(|w| w[1] < w[0]),
+        "residual does not fall: {t:?}"
+    );
+    assert!(
+        held.residuals.iter().all(|r| *r < 0.25 * t[0]),
+        "residuals {:?} from {}",
+        held.residuals,
+        t[0]
+    );
+    let free = draw(1.0);
+    assert_eq!(free.capped_steps, 0);
+}
+
+/// A frame whose every attempt diverges (here: the starting noise already exceeds
+/// `max_abs`) is marked failed after `max_restarts` restarts, with the reason.
+#[test]
+fn frame_that_keeps_diverging_is_failed() {
     let model = tiny_model(true);
     let ps = Arc::new(PosteriorSampler::new(&model, &Device::Cpu).expect("sampler"));
     let a = truth(0.0);
     let (op, _) = identity_problem(&a);
     let c = SamplerConfig {
-        zeta: 1e6,
+        zeta: 1.0,
+        max_abs: 1.01,
         max_restarts: 1,
         ..cfg(Method::Dps, 10, 2)
     };
@@ -616,8 +709,9 @@ fn absurd_step_size_divergence_is_caught() {
         FrameOutcome::Failed { reason, attempts } => {
             assert_eq!(attempts, 2);
             assert!(reason.contains("diverged"), "{reason}");
+            assert!(reason.contains("exceeds 1.01"), "{reason}");
         }
-        FrameOutcome::Done(e) => panic!("zeta 1e6 must diverge, got residual {}", e.residual),
+        FrameOutcome::Done(e) => panic!("every iterate diverges, got {}", e.residual),
     }
 }
 
