@@ -210,9 +210,9 @@ impl Default for SamplerConfig {
             scene_change_factor: 2.0,
             max_restarts: 2,
             divergence_factor: 10.0,
-            // Full DPS at zeta 72 on a consolidated lung (seed 1003): every sample ended at
-            // 4.3-4.4 times the noise's residual; the redraw at 36 that fitted, 1.008
-            // (docs/BENCHMARKS.md, "Larger zeta").
+            // Full DPS at zeta 72 on a consolidated lung (seed 1003), before the step was
+            // held: every sample ended at 4.3-4.4 times the noise's residual; the redraw
+            // at 36 that fitted, 1.008 (docs/BENCHMARKS.md, "Larger zeta").
             fit_factor: 2.0,
             max_abs: 50.0,
             noise_sigma: None,
