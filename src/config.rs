@@ -158,12 +158,24 @@ mod tests {
             .expect("shipped sampler settings are valid");
     }
 
+    /// The sampler settings of the preset `config/NAME`, which must leave the daemon's
+    /// defaults alone and validate.
+    fn preset_sampler(name: &str) -> crate::posterior::SamplerConfig {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("config")
+            .join(name);
+        let cfg = Config::load(&path).unwrap_or_else(|e| panic!("config/{name}: {e}"));
+        assert_eq!(cfg.daemon, DaemonConfig::default());
+        cfg.sampler
+            .validate()
+            .expect("preset sampler settings are valid");
+        cfg.sampler
+    }
+
     /// The full-DPS preset changes the sampler's method, steps, step size and divergence
     /// bound, and nothing else.
     #[test]
     fn full_dps_preset_parses() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/full-dps.toml");
-        let cfg = Config::load(&path).expect("config/full-dps.toml must parse");
         let expected = crate::posterior::SamplerConfig {
             method: crate::posterior::Method::Dps,
             steps: 1000,
@@ -171,17 +183,13 @@ mod tests {
             max_abs: 1000.0,
             ..Default::default()
         };
-        assert_eq!(cfg.sampler, expected);
-        assert_eq!(cfg.daemon, DaemonConfig::default());
-        cfg.sampler
-            .validate()
-            .expect("preset sampler settings are valid");
+        assert_eq!(preset_sampler("full-dps.toml"), expected);
     }
 
+    /// The DDS-50 preset changes the sampler's method, steps, lambda and eta, and nothing
+    /// else.
     #[test]
     fn dds_50_preset_parses() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/dds-50.toml");
-        let cfg = Config::load(&path).expect("config/dds-50.toml must parse");
         let expected = crate::posterior::SamplerConfig {
             method: crate::posterior::Method::Dds,
             steps: 50,
@@ -189,11 +197,7 @@ mod tests {
             eta: 1.0,
             ..Default::default()
         };
-        assert_eq!(cfg.sampler, expected);
-        assert_eq!(cfg.daemon, DaemonConfig::default());
-        cfg.sampler
-            .validate()
-            .expect("preset sampler settings are valid");
+        assert_eq!(preset_sampler("dds-50.toml"), expected);
     }
 
     #[test]
