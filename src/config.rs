@@ -172,14 +172,15 @@ mod tests {
         cfg.sampler
     }
 
-    /// The full-DPS preset changes the sampler's method, steps, step size and divergence
-    /// bound, and nothing else.
+    /// The full-DPS preset changes the sampler's method, steps, step size, sample count and
+    /// divergence bound, and nothing else.
     #[test]
     fn full_dps_preset_parses() {
         let expected = crate::posterior::SamplerConfig {
             method: crate::posterior::Method::Dps,
             steps: 1000,
             zeta: 72.0,
+            samples: 8,
             max_abs: 1000.0,
             ..Default::default()
         };
