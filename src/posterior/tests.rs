@@ -49,6 +49,12 @@ fn tiny_model(perturb: bool) -> Model {
     model
 }
 
+/// A posterior sampler over [`tiny_model`], shareable with a [`Reconstructor`].
+fn tiny_sampler(perturb: bool) -> Arc<PosteriorSampler> {
+    let model = tiny_model(perturb);
+    Arc::new(PosteriorSampler::new(&model, &Device::Cpu).expect("sampler"))
+}
+
 /// Fully observed: A = identity on n x n images.
 struct Identity(usize);
 
@@ -241,8 +247,7 @@ fn summary_scales_the_spread_and_adds_the_boundary() {
 
 #[test]
 fn fully_observed_noise_free_converges_to_truth() {
-    let model = tiny_model(false);
-    let ps = Arc::new(PosteriorSampler::new(&model, &Device::Cpu).expect("sampler"));
+    let ps = tiny_sampler(false);
     let a = truth(0.0);
     let (op, meas) = identity_problem(&a);
     // DDS: CG data consistency solves the identity exactly at every step.
@@ -274,8 +279,7 @@ fn fully_observed_noise_free_converges_to_truth() {
 
 #[test]
 fn residual_falls_along_trajectory_on_ultrasound_operator() {
-    let model = tiny_model(true);
-    let ps = Arc::new(PosteriorSampler::new(&model, &Device::Cpu).expect("sampler"));
+    let ps = tiny_sampler(true);
     let (us, _) = ultrasound_op();
     let op = NormalizedOperator::new(us.clone(), 10, &Device::Cpu).expect("norm");
     let a = truth(0.0);
@@ -330,8 +334,7 @@ fn noise_is_estimated_from_pre_echo_samples() {
 
 #[test]
 fn warm_start_from_previous_frame_needs_fewer_steps() {
-    let model = tiny_model(true);
-    let ps = Arc::new(PosteriorSampler::new(&model, &Device::Cpu).expect("sampler"));
+    let ps = tiny_sampler(true);
     let (us, _) = ultrasound_op();
     let op = NormalizedOperator::new(us.clone(), 10, &Device::Cpu).expect("norm");
     let prev = truth(0.0);
@@ -407,8 +410,7 @@ fn data_shape(y: &ndarray::Array4<f32>) -> Vec<usize> {
 
 #[test]
 fn reproducible_for_a_seed() {
-    let model = tiny_model(true);
-    let ps = Arc::new(PosteriorSampler::new(&model, &Device::Cpu).expect("sampler"));
+    let ps = tiny_sampler(true);
     let a = truth(0.0);
     let (op, meas) = identity_problem(&a);
     let c = SamplerConfig {
@@ -429,8 +431,7 @@ fn reproducible_for_a_seed() {
 
 #[test]
 fn nan_measurement_is_rejected_up_front() {
-    let model = tiny_model(false);
-    let ps = Arc::new(PosteriorSampler::new(&model, &Device::Cpu).expect("sampler"));
+    let ps = tiny_sampler(false);
     let a = truth(0.0);
     let (op, _) = identity_problem(&a);
     let mut data = flat(&a);
@@ -458,8 +459,7 @@ fn nan_measurement_is_rejected_up_front() {
 
 #[test]
 fn nan_in_iterate_restarts_the_frame() {
-    let model = tiny_model(false);
-    let ps = Arc::new(PosteriorSampler::new(&model, &Device::Cpu).expect("sampler"));
+    let ps = tiny_sampler(false);
     let a = truth(0.0);
     let (op, _) = identity_problem(&a);
     let mut rec = Reconstructor::new(ps.clone(), cfg(Method::Dds, 5, 2), 0.3e-3).expect("rec");
@@ -557,8 +557,7 @@ fn guidance_threshold_is_the_reference_schedules_last_abar() {
 /// as drawn.
 #[test]
 fn dps_draw_that_does_not_fit_is_redrawn_with_half_the_step() {
-    let model = tiny_model(true);
-    let ps = Arc::new(PosteriorSampler::new(&model, &Device::Cpu).expect("sampler"));
+    let ps = tiny_sampler(true);
     let a = truth(0.0);
     let (op, _) = identity_problem(&a);
     // Noise 1e-6 of the data: 10 steps of the tiny model end orders of magnitude above
@@ -662,8 +661,7 @@ fn guidance_gain_is_the_inverse_lipschitz_constant() {
 /// every attempt.
 #[test]
 fn dps_step_is_held_to_the_stable_gain() {
-    let model = tiny_model(true);
-    let ps = PosteriorSampler::new(&model, &Device::Cpu).expect("sampler");
+    let ps = tiny_sampler(true);
     let a = truth(0.0);
     let (op, meas) = identity_problem(&a);
     let draw = |zeta: f64| {
@@ -694,8 +692,7 @@ fn dps_step_is_held_to_the_stable_gain() {
 /// `max_abs`) is marked failed after `max_restarts` restarts, with the reason.
 #[test]
 fn frame_that_keeps_diverging_is_failed() {
-    let model = tiny_model(true);
-    let ps = Arc::new(PosteriorSampler::new(&model, &Device::Cpu).expect("sampler"));
+    let ps = tiny_sampler(true);
     let a = truth(0.0);
     let (op, _) = identity_problem(&a);
     let c = SamplerConfig {
@@ -717,8 +714,7 @@ fn frame_that_keeps_diverging_is_failed() {
 
 #[test]
 fn grid_mismatch_and_bad_config_are_errors() {
-    let model = tiny_model(false);
-    let ps = Arc::new(PosteriorSampler::new(&model, &Device::Cpu).expect("sampler"));
+    let ps = tiny_sampler(false);
     let probe = LinearProbe {
         n_el: 8,
         ..LinearProbe::default_lung()
