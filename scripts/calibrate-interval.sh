@@ -93,7 +93,7 @@ PYTHON=${PLEURA_PYTHON:-.venv/bin/python}
 
 mkdir -p "$OUT"/data "$OUT"/configs "$OUT"/recon "$OUT"/json
 LOG=$OUT/commands.log
-echo "# $(date -u +%FT%TZ) scripts/calibrate-interval.sh $OUT $MODE --seeds $SEEDS --frames $FRAMES --scale $SCALE (model $MODEL)" >> "$LOG"
+echo "# $(date -u +%FT%TZ) scripts/calibrate-interval.sh $OUT $MODE --seeds $SEEDS --frames $FRAMES --scale $SCALE --config $CONFIG (model $MODEL)" >> "$LOG"
 CFG=$OUT/configs/$MODE-scale$SCALE.toml
 sed "s|^spread_scale = .*|spread_scale = $SCALE|" "$CONFIG" > "$CFG"
 
