@@ -196,6 +196,7 @@ mod tests {
             steps: 50,
             lambda: 7e-5,
             eta: 1.0,
+            samples: 8,
             ..Default::default()
         };
         assert_eq!(preset_sampler("dds-50.toml"), expected);
