@@ -12,7 +12,7 @@ use rand_distr::{Distribution, Normal};
 
 use super::frame::{interval, quantile, FrameOutcome, Reconstructor, StartKind};
 use super::problem::{
-    mad_sigma, LinearOperator, Measurement, NoiseSource, NormalizedOperator, MAD_TO_SIGMA,
+    l2, mad_sigma, LinearOperator, Measurement, NoiseSource, NormalizedOperator, MAD_TO_SIGMA,
 };
 use super::sampler::{PosteriorSampler, Start, MAX_GUIDANCE_GAIN, MIN_GUIDED_ABAR};
 use super::*;
@@ -626,30 +626,16 @@ fn guidance_gain_is_the_inverse_lipschitz_constant() {
         .expect("v");
     let mut l = 0.0;
     for _ in 0..60 {
-        let n = v
-            .sqr()
-            .expect("sq")
-            .sum_all()
-            .expect("sum")
-            .to_scalar::<f32>()
-            .expect("s");
-        v = (v / (n as f64).sqrt()).expect("unit");
+        v = (&v / l2(&v).expect("norm")).expect("unit");
         let hv = (grad(&(&x0 + &v).expect("x")) - &g0).expect("hv");
-        l = hv
-            .sqr()
-            .expect("sq")
-            .sum_all()
-            .expect("sum")
-            .to_scalar::<f32>()
-            .expect("s");
-        l = l.sqrt();
+        l = l2(&hv).expect("norm");
         v = hv;
     }
     // 0.261 here: the operator's norm comes from 30 power iterations, which approach it
     // from below, so ||A'|| is about 1.02.
-    assert!((l as f64 - 0.25).abs() < 0.0125, "L = {l}");
+    assert!((l - 0.25).abs() < 0.0125, "L = {l}");
     assert!(
-        (MAX_GUIDANCE_GAIN * l as f64 - 1.0).abs() < 0.05,
+        (MAX_GUIDANCE_GAIN * l - 1.0).abs() < 0.05,
         "1/L = {}",
         1.0 / l
     );
