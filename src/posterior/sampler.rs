@@ -36,13 +36,10 @@
 //! `||n|| = sigma' sqrt(M)` is the noise's norm). Where that exceeds `2 / L = 8` (`L = 1/4`
 //! the norm of the objective's Hessian, Tweedie's Jacobian taken as the identity, as at
 //! the last steps) gradient descent overshoots the data along the operator's strongest
-//! directions instead of settling on it. The peak is high where the noise is small in the
-//! operator's units; at the simulator's fixed SNR, on a weak echo: full DPS at zeta' 72 on
-//! a consolidated lung (seed 1003 of docs/BENCHMARKS.md, `||n||` = 1.44, peak
-//! 19) ended with every sample at 4.4 times the noise's residual, the lung means 0.43 and
-//! 0.20 either side of the truth's 0.32, where frames with `||n||` 2.8-3.6 (peaks 7.7-9.8)
-//! fitted. The hold is `1 / L = 4`, the step that lands on the linearised minimiser along
-//! those directions; with it the same frame fitted at zeta' 72.
+//! directions instead of settling on it. The hold is `1 / L = 4`, the step that lands on
+//! the linearised minimiser along those directions. The peak is high where the noise is
+//! small in the operator's units, as on a weak echo; the frame that failed without the
+//! hold and fits with it is in docs/reconstruction.md ("Step-size rule").
 //!
 //! No guidance is applied at steps whose `abar_i` is below [`MIN_GUIDED_ABAR`], the last
 //! `abar` of the reference code's schedule (Ho et al. 2020's linear betas, 1e-4 to 0.02
