@@ -35,6 +35,7 @@ extern "C" {
 #define PLEURA_ERR_SEND 7     /* the socket refused the message */
 #define PLEURA_ERR_RUNTIME 8  /* the I/O thread could not start */
 #define PLEURA_ERR_INTERNAL 9 /* a bug in the library */
+#define PLEURA_ERR_EPOCHS 10  /* the handle announced 2^32 scans (epochs): open a new one */
 
 /* Endpoint modes. */
 #define PLEURA_BIND 0
@@ -70,7 +71,9 @@ const char *pleura_bridge_endpoint(const pleura_bridge *bridge);
  * while nobody subscribes); PLEURA_ERR_TIMEOUT if none came. */
 int pleura_bridge_wait_for_subscriber(pleura_bridge *bridge, uint32_t timeout_ms);
 
-/* Publishes the scan parameters under scan_id; frames refer to them by that id. */
+/* Publishes the scan parameters under scan_id; frames refer to them by that id. Each call
+ * is the handle's next scan epoch (docs/protocol.md): call it when the parameters change,
+ * the handle repeats the last one by itself. */
 int pleura_bridge_publish_scan(pleura_bridge *bridge, uint64_t scan_id, const pleura_scan_field *fields,
                                size_t n_fields);
 

@@ -27,6 +27,8 @@ pub const PLEURA_ERR_PAYLOAD: i32 = 6;
 pub const PLEURA_ERR_SEND: i32 = 7;
 pub const PLEURA_ERR_RUNTIME: i32 = 8;
 pub const PLEURA_ERR_INTERNAL: i32 = 9;
+/// The handle announced 2^32 scans (every scan epoch): open a new one.
+pub const PLEURA_ERR_EPOCHS: i32 = 10;
 
 thread_local! {
     static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
@@ -51,6 +53,7 @@ fn bridge_error(e: BridgeError) -> i32 {
         BridgeError::Payload { .. } => PLEURA_ERR_PAYLOAD,
         BridgeError::NoScan => PLEURA_ERR_NO_SCAN,
         BridgeError::Send(_) => PLEURA_ERR_SEND,
+        BridgeError::EpochsExhausted => PLEURA_ERR_EPOCHS,
     };
     fail(code, &e.to_string())
 }
@@ -437,6 +440,7 @@ pub extern "C" fn pleura_bridge_status_message(status: i32) -> *const c_char {
         PLEURA_ERR_SEND => c"send failed",
         PLEURA_ERR_RUNTIME => c"cannot start the bridge's runtime",
         PLEURA_ERR_INTERNAL => c"internal error",
+        PLEURA_ERR_EPOCHS => c"the handle announced 2^32 scans: open a new one",
         _ => c"unknown status code",
     };
     s.as_ptr()

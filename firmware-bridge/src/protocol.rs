@@ -1,4 +1,4 @@
-//! The pleura wire protocol, version 1: encoder and decoder.
+//! The pleura wire protocol, version 2: encoder and decoder.
 //!
 //! This module is the single implementation of the protocol, shared by the daemon
 //! (`pleura::protocol`) and the scanner side (this crate's publisher and C ABI). The
@@ -20,8 +20,9 @@ use sha2::Sha256;
 
 /// First four bytes of every header.
 pub const MAGIC: [u8; 4] = *b"PLRA";
-/// The protocol version this module speaks.
-pub const VERSION: u16 = 1;
+/// The protocol version this module speaks. Version 2 added the scan epoch (scan header
+/// bytes 44..48), so that a replayed scan message can be told from a current one.
+pub const VERSION: u16 = 2;
 /// Length of the header prefix common to every kind.
 pub const PREFIX_LEN: usize = 16;
 /// Length of part 0 of a scan message.
@@ -126,6 +127,10 @@ pub enum DecodeError {
     UnknownKind { found: u16 },
     #[error("unknown dtype code {found}")]
     UnknownDtype { found: u8 },
+    #[error("frame payload dtype {found} (code {code}): frames carry int16 or float32")]
+    FrameDtype { found: &'static str, code: u8 },
+    #[error("scan body: {what}")]
+    ScanBody { what: String },
     #[error("truncated payload: header says {expected} bytes, part has {found}")]
     Truncated { expected: u64, found: u64 },
     #[error(
@@ -152,7 +157,10 @@ impl DecodeError {
     pub fn reason(&self) -> &'static str {
         match self {
             DecodeError::Malformed { .. } | DecodeError::Magic { .. } => "malformed",
-            DecodeError::UnknownKind { .. } | DecodeError::UnknownDtype { .. } => "malformed",
+            DecodeError::UnknownKind { .. }
+            | DecodeError::UnknownDtype { .. }
+            | DecodeError::FrameDtype { .. } => "malformed",
+            DecodeError::ScanBody { .. } => "bad_scan",
             DecodeError::Version { .. } => "version",
             DecodeError::Truncated { .. } => "truncated",
             DecodeError::ShapeLength { .. } => "shape_mismatch",
@@ -477,8 +485,13 @@ pub fn decode_fields(mut buf: &[u8]) -> Result<Vec<Field>, DecodeError> {
 pub struct ScanMessage {
     /// Identifies the publishing session (chosen at random when a publisher opens).
     pub stream_id: u64,
-    /// The scan id frames refer to.
+    /// The scan id frames refer to (within this stream).
     pub scan_id: u64,
+    /// Which announcement of the stream this is: the same while the parameters are only
+    /// repeated, one more at every change. A receiver rejects an epoch below the stream's
+    /// current one, so a recorded scan message cannot be replayed to restore old
+    /// parameters (`docs/protocol.md`, "Scan message").
+    pub epoch: u32,
     /// The scan fields (float64), named as in zea (`docs/protocol.md` lists them).
     pub fields: Vec<Field>,
 }
@@ -630,6 +643,7 @@ pub fn encode_scan(msg: &ScanMessage, key: Option<&Key>) -> Vec<Vec<u8>> {
     h[24..32].copy_from_slice(&msg.scan_id.to_le_bytes());
     h[32..40].copy_from_slice(&(body.len() as u64).to_le_bytes());
     h[40..44].copy_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+    h[44..48].copy_from_slice(&msg.epoch.to_le_bytes());
     finish(vec![h, body], key)
 }
 
@@ -753,35 +767,45 @@ pub fn peek_kind(part0: &[u8]) -> Result<Kind, DecodeError> {
 
 /// Decodes and checks one multipart message.
 ///
-/// Checks, in this order: header prefix (magic, version, kind), signature (per `auth`),
+/// With a key ([`Auth::Required`]) the tag is checked first, before anything else in the
+/// message is read: the last part must be a 32-byte HMAC-SHA256 tag of the others, so a
+/// message from someone without the key is always reported as `hmac`, whatever its
+/// header says. Then, with or without a key: header prefix (magic, version, kind), flags,
 /// part count and header length, then the kind's own consistency (payload length, shape,
-/// CRC32C). The signature is checked before anything else is interpreted, so with a key
-/// configured a tampered message is always reported as `hmac`.
+/// dtype, CRC32C).
 pub fn decode<'a>(parts: &[&'a [u8]], auth: Auth<'_>) -> Result<Message<'a>, DecodeError> {
     let Some(&part0) = parts.first() else {
         return Err(malformed("no parts"));
+    };
+    let flags_of = |p: &[u8]| (p.len() >= 12).then(|| le_u32(p, 8));
+    let body: &[&'a [u8]] = match auth {
+        Auth::Required(key) => {
+            let verified = match parts.split_last() {
+                Some((tag, rest)) if !rest.is_empty() && tag.len() == TAG_LEN => {
+                    key.verify(rest, tag).then_some(rest)
+                }
+                _ => None,
+            };
+            let Some(rest) = verified else {
+                return Err(match flags_of(part0) {
+                    Some(f) if f & FLAG_SIGNED == 0 => DecodeError::Unsigned,
+                    _ => DecodeError::BadSignature,
+                });
+            };
+            rest
+        }
+        Auth::None => parts,
     };
     let kind = peek_kind(part0)?;
     let flags = le_u32(part0, 8);
     if flags & !FLAG_SIGNED != 0 {
         return Err(malformed(format!("unknown flags {flags:#x}")));
     }
-    let signed = flags & FLAG_SIGNED != 0;
-    let body: &[&'a [u8]] = match (signed, auth) {
-        (false, Auth::None) => parts,
-        (false, Auth::Required(_)) => return Err(DecodeError::Unsigned),
+    match (flags & FLAG_SIGNED != 0, auth) {
         (true, Auth::None) => return Err(DecodeError::NoKey),
-        (true, Auth::Required(key)) => {
-            let (tag, rest) = match parts.split_last() {
-                Some((tag, rest)) if !rest.is_empty() && tag.len() == TAG_LEN => (tag, rest),
-                _ => return Err(DecodeError::BadSignature),
-            };
-            if !key.verify(rest, tag) {
-                return Err(DecodeError::BadSignature);
-            }
-            rest
-        }
-    };
+        (false, Auth::Required(_)) => return Err(DecodeError::Unsigned),
+        _ => {}
+    }
     match kind {
         Kind::Scan => decode_scan(body).map(Message::Scan),
         Kind::Frame => decode_frame(body).map(Message::Frame),
@@ -831,10 +855,14 @@ fn decode_scan(parts: &[&[u8]]) -> Result<ScanMessage, DecodeError> {
     if expected != computed {
         return Err(DecodeError::Crc { expected, computed });
     }
+    let fields = decode_fields(body).map_err(|e| DecodeError::ScanBody {
+        what: e.to_string(),
+    })?;
     Ok(ScanMessage {
         stream_id: le_u64(h, 16),
         scan_id: le_u64(h, 24),
-        fields: decode_fields(body)?,
+        epoch: le_u32(h, 44),
+        fields,
     })
 }
 
@@ -845,6 +873,12 @@ fn decode_frame<'a>(parts: &[&'a [u8]]) -> Result<FrameMessage<'a>, DecodeError>
     let dtype_code = h[72];
     let dtype =
         Dtype::from_u8(dtype_code).ok_or(DecodeError::UnknownDtype { found: dtype_code })?;
+    if !matches!(dtype, Dtype::I16 | Dtype::F32) {
+        return Err(DecodeError::FrameDtype {
+            found: dtype.name(),
+            code: dtype_code,
+        });
+    }
     if h[73..76] != [0, 0, 0] {
         return Err(malformed(
             "frame header: reserved bytes 73..76 are not zero",
@@ -893,6 +927,11 @@ fn decode_result(parts: &[&[u8]]) -> Result<ResultMessage, DecodeError> {
         return Err(malformed("no parts"));
     };
     expect_header(h, RESULT_HEADER_LEN, "result")?;
+    if le_u32(h, 60) != 0 {
+        return Err(malformed(
+            "result header: reserved bytes 60..64 are not zero",
+        ));
+    }
     let n = le_u32(h, 56) as usize;
     if fields.len() != n {
         return Err(malformed(format!(
@@ -1007,11 +1046,42 @@ mod tests {
             "truncated"
         );
         let mut ver = good.clone();
-        ver[0][4] = 2;
+        ver[0][4] = 1;
         assert_eq!(
             decode(&refs(&ver), Auth::None).unwrap_err(),
-            DecodeError::Version { found: 2 }
+            DecodeError::Version { found: 1 }
         );
+        // Frames carry int16 or float32: a float64 or uint8 payload of the right length is
+        // refused, naming the dtype.
+        for (code, size) in [(3u8, 8usize), (4, 1)] {
+            let payload = vec![0u8; 12 * size];
+            let mut h = FrameHeader::for_payload(9, 1, 1, 0, Dtype::I16, [1, 3, 4, 1], &payload);
+            h.dtype = Dtype::from_u8(code).unwrap();
+            h.payload_len = payload.len() as u64;
+            let parts = encode_frame(&h, &payload, None);
+            let err = decode(&refs(&parts), Auth::None).unwrap_err();
+            assert_eq!(err.reason(), "malformed", "{err}");
+            assert!(err.to_string().contains(h.dtype.name()), "{err}");
+        }
+        // A scan body that does not decode as fields is a bad scan, not a malformed message.
+        let mut scan = encode_scan(
+            &ScanMessage {
+                stream_id: 1,
+                scan_id: 2,
+                epoch: 0,
+                fields: vec![Field::scalar("sound_speed", 1540.0)],
+            },
+            None,
+        );
+        let cut = scan[1].len() - 3;
+        scan[1].truncate(cut);
+        let body_len = scan[1].len() as u64;
+        let crc = crc32c::crc32c(&scan[1]);
+        scan[0][32..40].copy_from_slice(&body_len.to_le_bytes());
+        scan[0][40..44].copy_from_slice(&crc.to_le_bytes());
+        let err = decode(&refs(&scan), Auth::None).unwrap_err();
+        assert_eq!(err.reason(), "bad_scan", "{err}");
+        assert!(err.to_string().contains("sound_speed"), "{err}");
         let mut shape = good.clone();
         shape[0][56] = 2;
         assert_eq!(
@@ -1074,6 +1144,25 @@ mod tests {
             decode(&refs(&signed), Auth::None).unwrap_err(),
             DecodeError::NoKey
         );
+        // With a key the tag is checked before the header is read: an unsigned message of
+        // another version, or with a broken magic, is an `hmac` rejection.
+        for (at, value) in [(4usize, 3u8), (0, b'X'), (6, 9)] {
+            let mut m = frame_parts(1, None);
+            m[0][at] = value;
+            assert_eq!(
+                decode(&refs(&m), Auth::Required(&k)).unwrap_err(),
+                DecodeError::Unsigned,
+                "byte {at}"
+            );
+        }
+        // A verified tag over a header without the SIGNED flag is still refused.
+        let mut unflagged = frame_parts(1, None);
+        let tag = k.sign(&refs(&unflagged));
+        unflagged.push(tag.to_vec());
+        assert_eq!(
+            decode(&refs(&unflagged), Auth::Required(&k)).unwrap_err(),
+            DecodeError::Unsigned
+        );
     }
 
     #[test]
@@ -1082,6 +1171,7 @@ mod tests {
         let scan = ScanMessage {
             stream_id: 3,
             scan_id: 42,
+            epoch: 0x0102_0304,
             fields: vec![
                 Field::f64(
                     "probe_geometry",
@@ -1094,6 +1184,8 @@ mod tests {
         };
         for key in [None, Some(&k)] {
             let parts = encode_scan(&scan, key);
+            assert_eq!(parts[0].len(), SCAN_HEADER_LEN);
+            assert_eq!(parts[0][44..48], [4, 3, 2, 1], "epoch at bytes 44..48");
             let auth = key.map_or(Auth::None, Auth::Required);
             assert_eq!(
                 decode(&refs(&parts), auth).unwrap(),
@@ -1121,6 +1213,13 @@ mod tests {
         };
         let parts = encode_result(&result, None);
         assert_eq!(parts.len(), 3);
+        // Reserved bytes 60..64 of the result header must be zero (found by fuzzing: such a
+        // message decoded and re-encoded to other bytes).
+        let mut reserved = parts.clone();
+        reserved[0][60] = 1;
+        let err = decode(&refs(&reserved), Auth::None).unwrap_err();
+        assert_eq!(err.reason(), "malformed", "{err}");
+        assert!(err.to_string().contains("60..64"), "{err}");
         assert_eq!(
             decode(&refs(&parts), Auth::None).unwrap(),
             Message::Result(result)
@@ -1170,6 +1269,7 @@ mod tests {
             &ScanMessage {
                 stream_id: 1,
                 scan_id: 2,
+                epoch: 1,
                 fields: vec![Field::f64(
                     "t0_delays",
                     vec![1, 4],

@@ -5,9 +5,10 @@
 //! `zeromq` socket runs; the methods block until the message is queued on the socket.
 //!
 //! The publisher takes care of the protocol's duties: it picks a random stream id at
-//! open, computes CRC32C, signs with the key when one is given, and repeats the last scan
-//! message at least every [`SCAN_REPEAT`] (before the next frame) so a late subscriber
-//! learns the scan.
+//! open, computes CRC32C, signs with the key when one is given, numbers its scan
+//! announcements (the scan epoch: one more at every [`Publisher::publish_scan`]), and
+//! repeats the last scan message as it was, same epoch, at least every [`SCAN_REPEAT`]
+//! (before the next frame) so a late subscriber learns the scan.
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
@@ -64,6 +65,8 @@ pub enum BridgeError {
     },
     #[error("no scan published yet: publish the scan parameters before frames")]
     NoScan,
+    #[error("this stream announced {} scans, all its epochs: open a new publisher (stream)", u64::from(u32::MAX) + 1)]
+    EpochsExhausted,
     #[error("send failed: {0}")]
     Send(String),
 }
@@ -84,6 +87,8 @@ pub struct Publisher {
     stream_id: u64,
     endpoint: String,
     last_scan: Option<(Vec<Bytes>, Instant)>,
+    /// The epoch of the next scan announcement; None once every epoch was used.
+    next_epoch: Option<u32>,
     inflight: Arc<()>,
 }
 
@@ -165,6 +170,7 @@ impl Publisher {
             stream_id: random_stream_id(),
             endpoint: resolved,
             last_scan: None,
+            next_epoch: Some(0),
             inflight: Arc::new(()),
         })
     }
@@ -224,8 +230,10 @@ impl Publisher {
         self.send(parts.into_iter().map(Bytes::from).collect())
     }
 
-    /// Publishes the scan parameters under `scan_id` (and remembers them for repetition).
+    /// Publishes the scan parameters under `scan_id` as the stream's next scan epoch (and
+    /// remembers the message for repetition).
     pub fn publish_scan(&mut self, scan_id: u64, fields: Vec<Field>) -> Result<(), BridgeError> {
+        let epoch = self.next_epoch.ok_or(BridgeError::EpochsExhausted)?;
         for f in &fields {
             f.check().map_err(BridgeError::Field)?;
         }
@@ -239,8 +247,10 @@ impl Publisher {
         let msg = ScanMessage {
             stream_id: self.stream_id,
             scan_id,
+            epoch,
             fields,
         };
+        self.next_epoch = epoch.checked_add(1);
         let parts: Vec<Bytes> = protocol::encode_scan(&msg, self.key.as_ref())
             .into_iter()
             .map(Bytes::from)

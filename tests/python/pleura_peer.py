@@ -12,7 +12,7 @@ import urllib.request
 import numpy as np
 
 MAGIC = b"PLRA"
-VERSION = 1
+VERSION = 2
 SCAN, FRAME, RESULT, STATUS = 1, 2, 3, 4
 SIGNED = 1
 DTYPES = {1: np.dtype("<i2"), 2: np.dtype("<f4"), 3: np.dtype("<f8"), 4: np.dtype("u1")}
@@ -101,9 +101,9 @@ def scan_fields_from_zea(path):
     return out, raw
 
 
-def scan_message(stream_id, scan_id, fields, key=None, drop=()):
+def scan_message(stream_id, scan_id, fields, key=None, drop=(), epoch=0):
     body = b"".join(field(n, a) for n, a in fields.items() if n not in drop)
-    h = prefix(SCAN, SIGNED if key else 0) + struct.pack("<QQQII", stream_id, scan_id, len(body), crc32c(body), 0)
+    h = prefix(SCAN, SIGNED if key else 0) + struct.pack("<QQQII", stream_id, scan_id, len(body), crc32c(body), epoch)
     return finish([h, body], key)
 
 
