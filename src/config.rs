@@ -20,6 +20,13 @@ pub enum ConfigError {
     },
     #[error("invalid configuration file {path}: {message}")]
     Parse { path: PathBuf, message: String },
+    #[error("[{table}] {key} = {value}: {rule}")]
+    Value {
+        table: &'static str,
+        key: &'static str,
+        value: String,
+        rule: &'static str,
+    },
 }
 
 /// The whole configuration.
@@ -85,6 +92,31 @@ pub struct DaemonConfig {
     pub shutdown_deadline_ms: u64,
     pub reject_log_interval_ms: u64,
     pub max_streams: usize,
+    /// Largest ZMTP frame, and largest multipart message, the ingest accepts, bytes:
+    /// enforced while the frame header is read, before anything is allocated for it.
+    pub max_message_bytes: usize,
+    /// Time a new ingest connection has to finish the ZMTP handshake, milliseconds.
+    pub handshake_timeout_ms: u64,
+    /// Most connections each bound ZMTP socket (the ingest in bind mode, the publish
+    /// socket) holds at once, those still in the handshake included.
+    pub max_connections: usize,
+    /// Messages queued for one consumer of the publish socket that does not keep up;
+    /// beyond them its messages are dropped.
+    pub publish_queue: usize,
+    /// Scan ids remembered per stream (least recently used forgotten first).
+    pub max_scans_per_stream: usize,
+    /// Largest accepted scan message body, bytes.
+    pub max_scan_bytes: usize,
+    /// Largest forward jump of a stream's frame sequence number or scan epoch.
+    pub max_sequence_jump: u64,
+    /// Largest image grid (pixels) a scan may make the stage build.
+    pub max_grid_pixels: usize,
+    /// Largest DAS plan (taps) a scan may make the stage build.
+    pub max_das_taps: u64,
+    /// Largest measurement operator (bytes of tables) a scan may make the stage build.
+    pub max_operator_bytes: u64,
+    /// Measurement operators kept for scans seen before (least recently used dropped).
+    pub max_operators: usize,
     pub record: Option<PathBuf>,
     pub record_queue: usize,
     /// Model directory of the `posterior` stage.
@@ -111,6 +143,17 @@ impl Default for DaemonConfig {
             shutdown_deadline_ms: 5000,
             reject_log_interval_ms: 1000,
             max_streams: 16,
+            max_message_bytes: 64 << 20,
+            handshake_timeout_ms: 5000,
+            max_connections: 64,
+            publish_queue: 64,
+            max_scans_per_stream: 4,
+            max_scan_bytes: 2 << 20,
+            max_sequence_jump: 1 << 20,
+            max_grid_pixels: 1 << 20,
+            max_das_taps: 32 << 20,
+            max_operator_bytes: 512 << 20,
+            max_operators: 4,
             record: None,
             record_queue: 256,
             model: PathBuf::from("testdata/model"),
@@ -119,13 +162,63 @@ impl Default for DaemonConfig {
     }
 }
 
+/// Shortest accepted status interval: at most 100 status messages a second.
+pub const MIN_STATUS_INTERVAL_MS: u64 = 10;
+
+impl DaemonConfig {
+    /// Checks the values no type can: counts and caps that must be positive, the status
+    /// interval's floor. A value that would otherwise be clamped is refused with its name.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let value = |key: &'static str, value: String, rule: &'static str| ConfigError::Value {
+            table: "daemon",
+            key,
+            value,
+            rule,
+        };
+        let positive: [(&'static str, u64); 14] = [
+            ("queue_capacity", self.queue_capacity as u64),
+            ("max_streams", self.max_streams as u64),
+            ("max_message_bytes", self.max_message_bytes as u64),
+            ("handshake_timeout_ms", self.handshake_timeout_ms),
+            ("max_connections", self.max_connections as u64),
+            ("publish_queue", self.publish_queue as u64),
+            ("max_scans_per_stream", self.max_scans_per_stream as u64),
+            ("max_scan_bytes", self.max_scan_bytes as u64),
+            ("max_sequence_jump", self.max_sequence_jump),
+            ("max_grid_pixels", self.max_grid_pixels as u64),
+            ("max_das_taps", self.max_das_taps),
+            ("max_operator_bytes", self.max_operator_bytes),
+            ("max_operators", self.max_operators as u64),
+            ("record_queue", self.record_queue as u64),
+        ];
+        for (key, v) in positive {
+            if v == 0 {
+                return Err(value(key, v.to_string(), "must be at least 1"));
+            }
+        }
+        if self.status_interval_ms < MIN_STATUS_INTERVAL_MS {
+            return Err(value(
+                "status_interval_ms",
+                self.status_interval_ms.to_string(),
+                "must be at least 10 (100 status messages a second)",
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Config {
-    /// Parses a configuration from TOML text; `origin` names it in errors.
+    /// Parses and validates a configuration from TOML text; `origin` names it in errors.
     pub fn from_toml(text: &str, origin: &Path) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: origin.to_path_buf(),
             message: e.to_string(),
-        })
+        })?;
+        config.daemon.validate().map_err(|e| ConfigError::Parse {
+            path: origin.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        Ok(config)
     }
 
     /// Reads and parses a configuration file.
@@ -217,5 +310,30 @@ mod tests {
         let err = Config::from_toml("[log]\nformat = \"xml\"\n", Path::new("x.toml"))
             .expect_err("bad enum must be rejected");
         assert!(err.to_string().contains("xml"), "{err}");
+    }
+
+    /// Counts that used to be clamped to 1 in silence, and a status interval that sent
+    /// status messages as fast as the socket took them, are refused with their name.
+    #[test]
+    fn zero_counts_and_intervals_are_named() {
+        for (key, value, rule) in [
+            ("queue_capacity", "0", "at least 1"),
+            ("max_streams", "0", "at least 1"),
+            ("max_scans_per_stream", "0", "at least 1"),
+            ("max_operators", "0", "at least 1"),
+            ("status_interval_ms", "0", "at least 10"),
+            ("status_interval_ms", "9", "at least 10"),
+        ] {
+            let text = format!("[daemon]\n{key} = {value}\n");
+            let err = Config::from_toml(&text, Path::new("x.toml"))
+                .expect_err("must be refused")
+                .to_string();
+            assert!(
+                err.contains(&format!("[daemon] {key} = {value}")) && err.contains(rule),
+                "{err}"
+            );
+        }
+        let ok = Config::from_toml("[daemon]\nstatus_interval_ms = 10\n", Path::new("x.toml"));
+        assert_eq!(ok.unwrap().daemon.status_interval_ms, 10);
     }
 }

@@ -48,6 +48,30 @@ pub struct Grid {
     pub z: Vec<f64>,
 }
 
+/// The extents of a grid not built yet: (min, max, points) per axis, metres. The counts
+/// are whole numbers held as f64, so that any request can be measured before it is built.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct GridExtent {
+    pub x: (f64, f64, f64),
+    pub z: (f64, f64, f64),
+}
+
+impl GridExtent {
+    /// The extent of a built grid.
+    pub fn of(grid: &Grid) -> Self {
+        let axis = |v: &[f64]| (v[0], v[v.len() - 1], v.len() as f64);
+        GridExtent {
+            x: axis(&grid.x),
+            z: axis(&grid.z),
+        }
+    }
+
+    /// Number of pixels, nx nz.
+    pub fn pixels(&self) -> f64 {
+        self.x.2 * self.z.2
+    }
+}
+
 /// Default image size (pixels per side) of pleura's lung grid.
 pub const DEFAULT_SIZE: usize = 64;
 /// Default pixel pitch, m (0.3 mm, about one wavelength at 5 MHz in soft tissue).
@@ -115,6 +139,23 @@ impl Grid {
     /// half a wavelength laterally and a quarter of a wavelength axially. `scan` is expected
     /// to be valid ([`Scan::validate`], as every recorded or received scan is).
     pub fn default_for(scan: &Scan) -> Result<Self, GridError> {
+        let e = Self::default_extent(scan)?;
+        if e.pixels() > usize::MAX as f64 {
+            return Err(GridError::Scan {
+                field: "n_ax",
+                value: scan.n_ax as f64,
+                reason: "the default grid would have more pixels than memory can index",
+            });
+        }
+        Self::linspace(
+            (e.x.0, e.x.1, e.x.2 as usize),
+            (e.z.0, e.z.1, e.z.2 as usize),
+        )
+    }
+
+    /// The extents and point counts of [`Grid::default_for`], computed without building
+    /// it, so that a scan asking for an absurd grid is measured rather than allocated.
+    pub fn default_extent(scan: &Scan) -> Result<GridExtent, GridError> {
         let lambda = scan.wavelength();
         if !(lambda.is_finite() && lambda > 0.0) {
             return Err(GridError::Scan {
@@ -139,9 +180,19 @@ impl Grid {
         // acquisition starts later (pwi_disk: 9.95 us, 7.4 mm).
         let z_first = scan.sound_speed * t_first / 2.0;
         let z_min = 2e-3_f64.max(z_first).min(z_max / 2.0);
-        let nx = (((x_max - x_min) / (lambda / 2.0)).round() as usize + 1).max(2);
-        let nz = (((z_max - z_min) / (lambda / 4.0)).round() as usize + 1).max(2);
-        Self::linspace((x_min, x_max, nx), (z_min, z_max, nz))
+        let nx = (((x_max - x_min) / (lambda / 2.0)).round() + 1.0).max(2.0);
+        let nz = (((z_max - z_min) / (lambda / 4.0)).round() + 1.0).max(2.0);
+        if !(nx.is_finite() && nz.is_finite()) {
+            return Err(GridError::Scan {
+                field: "sampling_frequency",
+                value: scan.sampling_frequency,
+                reason: "the default grid's extent is not finite",
+            });
+        }
+        Ok(GridExtent {
+            x: (x_min, x_max, nx),
+            z: (z_min, z_max, nz),
+        })
     }
 
     /// pleura's default lung grid: 64 x 64 pixels of 0.3 mm, x in [-9.6, 9.6] mm,

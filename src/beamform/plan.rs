@@ -7,7 +7,7 @@ use rayon::prelude::*;
 
 use super::demod::{demodulation_frequency, Demodulator};
 use super::BeamformError;
-use crate::grid::Grid;
+use crate::grid::{Grid, GridExtent};
 use crate::recording::Scan;
 
 /// Receive apodization across the dynamic aperture, as a function of the normalised
@@ -538,6 +538,49 @@ impl DasPlan {
         self.columns.iter().map(|c| c.taps.len()).sum()
     }
 
+    /// An upper bound of [`DasPlan::n_taps`] for `scan` on a grid of this extent, computed
+    /// without building the plan: every (pixel, element) pair inside the receive aperture
+    /// (`|x - x_e| <= (z - z_e) / (2 F)`, with the shallowest element's z_e), times the
+    /// transmits. It costs O(nx nz log n_el), so the caller bounds the grid's pixels first.
+    /// Each tap holds [`DasPlan::TAP_BYTES`].
+    pub fn tap_bound(scan: &Scan, grid: &GridExtent, options: &DasOptions) -> f64 {
+        let mut el_x: Vec<f64> = scan.probe_geometry.column(0).to_vec();
+        el_x.sort_by(f64::total_cmp);
+        let z_el = scan
+            .probe_geometry
+            .column(2)
+            .iter()
+            .copied()
+            .fold(f64::INFINITY, f64::min);
+        let half_inv_f = 0.5 / options.f_number;
+        let axis = |(min, max, n): (f64, f64, f64)| {
+            let n = n as usize;
+            (0..n).map(move |i| {
+                if n > 1 {
+                    min + (max - min) * i as f64 / (n - 1) as f64
+                } else {
+                    min
+                }
+            })
+        };
+        let mut inside = 0.0;
+        for z in axis(grid.z) {
+            let half_width = (z - z_el) * half_inv_f * APERTURE_SLACK;
+            if half_width.is_nan() || half_width < 0.0 {
+                continue;
+            }
+            for x in axis(grid.x) {
+                let lo = el_x.partition_point(|&e| e < x - half_width);
+                let hi = el_x.partition_point(|&e| e <= x + half_width);
+                inside += (hi - lo) as f64;
+            }
+        }
+        inside * scan.n_tx() as f64
+    }
+
+    /// Bytes of one tap of the plan.
+    pub const TAP_BYTES: usize = std::mem::size_of::<Tap>();
+
     /// Bytes held by the plan's tables.
     pub fn table_bytes(&self) -> usize {
         self.columns
@@ -750,6 +793,43 @@ mod tests {
             }
         }
         out
+    }
+
+    /// The bound the daemon checks before planning holds the plan's taps, and is tight
+    /// when every aperture element contributes (rectangular apodization, every sample
+    /// recorded).
+    #[test]
+    fn tap_bound_holds_the_plan() {
+        let array = LinearArray {
+            n_el: 32,
+            pitch: 0.3e-3,
+            center_frequency: 5e6,
+            sampling_frequency: 20e6,
+            sound_speed: 1540.0,
+            n_ax: 800,
+            initial_time: 0.0,
+        };
+        let transmits = [0.0, 8.0].map(|deg: f64| Transmit {
+            polar_angle: deg.to_radians(),
+            focus_distance: f64::INFINITY,
+        });
+        let scan = linear_array_scan(&array, &transmits);
+        let grid = Grid::linspace((-5e-3, 5e-3, 21), (3e-3, 20e-3, 35)).unwrap();
+        for (apodization, tight) in [(Apodization::Rect, true), (Apodization::Hann, false)] {
+            let opts = DasOptions {
+                f_number: 1.5,
+                apodization,
+            };
+            let taps = DasPlan::new(&scan, &grid, &opts).unwrap().n_taps() as f64;
+            let bound = DasPlan::tap_bound(&scan, &GridExtent::of(&grid), &opts);
+            assert!(
+                taps > 1000.0 && bound >= taps,
+                "{apodization:?}: {taps} > {bound}"
+            );
+            if tight {
+                assert!(bound <= taps * 1.01, "{apodization:?}: {bound} vs {taps}");
+            }
+        }
     }
 
     #[test]

@@ -38,7 +38,6 @@
 
 pub mod pulse;
 
-use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex};
 
@@ -266,14 +265,24 @@ fn validate(scan: &Scan) -> Result<(), OperatorError> {
     Ok(())
 }
 
-impl MeasurementOperator {
-    /// Builds the operator of `scan` on `grid`, its tables living on `device`.
-    pub fn new(
-        scan: &Scan,
-        grid: &Grid,
-        options: OperatorOptions,
-        device: &Device,
-    ) -> Result<Self, OperatorError> {
+/// The time axes of an operator: pulse, fine-axis oversampling and lengths. Computed in
+/// f64 and checked before anything is sized from them, so that no scan (a sampling
+/// frequency of 1 mHz, say) can make them overflow.
+struct Layout {
+    pulse: Pulse,
+    /// Demodulation frequency of I/Q data, 0 for RF.
+    fd: f64,
+    /// Scatter channels per (transmit, element): 1 for RF, 2 (re, im) for I/Q.
+    c_in: usize,
+    upsampling: usize,
+    /// Half-length of the sampled pulse, fine samples.
+    half: usize,
+    blocks: usize,
+    fine_len: usize,
+}
+
+impl Layout {
+    fn of(scan: &Scan, options: &OperatorOptions) -> Result<Self, OperatorError> {
         validate(scan)?;
         let b = scan
             .fractional_bandwidth
@@ -305,23 +314,75 @@ impl MeasurementOperator {
                     value: "0".into(),
                 })
             }
-            Some(u) => u,
-            None => ((FINE_SAMPLES_PER_PERIOD * f_hi / fs).ceil() as usize).max(1),
+            Some(u) => u as f64,
+            None => (FINE_SAMPLES_PER_PERIOD * f_hi / fs).ceil().max(1.0),
         };
-        let fine_fs = fs * upsampling as f64;
-        let half = (pulse.half_length() * fine_fs).ceil() as usize;
-        let klen = 2 * half + 1;
-        let blocks = klen.div_ceil(upsampling);
-        let fine_len = (n_ax + blocks - 1) * upsampling;
-        let total_fine = n_tx * n_el * c_in * fine_len;
-        if total_fine > u32::MAX as usize {
+        let half = (pulse.half_length() * fs * upsampling).ceil();
+        let blocks = ((2.0 * half + 1.0) / upsampling).ceil();
+        let fine_len = (n_ax as f64 + blocks - 1.0) * upsampling;
+        let total_fine = (n_tx * n_el * c_in) as f64 * fine_len;
+        if total_fine.is_nan() || total_fine > u32::MAX as f64 {
             return Err(OperatorError::InvalidOption {
                 field: "upsampling",
                 value: format!(
-                    "{upsampling} gives {total_fine} fine samples, more than u32 indices hold"
+                    "{upsampling} gives {total_fine} fine samples, more than u32 indices hold \
+                     (scan sampling_frequency {fs} Hz, n_ax {n_ax})"
                 ),
             });
         }
+        // Every count is now at most u32::MAX: the casts are exact.
+        Ok(Layout {
+            pulse,
+            fd,
+            c_in,
+            upsampling: upsampling as usize,
+            half: half as usize,
+            blocks: blocks as usize,
+            fine_len: fine_len as usize,
+        })
+    }
+}
+
+/// Bytes the operator of `scan` on a grid of `n_pixels` pixels holds: its per-pixel
+/// tables, pulse matrices and shift index, and the fine-axis buffers of one image's
+/// forward and adjoint. Computed without building anything (the daemon's
+/// `max_operator_bytes` cap is checked against it).
+pub fn footprint_bytes(
+    scan: &Scan,
+    n_pixels: f64,
+    options: &OperatorOptions,
+) -> Result<f64, OperatorError> {
+    let l = Layout::of(scan, options)?;
+    let (n_tx, n_el, n_ax, n_ch) = (scan.n_tx(), scan.n_el(), scan.n_ax, scan.n_ch);
+    let per_pixel = (n_tx * n_el * 2 * l.c_in) as f64;
+    let tables = n_pixels * per_pixel * 8.0;
+    let fine = (n_tx * n_el * l.c_in * l.fine_len) as f64 * 4.0 * 2.0;
+    let pulse = (l.c_in * l.upsampling * l.blocks * n_ch) as f64 * 4.0 * 2.0;
+    let shift = (n_ax * l.blocks * n_ch) as f64 * 4.0;
+    Ok(tables + fine + pulse + shift)
+}
+
+impl MeasurementOperator {
+    /// Builds the operator of `scan` on `grid`, its tables living on `device`.
+    pub fn new(
+        scan: &Scan,
+        grid: &Grid,
+        options: OperatorOptions,
+        device: &Device,
+    ) -> Result<Self, OperatorError> {
+        let Layout {
+            pulse,
+            fd,
+            c_in,
+            upsampling,
+            half,
+            blocks,
+            fine_len,
+        } = Layout::of(scan, &options)?;
+        let (n_tx, n_el, n_ax, n_ch) = (scan.n_tx(), scan.n_el(), scan.n_ax, scan.n_ch);
+        let fc = scan.center_frequency;
+        let fine_fs = scan.sampling_frequency * upsampling as f64;
+        let klen = 2 * half + 1;
 
         let c = scan.sound_speed;
         let lambda = c / fc;
@@ -641,15 +702,29 @@ pub fn fingerprint(scan: &Scan, grid: &Grid, options: &OperatorOptions, device: 
     h.finish()
 }
 
-/// Operators built once and shared, keyed by [`fingerprint`].
-#[derive(Default)]
+/// Operators built once and shared, keyed by [`fingerprint`]: at most `capacity`, the
+/// least recently used dropped first (a scan seen again after that is rebuilt).
 pub struct OperatorCache {
-    map: Mutex<HashMap<u64, Arc<MeasurementOperator>>>,
+    inner: Mutex<CacheInner>,
+}
+
+struct CacheInner {
+    capacity: usize,
+    /// Most recently used first.
+    entries: Vec<(u64, Arc<MeasurementOperator>)>,
+    evictions: u64,
 }
 
 impl OperatorCache {
-    pub fn new() -> Self {
-        Self::default()
+    /// A cache holding at most `capacity` operators (at least one).
+    pub fn new(capacity: usize) -> Self {
+        OperatorCache {
+            inner: Mutex::new(CacheInner {
+                capacity: capacity.max(1),
+                entries: Vec::new(),
+                evictions: 0,
+            }),
+        }
     }
 
     /// The operator of (scan, grid, options) on `device`, built on first use.
@@ -661,27 +736,43 @@ impl OperatorCache {
         device: &Device,
     ) -> Result<Arc<MeasurementOperator>, OperatorError> {
         let key = fingerprint(scan, grid, &options, device);
-        if let Some(op) = self.lock().get(&key) {
-            return Ok(op.clone());
+        {
+            let mut inner = self.lock();
+            if let Some(pos) = inner.entries.iter().position(|(k, _)| *k == key) {
+                let entry = inner.entries.remove(pos);
+                let op = entry.1.clone();
+                inner.entries.insert(0, entry);
+                return Ok(op);
+            }
         }
         let op = Arc::new(MeasurementOperator::new(scan, grid, options, device)?);
-        self.lock().insert(key, op.clone());
+        let mut inner = self.lock();
+        inner.entries.insert(0, (key, op.clone()));
+        while inner.entries.len() > inner.capacity {
+            inner.entries.pop();
+            inner.evictions += 1;
+        }
         Ok(op)
     }
 
     /// Number of operators held.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().entries.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<MeasurementOperator>>> {
-        // A panic while holding the lock cannot leave the map half-updated (insert is
-        // atomic from our side), so a poisoned lock is still usable.
-        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    /// Operators dropped to stay within the capacity, since the cache was made.
+    pub fn evictions(&self) -> u64 {
+        self.lock().evictions
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, CacheInner> {
+        // A panic while holding the lock cannot leave the entries half-updated (each
+        // change is one Vec operation), so a poisoned lock is still usable.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 

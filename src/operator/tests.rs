@@ -150,22 +150,52 @@ fn single_pixel_echo_arrives_at_the_travel_time() {
 }
 
 #[test]
-fn cache_builds_once_per_key() {
+fn cache_builds_once_per_key_and_drops_the_least_recent() {
     let (probe, grid) = tiny();
-    let cache = OperatorCache::new();
+    let cache = OperatorCache::new(2);
     let s1 = probe.plane_wave_scan(&[0.0], &grid);
     let s2 = probe.plane_wave_scan(&[3.0], &grid);
-    let a = cache
-        .get(&s1, &grid, OperatorOptions::default(), &Device::Cpu)
-        .expect("a");
-    let b = cache
-        .get(&s1, &grid, OperatorOptions::default(), &Device::Cpu)
-        .expect("b");
-    assert!(Arc::ptr_eq(&a, &b));
-    cache
-        .get(&s2, &grid, OperatorOptions::default(), &Device::Cpu)
-        .expect("c");
-    assert_eq!(cache.len(), 2);
+    let s3 = probe.plane_wave_scan(&[-3.0], &grid);
+    let get = |s| {
+        cache
+            .get(s, &grid, OperatorOptions::default(), &Device::Cpu)
+            .expect("operator")
+    };
+    let a = get(&s1);
+    assert!(Arc::ptr_eq(&a, &get(&s1)));
+    get(&s2);
+    assert_eq!((cache.len(), cache.evictions()), (2, 0));
+    // s2 was used after s1, so s3 drops s1.
+    get(&s3);
+    assert_eq!((cache.len(), cache.evictions()), (2, 1));
+    assert!(!Arc::ptr_eq(&a, &get(&s1)), "s1 was dropped and is rebuilt");
+    assert_eq!((cache.len(), cache.evictions()), (2, 2));
+    // s3 and s1 are held now: both come back as they are.
+    let c = get(&s3);
+    assert!(Arc::ptr_eq(&c, &get(&s3)));
+    assert_eq!(cache.evictions(), 2);
+}
+
+/// The footprint the daemon caps is the tables' size computed independently, and a scan
+/// whose sampling frequency would blow the fine axis up is refused without building it.
+#[test]
+fn footprint_counts_the_tables_and_refuses_absurd_axes() {
+    let (probe, grid) = tiny();
+    let scan = probe.plane_wave_scan(&[0.0, 5.0], &grid);
+    let n_pix = (grid.nx() * grid.nz()) as f64;
+    let bytes = footprint_bytes(&scan, n_pix, &OperatorOptions::default()).unwrap();
+    let tables = n_pix * (scan.n_tx() * scan.n_el() * 2 * scan.n_ch) as f64 * 8.0;
+    let op = MeasurementOperator::new(&scan, &grid, OperatorOptions::default(), &Device::Cpu)
+        .expect("op");
+    let fine = (scan.n_tx() * scan.n_el() * scan.n_ch * op.fine_len) as f64 * 8.0;
+    assert!(
+        bytes >= tables + fine && bytes < (tables + fine) * 1.1,
+        "{bytes} vs {tables} + {fine}"
+    );
+    let mut slow = scan.clone();
+    slow.sampling_frequency = 1e-3;
+    let err = footprint_bytes(&slow, n_pix, &OperatorOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("sampling_frequency"), "{err}");
 }
 
 #[test]

@@ -26,9 +26,10 @@ use std::sync::Arc;
 
 use ndarray::{Array2, Array4};
 
-use crate::beamform::{bmode, Beamformer, DasOptions};
-use crate::config::{Config, StageKind};
-use crate::grid::Grid;
+use crate::beamform::{bmode, Beamformer, DasOptions, DasPlan};
+use crate::config::{Config, DaemonConfig, StageKind};
+use crate::grid::{Grid, GridError, GridExtent};
+use crate::operator::{OperatorError, OperatorOptions};
 use crate::protocol::{Field, FieldData};
 use crate::recording::Scan;
 
@@ -74,6 +75,201 @@ pub trait Stage: Send {
 
     /// Processes one frame; the fields are published as the frame's result.
     fn process(&mut self, frame: &FrameInput<'_>) -> Result<Vec<Field>, PipelineError>;
+
+    /// What the stage builds for a scan, so that a scan can be sized under `limits`
+    /// before any frame of it reaches the stage (the daemon's validator checks it).
+    fn scan_check(&self, limits: ScanLimits) -> ScanCheck {
+        ScanCheck::frames_only(limits)
+    }
+
+    /// Measurement operators held for scans seen before, and how many were dropped to
+    /// stay within `[daemon] max_operators` since the stage was built.
+    fn operator_cache(&self) -> CacheCount {
+        CacheCount::default()
+    }
+}
+
+/// Bytes of one DAS plan tap (what `[daemon] max_das_taps` counts).
+pub const DAS_TAP_BYTES: u64 = DasPlan::TAP_BYTES as u64;
+
+/// Entries of a bounded per-scan table and its evictions.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheCount {
+    pub len: usize,
+    pub evictions: u64,
+}
+
+/// Caps on what one scan may make the daemon build (`[daemon] max_message_bytes`,
+/// `max_grid_pixels`, `max_das_taps`, `max_operator_bytes`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ScanLimits {
+    pub max_message_bytes: u64,
+    pub max_grid_pixels: u64,
+    pub max_das_taps: u64,
+    pub max_operator_bytes: u64,
+}
+
+impl ScanLimits {
+    pub fn from_config(config: &DaemonConfig) -> Self {
+        ScanLimits {
+            max_message_bytes: config.max_message_bytes as u64,
+            max_grid_pixels: config.max_grid_pixels as u64,
+            max_das_taps: config.max_das_taps,
+            max_operator_bytes: config.max_operator_bytes,
+        }
+    }
+}
+
+/// Why a scan is refused before anything is built for it.
+#[derive(Debug, thiserror::Error)]
+pub enum ScanRefused {
+    #[error("{what} would be {value}, over [daemon] {setting} = {cap} ({cause})")]
+    OverCap {
+        what: &'static str,
+        value: f64,
+        setting: &'static str,
+        cap: u64,
+        /// The scan fields the value follows from, with their values.
+        cause: String,
+    },
+    #[error("its default grid: {0}")]
+    Grid(#[from] GridError),
+    #[error("its measurement operator: {0}")]
+    Operator(#[from] OperatorError),
+}
+
+/// What a stage would build for a scan, sized before it is built: the image grid (fixed,
+/// or each scan's default), a DAS plan on it, a measurement operator on it. Plain data,
+/// so the daemon's ingest checks each scan message against it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScanCheck {
+    limits: ScanLimits,
+    /// The grid the stage images on; None: each scan's default grid.
+    grid: Option<GridExtent>,
+    /// The receive options when the stage beamforms.
+    das: Option<DasOptions>,
+    /// Whether the stage builds a measurement operator.
+    operator: bool,
+}
+
+impl ScanCheck {
+    /// A stage that builds nothing per scan: only the frames' size is checked.
+    pub fn frames_only(limits: ScanLimits) -> Self {
+        ScanCheck {
+            limits,
+            grid: None,
+            das: None,
+            operator: false,
+        }
+    }
+
+    /// A stage that beamforms with `das` on `grid` (None: each scan's default grid) and,
+    /// with `operator`, builds the measurement operator on it.
+    pub fn imaging(
+        limits: ScanLimits,
+        grid: Option<GridExtent>,
+        das: DasOptions,
+        operator: bool,
+    ) -> Self {
+        ScanCheck {
+            limits,
+            grid,
+            das: Some(das),
+            operator,
+        }
+    }
+
+    /// Checks `scan` (already valid, [`Scan::validate`]) against the caps: its int16
+    /// frames must fit `max_message_bytes`, and the grid, DAS plan and operator the stage
+    /// would build must fit theirs. Costs O(grid pixels log n_el) at most, allocates
+    /// nothing that grows with the scan.
+    pub fn check(&self, scan: &Scan) -> Result<(), ScanRefused> {
+        let l = &self.limits;
+        let dims = || {
+            format!(
+                "n_tx {}, n_ax {}, n_el {}, n_ch {}",
+                scan.n_tx(),
+                scan.n_ax,
+                scan.n_el(),
+                scan.n_ch
+            )
+        };
+        let over = |what, value: f64, setting, cap: u64, cause: String| {
+            if value > cap as f64 {
+                Err(ScanRefused::OverCap {
+                    what,
+                    value,
+                    setting,
+                    cap,
+                    cause,
+                })
+            } else {
+                Ok(())
+            }
+        };
+        let frame_bytes = [scan.n_tx(), scan.n_ax, scan.n_el(), scan.n_ch]
+            .iter()
+            .fold(2.0, |acc, &d| acc * d as f64);
+        over(
+            "one int16 frame, bytes,",
+            frame_bytes,
+            "max_message_bytes",
+            l.max_message_bytes,
+            dims(),
+        )?;
+        if self.das.is_none() && !self.operator {
+            return Ok(());
+        }
+        let (grid, cause) = match self.grid {
+            Some(g) => (g, "the stage's grid".to_string()),
+            None => (
+                Grid::default_extent(scan)?,
+                format!(
+                    "the scan's default grid: n_ax {}, sampling_frequency {} Hz, \
+                     initial_times from {} s, sound_speed {} m/s, center_frequency {} Hz, \
+                     aperture from probe_geometry",
+                    scan.n_ax,
+                    scan.sampling_frequency,
+                    scan.initial_times
+                        .iter()
+                        .copied()
+                        .fold(f64::INFINITY, f64::min),
+                    scan.sound_speed,
+                    scan.center_frequency
+                ),
+            ),
+        };
+        over(
+            "the image grid, pixels,",
+            grid.pixels(),
+            "max_grid_pixels",
+            l.max_grid_pixels,
+            format!("{} x {} (nx x nz) on {cause}", grid.x.2, grid.z.2),
+        )?;
+        if let Some(das) = &self.das {
+            over(
+                "the DAS plan, taps,",
+                DasPlan::tap_bound(scan, &grid, das),
+                "max_das_taps",
+                l.max_das_taps,
+                format!(
+                    "{} pixels x aperture x {} transmits",
+                    grid.pixels(),
+                    scan.n_tx()
+                ),
+            )?;
+        }
+        if self.operator {
+            over(
+                "the measurement operator, bytes,",
+                crate::operator::footprint_bytes(scan, grid.pixels(), &OperatorOptions::default())?,
+                "max_operator_bytes",
+                l.max_operator_bytes,
+                format!("{} pixels, {}", grid.pixels(), dims()),
+            )?;
+        }
+        Ok(())
+    }
 }
 
 /// The stage that does nothing: results carry only their header.
@@ -149,6 +345,14 @@ impl Stage for DasStage {
         "das"
     }
 
+    fn scan_check(&self, limits: ScanLimits) -> ScanCheck {
+        let grid = self.grid.map(|(x, z)| GridExtent {
+            x: (x.0, x.1, x.2 as f64),
+            z: (z.0, z.1, z.2 as f64),
+        });
+        ScanCheck::imaging(limits, grid, self.options, false)
+    }
+
     fn device(&self) -> String {
         "cpu".into()
     }
@@ -209,6 +413,12 @@ pub fn build(full: &Config) -> Result<Box<dyn Stage>, PipelineError> {
         StageKind::Das => {
             let grid = match (config.das_grid_x, config.das_grid_z) {
                 (Some(x), Some(z)) => {
+                    if x.2.saturating_mul(z.2) > config.max_grid_pixels {
+                        return Err(setting(format!(
+                            "das_grid_x/das_grid_z: {} x {} pixels, over max_grid_pixels = {}",
+                            x.2, z.2, config.max_grid_pixels
+                        )));
+                    }
                     Grid::linspace(x, z)
                         .map_err(|e| setting(format!("das_grid_x/das_grid_z: {e}")))?;
                     Some((x, z))
@@ -231,12 +441,10 @@ pub fn build(full: &Config) -> Result<Box<dyn Stage>, PipelineError> {
         StageKind::Posterior => {
             let device = crate::device::select(&config.device)
                 .map_err(|e| setting(format!("device = \"{}\": {e}", config.device)))?;
-            Ok(Box::new(posterior::PosteriorStage::load(
-                &config.model,
-                full.sampler.clone(),
-                das,
-                &device,
-            )?))
+            Ok(Box::new(
+                posterior::PosteriorStage::load(&config.model, full.sampler.clone(), das, &device)?
+                    .with_max_operators(config.max_operators),
+            ))
         }
         StageKind::None => Ok(Box::new(NoStage)),
     }

@@ -14,10 +14,10 @@ use std::sync::Arc;
 use candle_core::Device;
 use ndarray::Array2;
 
-use super::{FrameInput, PipelineError, Stage};
+use super::{CacheCount, FrameInput, PipelineError, ScanCheck, ScanLimits, Stage};
 use crate::beamform::{self, Beamformer, DasOptions};
 use crate::diffusion::checkpoint::Model;
-use crate::grid::{Grid, DEFAULT_PITCH, DEFAULT_Z_MIN};
+use crate::grid::{Grid, GridExtent, DEFAULT_PITCH, DEFAULT_Z_MIN};
 use crate::operator::{OperatorCache, OperatorOptions};
 use crate::posterior::frame::{FrameOutcome, Reconstructor, StartKind};
 use crate::posterior::problem::{LinearOperator, NormalizedOperator};
@@ -27,6 +27,8 @@ use crate::protocol::{Field, FieldData};
 use crate::recording::Scan;
 
 const STAGE: &str = "posterior";
+/// Operators a stage keeps unless told otherwise (`[daemon] max_operators`'s default).
+pub const DEFAULT_MAX_OPERATORS: usize = 4;
 
 /// One reconstructed frame.
 #[derive(Clone, Debug)]
@@ -111,9 +113,16 @@ impl PosteriorStage {
             grid,
             das_options: das,
             device: device.clone(),
-            operators: OperatorCache::new(),
+            operators: OperatorCache::new(DEFAULT_MAX_OPERATORS),
             planned: None,
         })
+    }
+
+    /// Keeps at most `n` measurement operators of scans seen before (least recently used
+    /// dropped first), instead of [`DEFAULT_MAX_OPERATORS`].
+    pub fn with_max_operators(mut self, n: usize) -> Self {
+        self.operators = OperatorCache::new(n);
+        self
     }
 
     /// Loads the model from `dir` (a checkpoint or a training output directory) onto
@@ -222,6 +231,22 @@ impl PosteriorStage {
 impl Stage for PosteriorStage {
     fn name(&self) -> &'static str {
         STAGE
+    }
+
+    fn scan_check(&self, limits: ScanLimits) -> ScanCheck {
+        ScanCheck::imaging(
+            limits,
+            Some(GridExtent::of(&self.grid)),
+            self.das_options,
+            true,
+        )
+    }
+
+    fn operator_cache(&self) -> CacheCount {
+        CacheCount {
+            len: self.operators.len(),
+            evictions: self.operators.evictions(),
+        }
     }
 
     fn device(&self) -> String {
