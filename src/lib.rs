@@ -21,8 +21,11 @@
 //! - [`logging`]: `tracing` set-up (RUST_LOG-style filters, optional JSON lines).
 //! - [`protocol`] (from `pleura_bridge`) and [`wire`]: the ZeroMQ wire protocol
 //!   (`docs/protocol.md`) and its conversions to pleura's types.
-//! - [`pipeline`]: the per-frame processing stage shared by replay and the daemon.
-//! - [`daemon`]: `pleura serve`, ZeroMQ in -> validation -> worker -> ZeroMQ out;
+//! - [`pipeline`]: the per-frame processing stage shared by replay and the daemon, and
+//!   the caps a scan is sized against before the stage builds anything for it.
+//! - [`daemon`]: `pleura serve`, ZeroMQ in (a ZMTP transport bounded in frame size,
+//!   handshake time and connections: `vendor/zeromq/`) -> validation (per-stream scans,
+//!   epochs and sequence windows in bounded tables) -> worker -> ZeroMQ out;
 //!   [`metrics`]: its counters and the admin HTTP server.
 //! - [`scanner`]: the virtual scanner behind the `pleura-bridge` binary (replays a
 //!   recording through the bridge with injected faults).

@@ -5,188 +5,16 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-/// The Python protocol peer, prepended to every test script.
-const PEER: &str = include_str!("python/pleura_peer.py");
-
-fn python_script(body: &str) -> String {
-    format!("{PEER}\n# ---- test ----\n{body}")
-}
-
-/// A running `pleura serve`.
-struct Served {
-    child: Child,
-    ingest: String,
-    publish: String,
-    admin: String,
-    stdout: mpsc::Receiver<String>,
-    log: PathBuf,
-    config: PathBuf,
-}
-
-/// Writes `dir/pleura.toml`: all endpoints on free loopback ports (ingest bound), `extra`
-/// lines in `[daemon]`, and `sections` (other tables) after it.
-fn write_config(dir: &Path, extra: &str, sections: &str) -> PathBuf {
-    let config = dir.join("pleura.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[daemon]\ningest = \"tcp://127.0.0.1:0\"\ningest_mode = \"bind\"\n\
-             publish = \"tcp://127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n{extra}\n{sections}\n"
-        ),
-    )
-    .unwrap();
-    config
-}
-
-/// Starts `pleura serve` with [`write_config`]`(dir, extra, "")`.
-fn serve(dir: &Path, extra: &str) -> Served {
-    serve_with(dir, &write_config(dir, extra, ""))
-}
-
-fn serve_with(dir: &Path, config: &Path) -> Served {
-    let log = dir.join(format!("daemon-{}.log", std::process::id()));
-    let child = common::pleura()
-        .args(["--log", "info,pleura=debug", "serve", "--config"])
-        .arg(config)
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("start pleura serve");
-    let mut child = child;
-    let stdout: ChildStdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            match line {
-                Ok(l) => {
-                    if tx.send(l).is_err() {
-                        break;
-                    }
-                }
-                Err(_) => break,
-            }
-        }
-    });
-    let ready = rx
-        .recv_timeout(Duration::from_secs(30))
-        .unwrap_or_else(|_| {
-            panic!(
-                "no ready line; log:\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            )
-        });
-    let v: serde_json::Value = serde_json::from_str(&ready).expect("ready line is JSON");
-    assert_eq!(v["event"], "ready", "{ready}");
-    let e = &v["endpoints"];
-    Served {
-        child,
-        ingest: e["ingest"].as_str().unwrap().to_string(),
-        publish: e["publish"].as_str().unwrap().to_string(),
-        admin: e["admin"].as_str().unwrap().to_string(),
-        stdout: rx,
-        log,
-        config: config.to_path_buf(),
-    }
-}
-
-impl Served {
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn signal(&self, sig: i32) {
-        // SAFETY: kill(2) on the pid of a child we own and have not reaped.
-        let rc = unsafe { libc::kill(self.child.id() as i32, sig) };
-        assert_eq!(rc, 0, "kill failed");
-    }
-
-    /// Sends SIGTERM and waits; returns the exit status, the time taken and the summary.
-    fn terminate(
-        mut self,
-    ) -> (
-        std::process::ExitStatus,
-        Duration,
-        serde_json::Value,
-        String,
-    ) {
-        let t0 = Instant::now();
-        self.signal(libc::SIGTERM);
-        let status = loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                break s;
-            }
-            if t0.elapsed() > Duration::from_secs(30) {
-                let _ = self.child.kill();
-                panic!("daemon did not exit; log:\n{}", self.log_text());
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        let took = t0.elapsed();
-        let mut summary = serde_json::Value::Null;
-        while let Ok(line) = self.stdout.recv_timeout(Duration::from_secs(2)) {
-            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-            if v["event"] == "stopped" {
-                summary = v["summary"].clone();
-            }
-        }
-        (status, took, summary, self.log_text())
-    }
-
-    fn metrics(&self) -> HashMap<String, f64> {
-        metrics(&self.admin)
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn http_get(addr: &str, path: &str) -> (u16, String) {
-    let mut s = std::net::TcpStream::connect(addr).expect("connect admin");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let status = out[9..12].parse().unwrap();
-    let body = out
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
-}
-
-fn metrics(addr: &str) -> HashMap<String, f64> {
-    let (status, body) = http_get(addr, "/metrics");
-    assert_eq!(status, 200);
-    body.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .filter_map(|l| l.rsplit_once(' '))
-        .map(|(k, v)| (k.to_string(), v.parse().unwrap()))
-        .collect()
-}
-
-fn rejected(m: &HashMap<String, f64>, reason: &str) -> f64 {
-    m[&format!("pleura_messages_rejected_total{{reason=\"{reason}\"}}")]
-}
-
-fn data_file() -> PathBuf {
-    let small = common::testdata("pwi_disk_4frames.zea.h5");
-    if small.exists() {
-        small
-    } else {
-        common::pwi_disk()
-    }
-}
+use common::served::{
+    data_file, http_get, lines_of, python_script, rejected, serve, serve_with, vm_kib, wait_for,
+    write_config, Served,
+};
 
 /// Every malformed kind is rejected and counted exactly once under its reason; the valid
 /// frames are accepted and processed; the daemon stays healthy and exits 0 on SIGTERM.
@@ -212,7 +40,7 @@ time.sleep(0.2)   # let repeated scans still in flight be counted
 base = metrics(admin)["pleura_messages_received_total"]
 msgs = []
 msgs += [frame_message(7, 1, s, frame) for s in (0, 1, 2)]                      # valid
-msgs.append(frame_message(7, 1, 3, frame, version=2))                          # version
+msgs.append(frame_message(7, 1, 3, frame, version=1))                          # version
 good = frame_message(7, 1, 3, frame)
 bad = bytearray(good[1]); bad[100] ^= 0x10
 msgs.append([good[0], bytes(bad)])                                            # crc
@@ -382,14 +210,6 @@ fn play_file(file: &Path, endpoint: &str, extra: &[&str], log: &Path) -> Child {
         .expect("start pleura-bridge")
 }
 
-fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !ok() {
-        assert!(t0.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// A small DAS grid on the disk phantom (the PyMUST golden's extent, coarser).
 const DAS_GRID: &str = "das_grid_x = [-0.0125, 0.0125, 101]\ndas_grid_z = [0.010, 0.035, 101]";
 
@@ -402,7 +222,7 @@ key = open(sys.argv[3]).read().strip() if len(sys.argv) > 3 else None
 key = bytes.fromhex(key) if key else None
 ctx = zmq.Context()
 sub = ctx.socket(zmq.SUB)
-sub.setsockopt(zmq.SUBSCRIBE, b"PLRA\x01\x00\x03\x00")   # results only
+sub.setsockopt(zmq.SUBSCRIBE, b"PLRA\x02\x00\x03\x00")   # results only
 sub.connect(endpoint)
 time.sleep(0.5)
 print("ready", flush=True)
@@ -434,15 +254,7 @@ fn start_consumer(publish: &str, last: u64, key: Option<&Path>) -> (Child, mpsc:
         .stdout(Stdio::piped())
         .spawn()
         .expect("start python consumer");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = lines_of(child.stdout.take().unwrap());
     let first = rx
         .recv_timeout(Duration::from_secs(30))
         .expect("consumer ready");
@@ -645,7 +457,7 @@ fn posterior_stage_matches_replay_and_reloads_its_model() {
     );
     d.signal(libc::SIGHUP);
     wait_for("the rebuilt stage", Duration::from_secs(30), || {
-        d.log_text().contains("stage rebuilt")
+        d.log_text().contains("configuration reloaded")
     });
     stream(&d, &second, "bridge-2.log");
     let m = d.metrics();
@@ -864,16 +676,6 @@ wait_metric(admin, "pleura_messages_received_total", start + sent)
     assert!(log.contains("configuration reloaded"), "{log}");
 }
 
-fn vm_kib(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find(|l| l.starts_with(field))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"))
-}
-
 /// A publisher far faster than the worker (DAS on a 251 x 251 grid): the queue drops the
 /// oldest frames and counts them, every accepted frame is either processed or dropped,
 /// the queue never exceeds its capacity, memory stays bounded and the latency of what is
@@ -963,6 +765,303 @@ print("sent %d in %.2f s" % (n, time.time() - t0), flush=True)
     let count = m["pleura_latency_seconds_count"];
     assert_eq!(count, processed);
     assert_eq!(m["pleura_latency_seconds_bucket{le=\"2\"}"], count, "{m:?}");
+    let (status, _, _, log) = d.terminate();
+    assert!(status.success(), "{log}");
+}
+
+/// Every hostile case of issue 23, in a loop for `PLEURA_SOAK_SECONDS` (10 by default; 60
+/// for docs/BENCHMARKS.md) against one daemon, while a legitimate stream goes on: ZMTP
+/// frame headers announcing 2^40 and 2^32 bytes, silent connections, scan bombs, a
+/// replayed scan announcement, another stream reusing the scan id, a frame 2^63 ahead,
+/// and thousands of distinct streams and scan ids. The daemon stays up, every attack is
+/// counted under its reason, the legitimate stream is never disturbed (no shape mismatch,
+/// no out-of-order frame), the tables stay within their bounds, and the resident memory
+/// grows less than the budget the configured bounds add up to.
+#[test]
+fn hostile_ingest_loop_keeps_the_daemon_up_and_bounded() {
+    let seconds: f64 = std::env::var("PLEURA_SOAK_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10.0);
+    let dir = common::tempdir();
+    let d = serve(
+        dir.path(),
+        "stage = \"das\"\nqueue_capacity = 2\nmax_message_bytes = 1048576\n\
+         handshake_timeout_ms = 500\nmax_streams = 16\nmax_scans_per_stream = 4\n\
+         max_scan_bytes = 262144\nmax_grid_pixels = 262144\nmax_das_taps = 16777216\n\
+         max_operators = 1\nmax_operator_bytes = 67108864\nmax_connections = 32\n\
+         publish_queue = 4\nreject_log_interval_ms = 5000",
+    );
+    let pid = d.child.id();
+    let script = python_script(
+        r#"
+import socket, zmq
+ingest, admin, path, seconds = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+host, port = ingest[len("tcp://"):].rsplit(":", 1)
+fields, raw = scan_fields_from_zea(path)
+short = dict(fields); short["n_ax"] = np.asarray(200.0)        # epoch 1: 200 samples
+frame = np.ascontiguousarray(raw[0][:, :200])
+bomb = dict(fields)
+bomb["probe_geometry"] = fields["probe_geometry"][:2]
+bomb["t0_delays"] = fields["t0_delays"][:, :2]
+bomb["tx_apodizations"] = fields["tx_apodizations"][:, :2]
+bomb["n_ax"] = np.asarray(64.0)
+bomb_frame = np.zeros((1, 64, 2, 1), "<i2")
+tiny = dict(bomb); tiny["sampling_frequency"] = fields["sampling_frequency"]
+ctx = zmq.Context()
+legit = ctx.socket(zmq.PUB); legit.connect(ingest)
+attacker = ctx.socket(zmq.PUB); attacker.connect(ingest)
+L = 1000
+recorded = scan_message(L, 1, fields, epoch=0)
+t0 = time.time()
+while metrics(admin).get("pleura_scans_accepted_total", 0) < 1:
+    legit.send_multipart(recorded); time.sleep(0.05)
+    assert time.time() - t0 < 20, "scan never accepted"
+current = scan_message(L, 1, short, epoch=1)
+legit.send_multipart(current)
+seq = 0
+while metrics(admin).get("pleura_frames_accepted_total", 0) < 1:   # the victim's stream flows
+    legit.send_multipart(frame_message(L, 1, seq, frame)); seq += 1; time.sleep(0.05)
+    assert time.time() - t0 < 20, "no frame accepted"
+time.sleep(0.3)   # and the attacker's subscription has arrived
+GREETING = b"\xff" + bytes(8) + b"\x7f" + bytes([3, 0]) + b"NULL" + bytes(16) + b"\x00" + bytes(31)
+name = b"Socket-Type"
+READY = b"\x05READY" + bytes([len(name)]) + name + struct.pack(">I", 3) + b"PUB"
+READY = bytes([0x04, len(READY)]) + READY
+
+def closed_by_daemon(s, within):
+    s.settimeout(within)
+    try:
+        while s.recv(65536):
+            pass
+        return True
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False
+    finally:
+        s.close()
+
+def zmtp_bomb(header):
+    s = socket.create_connection((host, int(port)), timeout=5)
+    s.sendall(GREETING + header)
+    assert closed_by_daemon(s, 5), "the daemon kept a connection announcing %r" % header
+
+stream, rounds = 5000, 0
+while time.time() - t0 < seconds:
+    rounds += 1
+    silent = [socket.create_connection((host, int(port)), timeout=5) for _ in range(10)]
+    zmtp_bomb(b"\x06" + struct.pack(">Q", 1 << 40))
+    zmtp_bomb(READY + b"\x02" + struct.pack(">Q", 1 << 40))
+    zmtp_bomb(READY + b"\x02" + struct.pack(">Q", 1 << 32))
+    for fs in (1e-3, 200.0):
+        bomb["sampling_frequency"] = np.asarray(fs)
+        attacker.send_multipart(scan_message(stream, 1, bomb)); stream += 1
+        attacker.send_multipart(frame_message(stream - 1, 1, 0, bomb_frame))
+    attacker.send_multipart(recorded)                                   # replayed scan
+    attacker.send_multipart(scan_message(stream, 1, tiny)); stream += 1  # scan id 1, stream B
+    attacker.send_multipart(frame_message(L, 1, 1 << 63, frame))        # 2^63 ahead
+    for _ in range(200):                                                # distinct streams
+        attacker.send_multipart(scan_message(stream, stream, tiny)); stream += 1
+    legit.send_multipart(current)
+    for _ in range(5):
+        legit.send_multipart(frame_message(L, 1, seq, frame)); seq += 1
+        time.sleep(0.01)
+    for s in silent:
+        assert closed_by_daemon(s, 3), "a silent connection outlived the handshake timeout"
+time.sleep(0.5)
+print(json.dumps({"rounds": rounds, "frames": seq, "streams": stream - 5000}))
+"#,
+    );
+    let rss_start = vm_kib(pid, "VmRSS:");
+    let mut py = Command::new(common::python())
+        .arg("-c")
+        .arg(&script)
+        .args([
+            &d.ingest,
+            &d.admin,
+            data_file().to_str().unwrap(),
+            &seconds.to_string(),
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the attacker");
+    let mut rss_max = rss_start;
+    while py.try_wait().unwrap().is_none() {
+        rss_max = rss_max.max(vm_kib(pid, "VmRSS:"));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut out = String::new();
+    py.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    assert!(
+        py.wait().unwrap().success(),
+        "attacker failed; log:\n{}",
+        d.log_text()
+    );
+    let run: serde_json::Value = serde_json::from_str(out.trim()).expect("summary line");
+    let rounds = run["rounds"].as_f64().unwrap();
+    let m = d.metrics();
+    eprintln!(
+        "{seconds} s, {rounds} rounds, {} legit frames, {} streams: RSS {rss_start} -> max {rss_max} KiB, budget {} B",
+        run["frames"], run["streams"], m["pleura_memory_budget_bytes"]
+    );
+    let counted: Vec<String> = m
+        .iter()
+        .filter(|(k, v)| {
+            **v > 0.0
+                && (k.starts_with("pleura_messages_rejected_total")
+                    || k.starts_with("pleura_state_")
+                    || k.starts_with("pleura_ingest_errors")
+                    || k.starts_with("pleura_frames_"))
+        })
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+    eprintln!("{}", counted.join("\n"));
+    assert!(rounds >= 2.0, "{run}");
+    for (reason, at_least) in [
+        ("bad_scan", 2.0 * rounds),
+        ("unknown_scan", 2.0 * rounds),
+        ("stale_scan", rounds),
+        ("sequence_jump", rounds),
+    ] {
+        assert!(rejected(&m, reason) >= at_least, "{reason}: {m:?}");
+    }
+    for reason in ["shape_mismatch", "out_of_order", "duplicate"] {
+        assert_eq!(
+            rejected(&m, reason),
+            0.0,
+            "{reason}: the legit stream was disturbed"
+        );
+    }
+    assert!(m["pleura_ingest_errors_total"] >= 11.0 * rounds, "{m:?}");
+    assert_eq!(
+        m["pleura_frames_accepted_total"],
+        run["frames"].as_f64().unwrap()
+    );
+    assert!(m["pleura_frames_processed_total"] >= 1.0, "{m:?}");
+    assert!(m["pleura_state_entries{table=\"streams\"}"] <= 16.0);
+    assert!(m["pleura_state_entries{table=\"scans\"}"] <= 64.0);
+    assert!(m["pleura_state_evictions_total{table=\"streams\"}"] >= 200.0 * rounds - 16.0);
+    let budget_kib = m["pleura_memory_budget_bytes"] / 1024.0;
+    assert!(
+        ((rss_max - rss_start) as f64) < budget_kib,
+        "RSS grew {rss_start} -> {rss_max} KiB, over the budget of {budget_kib} KiB"
+    );
+    let (status, _, _, log) = d.terminate();
+    assert!(status.success(), "{log}");
+}
+
+/// Issue 23, case 5: a reload whose key file is missing changes nothing, not even the
+/// settings beside the key; the log and `/status` say the previous configuration stays in
+/// force and that it is not authenticated. A later valid reload applies whole.
+#[test]
+fn failed_reload_changes_nothing_and_says_so() {
+    let dir = common::tempdir();
+    let d = serve(dir.path(), "stage = \"none\"\nqueue_capacity = 4");
+    let status = |d: &Served| -> serde_json::Value {
+        let (code, body) = http_get(&d.admin, "/status");
+        assert_eq!(code, 200);
+        serde_json::from_str(&body).expect("/status is JSON")
+    };
+    let s = status(&d);
+    assert_eq!(s["in_force"]["authenticated"], false);
+    assert_eq!(s["in_force"]["queue_capacity"], 4);
+    assert!(s["last_reload"].is_null(), "{s}");
+    let text = std::fs::read_to_string(&d.config).unwrap();
+    let missing = dir.path().join("no-such-key.hex");
+    std::fs::write(
+        &d.config,
+        text.replace("queue_capacity = 4", "queue_capacity = 9")
+            + &format!("key_file = \"{}\"\n", missing.display()),
+    )
+    .unwrap();
+    d.signal(libc::SIGHUP);
+    wait_for("the refused reload", Duration::from_secs(20), || {
+        d.metrics()["pleura_config_reload_failures_total"] >= 1.0
+    });
+    let m = d.metrics();
+    assert_eq!(m["pleura_config_reloads_total"], 0.0);
+    assert_eq!(
+        m["pleura_queue_capacity"], 4.0,
+        "queue_capacity changed in a refused reload"
+    );
+    let s = status(&d);
+    assert_eq!(s["in_force"]["authenticated"], false, "{s}");
+    assert_eq!(s["in_force"]["queue_capacity"], 4, "{s}");
+    assert_eq!(s["last_reload"]["applied"], false, "{s}");
+    let error = s["last_reload"]["error"].as_str().unwrap();
+    assert!(
+        error.contains("key_file") && error.contains("no-such-key"),
+        "{error}"
+    );
+    let log = d.log_text();
+    assert!(log.contains("configuration reload refused"), "{log}");
+    assert!(!log.contains("configuration reloaded"), "{log}");
+    assert!(!log.contains("authenticated=true"), "{log}");
+    // A configuration that does not even parse is refused the same way.
+    std::fs::write(
+        &d.config,
+        text.replace("queue_capacity = 4", "queue_capacity = 0"),
+    )
+    .unwrap();
+    d.signal(libc::SIGHUP);
+    wait_for("the second refusal", Duration::from_secs(20), || {
+        d.metrics()["pleura_config_reload_failures_total"] >= 2.0
+    });
+    assert!(status(&d)["last_reload"]["error"]
+        .as_str()
+        .unwrap()
+        .contains("[daemon] queue_capacity = 0"));
+    // A valid one applies whole.
+    let key = dir.path().join("key.hex");
+    std::fs::write(&key, "3c".repeat(32)).unwrap();
+    std::fs::write(
+        &d.config,
+        text.replace("queue_capacity = 4", "queue_capacity = 9")
+            + &format!("key_file = \"{}\"\n", key.display()),
+    )
+    .unwrap();
+    d.signal(libc::SIGHUP);
+    wait_for("the applied reload", Duration::from_secs(20), || {
+        d.metrics()["pleura_config_reloads_total"] >= 1.0
+    });
+    let s = status(&d);
+    assert_eq!(s["in_force"]["authenticated"], true, "{s}");
+    assert_eq!(s["in_force"]["queue_capacity"], 9, "{s}");
+    assert_eq!(s["last_reload"]["applied"], true, "{s}");
+    assert_eq!(d.metrics()["pleura_queue_capacity"], 9.0);
+    let (code, _, _, log) = d.terminate();
+    assert!(code.success(), "{log}");
+}
+
+/// Issue 23, case 6: PUSH and DEALER peers cannot talk to the ingest SUB socket; each
+/// failed handshake is now logged and counted instead of vanishing.
+#[test]
+fn incompatible_peers_are_logged_and_counted() {
+    let dir = common::tempdir();
+    let d = serve(dir.path(), "stage = \"none\"");
+    let script = python_script(
+        r#"
+import zmq
+ingest, admin = sys.argv[1:3]
+ctx = zmq.Context()
+for kind in (zmq.PUSH, zmq.DEALER):
+    s = ctx.socket(kind)
+    s.setsockopt(zmq.LINGER, 0)
+    s.connect(ingest)
+    try:
+        s.send(b"hello", zmq.NOBLOCK)
+    except zmq.Again:
+        pass
+    time.sleep(0.3)
+    s.close()
+wait_metric(admin, "pleura_ingest_errors_total", 2)
+"#,
+    );
+    common::run_python(&script, &[&d.ingest, &d.admin]);
+    let log = d.log_text();
+    assert!(log.matches("failed its handshake").count() >= 2, "{log}");
+    assert!(log.contains("not compatible"), "{log}");
     let (status, _, _, log) = d.terminate();
     assert!(status.success(), "{log}");
 }

@@ -49,6 +49,7 @@ async fn serve(config: Config, path: PathBuf) -> anyhow::Result<()> {
     writeln!(stdout, "{ready}").context("cannot write to stdout")?;
     stdout.flush().context("cannot write to stdout")?;
 
+    let metrics = daemon.metrics();
     let (reload_tx, reload_rx) = watch::channel(config);
     let (stop_tx, stop_rx) = oneshot::channel::<i32>();
     let signal_thread = std::thread::Builder::new()
@@ -62,7 +63,14 @@ async fn serve(config: Config, path: PathBuf) -> anyhow::Result<()> {
                             tracing::info!(path = %path.display(), "SIGHUP: reloading the configuration");
                             let _ = reload_tx.send(new);
                         }
-                        Err(e) => tracing::error!(error = %e, "SIGHUP: configuration not reloaded"),
+                        Err(e) => {
+                            metrics.reload_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            metrics.set_last_reload(Some(&e.to_string()));
+                            tracing::error!(
+                                error = %e,
+                                "SIGHUP: configuration refused; the previous configuration stays in force, all of it"
+                            );
+                        }
                     },
                     other => {
                         if let Some(tx) = stop_tx.take() {

@@ -17,10 +17,20 @@
 //! free port); [`Daemon::run`] runs until the `shutdown` future completes, then stops
 //! ingest, lets the worker finish the frame in flight, publishes a final status and
 //! returns, all within `shutdown_deadline_ms`. Configuration reloads arrive on a watch
-//! channel: each one rebuilds the stage from the new configuration (reloading the model
-//! from disk) off the worker thread and swaps it in between two frames, without touching
-//! the sockets; a stage that fails to build leaves the running one in place. The CLI
-//! (`src/cli/serve.rs`) wires signals to both.
+//! channel and are all or nothing: the reload task validates the new configuration, loads
+//! its key and rebuilds the stage (reloading the model from disk) off the worker thread,
+//! and only when every part succeeded hands the stage to the worker (it takes over
+//! between two frames) and the rest to ingest and sink, without touching the sockets. A
+//! reload that fails anywhere changes nothing, is counted and logged, and `/status` says
+//! what stays in force. The CLI (`src/cli/serve.rs`) wires signals to both.
+//!
+//! Every size a peer controls is bounded before it is allocated: ZMTP frames and
+//! messages (`max_message_bytes`, while the frame header is read) and the handshake's
+//! duration, in the transport; what a scan would make the stage build, by the validator
+//! (`max_grid_pixels`, `max_das_taps`, `max_operator_bytes`); and every per-stream and
+//! per-scan table (`max_streams`, `max_scans_per_stream`, `max_operators`), least
+//! recently used first, counted in `pleura_state_evictions_total`. [`memory_budget`] adds
+//! them up.
 
 pub mod queue;
 pub mod record;
@@ -36,14 +46,14 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, watch};
 use zeromq::{PubSocket, Socket, SocketRecv, SocketSend, SubSocket, ZmqMessage};
 
-use crate::config::{Config, DaemonConfig, IngestMode};
-use crate::metrics::{http, Metrics};
-use crate::pipeline::{self, FrameInput};
+use crate::config::{Config, ConfigError, DaemonConfig, IngestMode};
+use crate::metrics::{http, Metrics, StateTable};
+use crate::pipeline::{self, FrameInput, ScanCheck, ScanLimits};
 use crate::protocol::{self, Field, Key, ResultMessage, StatusMessage};
 use crate::wire;
 use queue::LatestQueue;
 use record::RecordSink;
-use validate::{Accepted, AcceptedFrame, RejectLog, Validator};
+use validate::{Accepted, AcceptedFrame, Bounds, RejectLog, Validator};
 
 /// Pause after the final status so the PUB socket's writer can flush it to subscribers.
 const FINAL_LINGER: Duration = Duration::from_millis(100);
@@ -53,6 +63,8 @@ const RESULT_QUEUE: usize = 64;
 /// Errors starting or running the daemon.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
     #[error("[daemon] key_file: {0}")]
     Key(#[from] protocol::KeyError),
     #[error("cannot bind the admin server to {addr}: {source}")]
@@ -109,6 +121,111 @@ pub struct Daemon {
     publisher: PubSocket,
     admin: tokio::net::TcpListener,
     stage: Box<dyn pipeline::Stage>,
+    /// The sockets' event streams, taken before they bind so that no connection goes
+    /// unreported.
+    ingest_events: SocketEvents,
+    publish_events: SocketEvents,
+}
+
+type SocketEvents = futures::channel::mpsc::Receiver<zeromq::SocketEvent>;
+
+/// Subscriptions one consumer of the publish socket may hold at once; a SUBSCRIBE beyond
+/// them disconnects it (a consumer subscribes to everything or to a few prefixes).
+const PUBLISH_MAX_SUBSCRIPTIONS: usize = 1024;
+/// Largest message (a subscription) or ZMTP command (READY) a consumer may send the
+/// publish socket, bytes, when `max_message_bytes` is not smaller.
+const PUBLISH_MAX_MESSAGE: usize = 4096;
+
+/// The memory, bytes, that the configured bounds let the daemon hold beyond its base
+/// (code, runtime, model weights), whatever its peers send: the frames in the queue, in
+/// the worker (the payload and its float32 copy) and in the recorder's queue, one message
+/// being received per ingest connection (`max_connections` of them in bind mode, one in
+/// connect mode), the subscriptions of up to `max_connections` consumers of the publish
+/// socket (`PUBLISH_MAX_SUBSCRIPTIONS` each, and one more being received), every
+/// connection's read buffer, the results waiting for the sink, the scans of every tracked
+/// stream, the DAS plan and grid, the measurement operators, and the results queued for
+/// consumers that do not keep up (`publish_queue` each, the rest dropped). Published as
+/// `pleura_memory_budget_bytes`; an upper bound, not an estimate.
+pub fn memory_budget(c: &DaemonConfig) -> u64 {
+    let message = c.max_message_bytes as u64;
+    let recorded = if c.record.is_some() {
+        c.record_queue as u64
+    } else {
+        0
+    };
+    let ingest_connections = match c.ingest_mode {
+        IngestMode::Bind => c.max_connections as u64,
+        IngestMode::Connect => 1,
+    };
+    let frames = (c.queue_capacity as u64 + recorded + ingest_connections) * message + 3 * message;
+    // A subscription is a Vec (24 bytes) of at most the publish socket's message size.
+    let subscription = PUBLISH_MAX_MESSAGE.min(c.max_message_bytes) as u64 + 24;
+    let consumers =
+        c.max_connections as u64 * (PUBLISH_MAX_SUBSCRIPTIONS as u64 + 1) * subscription;
+    // Each connection's read chunk: the transport's 64 KiB maximum and as much headroom.
+    let read_buffers = (ingest_connections + c.max_connections as u64) * (128 << 10);
+    // A result holds at most three float32 images and the grid's axes per pixel.
+    let result = c.max_grid_pixels as u64 * 12;
+    let results = (RESULT_QUEUE + c.publish_queue * c.max_connections) as u64 * result;
+    let scans = (c.max_streams * c.max_scans_per_stream) as u64 * c.max_scan_bytes as u64 * 2;
+    let das = c.max_das_taps * pipeline::DAS_TAP_BYTES + c.max_grid_pixels as u64 * 32;
+    let operators = c.max_operators as u64 * c.max_operator_bytes;
+    frames + consumers + read_buffers + results + scans + das + operators
+}
+
+/// Whether an endpoint (`tcp://host:port`, `host:port`, `ipc://...`) is reachable only
+/// from this machine.
+fn is_local(endpoint: &str) -> bool {
+    let rest = endpoint.strip_prefix("tcp://").unwrap_or(endpoint);
+    if endpoint.starts_with("ipc://") || endpoint.starts_with("inproc://") {
+        return true;
+    }
+    let host = match rest.rsplit_once(':') {
+        Some((h, _)) => h.trim_start_matches('[').trim_end_matches(']'),
+        None => rest,
+    };
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Warns about every endpoint that is reachable from other machines while no key
+/// authenticates the messages.
+fn warn_exposed(config: &DaemonConfig, key: Option<&Key>) {
+    if key.is_some() {
+        return;
+    }
+    let mut exposed = vec![("publish", config.publish.as_str())];
+    if config.ingest_mode == IngestMode::Bind {
+        exposed.push(("ingest", config.ingest.as_str()));
+    }
+    for (name, endpoint) in exposed {
+        if !is_local(endpoint) {
+            tracing::warn!(
+                endpoint,
+                "[daemon] {name} binds beyond loopback without key_file: anyone who reaches it can \
+                 inject or read frames and results unauthenticated (docs/protocol.md, Authentication)"
+            );
+        }
+    }
+    if !is_local(&config.admin) {
+        tracing::warn!(
+            endpoint = %config.admin,
+            "[daemon] admin binds beyond loopback: /metrics and /status have no authentication"
+        );
+    }
+}
+
+/// The ingest SUB socket, with the transport's bounds (`max_connections` applies in bind
+/// mode: a socket that connects is not limited by it).
+fn ingest_socket(config: &DaemonConfig) -> SubSocket {
+    let mut options = zeromq::SocketOptions::default();
+    options
+        .max_message_size(config.max_message_bytes)
+        .handshake_timeout(Duration::from_millis(config.handshake_timeout_ms))
+        .max_peers(config.max_connections);
+    SubSocket::with_options(options)
 }
 
 fn load_key(config: &DaemonConfig) -> Result<Option<Key>, protocol::KeyError> {
@@ -126,7 +243,9 @@ impl Daemon {
     /// ingest socket. Must be called inside a tokio runtime.
     pub async fn start(full: Config) -> Result<Self, DaemonError> {
         let config = full.daemon.clone();
+        config.validate()?;
         let key = load_key(&config)?;
+        warn_exposed(&config, key.as_ref());
         let stage = {
             let full = full.clone();
             tokio::task::spawn_blocking(move || pipeline::build(&full))
@@ -143,7 +262,18 @@ impl Daemon {
             addr: config.admin.clone(),
             source,
         })?;
-        let mut publisher = PubSocket::new();
+        // Subscribers reach the publish socket before any authentication too: the same
+        // transport bounds, and as they only ever send subscriptions, small ones of those,
+        // and not many.
+        let mut publish_options = zeromq::SocketOptions::default();
+        publish_options
+            .max_message_size(PUBLISH_MAX_MESSAGE.min(config.max_message_bytes))
+            .handshake_timeout(Duration::from_millis(config.handshake_timeout_ms))
+            .max_peers(config.max_connections)
+            .max_subscriptions(PUBLISH_MAX_SUBSCRIPTIONS)
+            .send_queue(config.publish_queue);
+        let mut publisher = PubSocket::with_options(publish_options);
+        let publish_events = publisher.monitor();
         let publish = publisher
             .bind(&config.publish)
             .await
@@ -153,7 +283,8 @@ impl Daemon {
                 source,
             })?
             .to_string();
-        let mut sub = SubSocket::new();
+        let mut sub = ingest_socket(&config);
+        let ingest_events = sub.monitor();
         let ingest = match config.ingest_mode {
             IngestMode::Bind => sub
                 .bind(&config.ingest)
@@ -174,7 +305,8 @@ impl Daemon {
         let metrics = Arc::new(Metrics::new());
         metrics
             .queue_capacity
-            .store(config.queue_capacity.max(1) as u64, Relaxed);
+            .store(config.queue_capacity as u64, Relaxed);
+        metrics.memory_budget.store(memory_budget(&config), Relaxed);
         Ok(Daemon {
             endpoints: Endpoints {
                 ingest,
@@ -188,6 +320,8 @@ impl Daemon {
             publisher,
             admin,
             stage,
+            ingest_events,
+            publish_events,
         })
     }
 
@@ -202,10 +336,10 @@ impl Daemon {
     }
 
     /// Runs until `shutdown` completes, then shuts down within the configured deadline.
-    /// New configurations sent on `reload` are applied without dropping connections
-    /// (key, queue capacity, status interval, log interval, tracked streams, and the
-    /// stage with its model and sampler settings; endpoint and recording changes need a
-    /// restart and are reported as such).
+    /// New configurations sent on `reload` are applied whole or not at all, without
+    /// dropping connections (key, queue capacity, status and log intervals, the bounds and
+    /// caps, and the stage with its model and sampler settings; endpoint, recording and
+    /// transport changes need a restart and are reported as such).
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()>,
@@ -220,23 +354,28 @@ impl Daemon {
             publisher,
             admin,
             stage,
+            ingest_events,
+            publish_events,
         } = self;
         let config = full.daemon.clone();
-        let device = stage.device();
+        let in_force = Arc::new(InForce::new(config.clone(), key, stage.as_ref()));
         tracing::info!(
             ingest = %endpoints.ingest,
             publish = %endpoints.publish,
             admin = %endpoints.admin,
-            stage = stage.name(),
-            %device,
-            authenticated = key.is_some(),
+            stage = in_force.stage,
+            device = %in_force.device,
+            authenticated = in_force.key.is_some(),
+            memory_budget = memory_budget(&config),
             "daemon running"
         );
-        metrics.set_device(&device);
+        metrics.set_device(&in_force.device);
+        metrics.set_in_force(in_force.describe());
         let admin_task = tokio::spawn(http::serve(admin, metrics.clone()));
         let queue = Arc::new(LatestQueue::<AcceptedFrame>::new(config.queue_capacity));
         let (stop_tx, stop_rx) = watch::channel(false);
         let (result_tx, result_rx) = mpsc::channel::<ResultMessage>(RESULT_QUEUE);
+        let (applied_tx, applied_rx) = watch::channel(in_force.clone());
 
         let (stage_tx, stage_rx) = std::sync::mpsc::channel::<Box<dyn pipeline::Stage>>();
         let worker = {
@@ -247,14 +386,19 @@ impl Daemon {
                 .spawn(move || worker_loop(stage, stage_rx, &queue, &metrics, result_tx))
                 .map_err(DaemonError::Thread)?
         };
-        let stage_reload = tokio::spawn(stage_reload_task(reload.clone(), stage_tx));
+        let reloader = tokio::spawn(reload_task(
+            reload,
+            in_force.clone(),
+            stage_tx,
+            applied_tx,
+            metrics.clone(),
+        ));
+        let consumer_monitor = tokio::spawn(watch_consumers(publish_events, metrics.clone()));
         let sink = tokio::spawn(sink_task(
             publisher,
             result_rx,
             metrics.clone(),
-            key.clone(),
-            Duration::from_millis(config.status_interval_ms.max(1)),
-            reload.clone(),
+            applied_rx.clone(),
         ));
         let (record, recorder) = match &config.record {
             Some(path) => {
@@ -268,15 +412,19 @@ impl Daemon {
         let mut ingest = tokio::spawn(ingest_task(IngestTask {
             record,
             sub,
+            events: ingest_events,
             mode: config.ingest_mode,
             endpoint: endpoints.ingest.clone(),
-            validator: Validator::new(key, config.max_streams),
+            validator: Validator::new(
+                in_force.key.clone(),
+                Bounds::from_config(&config),
+                in_force.check.clone(),
+            ),
             log: RejectLog::new(Duration::from_millis(config.reject_log_interval_ms)),
             queue: queue.clone(),
             metrics: metrics.clone(),
             stop: stop_rx,
-            reload,
-            config: config.clone(),
+            applied: applied_rx,
         }));
 
         let ingest_early_exit = tokio::select! {
@@ -311,7 +459,8 @@ impl Daemon {
         };
         let outcome = tokio::time::timeout(deadline, drain).await;
         admin_task.abort();
-        stage_reload.abort();
+        reloader.abort();
+        consumer_monitor.abort();
         match outcome {
             Err(_) => return Err(DaemonError::Deadline(deadline)),
             Ok(Err(e)) => return Err(e),
@@ -334,9 +483,159 @@ impl Daemon {
     }
 }
 
+/// Everything a configuration puts in force, prepared whole before any of it applies:
+/// the settings, the loaded key, and the caps of the stage built from them.
+struct InForce {
+    daemon: DaemonConfig,
+    key: Option<Key>,
+    check: ScanCheck,
+    stage: &'static str,
+    device: String,
+}
+
+impl InForce {
+    fn new(daemon: DaemonConfig, key: Option<Key>, stage: &dyn pipeline::Stage) -> Self {
+        InForce {
+            check: stage.scan_check(ScanLimits::from_config(&daemon)),
+            stage: stage.name(),
+            device: stage.device(),
+            daemon,
+            key,
+        }
+    }
+
+    /// What `/status` reports as in force.
+    fn describe(&self) -> serde_json::Value {
+        let d = &self.daemon;
+        serde_json::json!({
+            "authenticated": self.key.is_some(),
+            "key_file": d.key_file,
+            "stage": self.stage,
+            "device": self.device,
+            "model": d.model,
+            "queue_capacity": d.queue_capacity,
+            "status_interval_ms": d.status_interval_ms,
+            "max_message_bytes": d.max_message_bytes,
+            "handshake_timeout_ms": d.handshake_timeout_ms,
+            "max_connections": d.max_connections,
+            "publish_queue": d.publish_queue,
+            "max_streams": d.max_streams,
+            "max_scans_per_stream": d.max_scans_per_stream,
+            "max_scan_bytes": d.max_scan_bytes,
+            "max_sequence_jump": d.max_sequence_jump,
+            "max_grid_pixels": d.max_grid_pixels,
+            "max_das_taps": d.max_das_taps,
+            "max_operator_bytes": d.max_operator_bytes,
+            "max_operators": d.max_operators,
+            "memory_budget_bytes": memory_budget(d),
+        })
+    }
+}
+
+/// Why a reload was refused.
+#[derive(Debug, thiserror::Error)]
+enum ReloadError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("[daemon] key_file: {0}")]
+    Key(#[from] protocol::KeyError),
+    #[error(transparent)]
+    Stage(#[from] pipeline::PipelineError),
+    #[error("the stage build panicked")]
+    Panicked,
+}
+
+/// Prepares a reload whole: settings, key, stage.
+async fn prepare(config: Config) -> Result<(InForce, Box<dyn pipeline::Stage>), ReloadError> {
+    config.daemon.validate()?;
+    let key = load_key(&config.daemon)?;
+    let build = config.clone();
+    let stage = tokio::task::spawn_blocking(move || pipeline::build(&build))
+        .await
+        .map_err(|_| ReloadError::Panicked)??;
+    Ok((InForce::new(config.daemon, key, stage.as_ref()), stage))
+}
+
+/// Sets in `next` the settings a running daemon cannot change (its sockets and recorder
+/// were made with them) to those it `started` with; true when any differed.
+fn keep_start_only_settings(next: &mut DaemonConfig, started: &DaemonConfig) -> bool {
+    let before = next.clone();
+    next.ingest.clone_from(&started.ingest);
+    next.ingest_mode = started.ingest_mode;
+    next.publish.clone_from(&started.publish);
+    next.admin.clone_from(&started.admin);
+    next.record.clone_from(&started.record);
+    next.record_queue = started.record_queue;
+    next.max_message_bytes = started.max_message_bytes;
+    next.handshake_timeout_ms = started.handshake_timeout_ms;
+    next.max_connections = started.max_connections;
+    next.publish_queue = started.publish_queue;
+    *next != before
+}
+
+/// Applies every reload all or nothing: the stage goes to the worker (it takes over at
+/// the next frame) and the rest to ingest and sink only once all of it was prepared.
+async fn reload_task(
+    mut reload: watch::Receiver<Config>,
+    started: Arc<InForce>,
+    stages: std::sync::mpsc::Sender<Box<dyn pipeline::Stage>>,
+    applied: watch::Sender<Arc<InForce>>,
+    metrics: Arc<Metrics>,
+) {
+    let mut current = started.clone();
+    while reload.changed().await.is_ok() {
+        let config = reload.borrow_and_update().clone();
+        match prepare(config).await {
+            Ok((next, stage)) => {
+                let mut next = next;
+                if keep_start_only_settings(&mut next.daemon, &started.daemon) {
+                    tracing::warn!(
+                        "configuration reload: endpoint, recording and transport changes \
+                         (ingest, ingest_mode, publish, admin, record, record_queue, \
+                         max_message_bytes, handshake_timeout_ms, max_connections, \
+                         publish_queue) take effect at the next start; the running values \
+                         stay in force"
+                    );
+                }
+                warn_exposed(&next.daemon, next.key.as_ref());
+                if stages.send(stage).is_err() {
+                    break;
+                }
+                let next = Arc::new(next);
+                metrics.set_device(&next.device);
+                metrics.set_in_force(next.describe());
+                metrics.set_last_reload(None);
+                metrics.reloads.fetch_add(1, Relaxed);
+                tracing::info!(
+                    stage = next.stage,
+                    device = %next.device,
+                    authenticated = next.key.is_some(),
+                    queue_capacity = next.daemon.queue_capacity,
+                    "configuration reloaded; the stage takes over at the next frame"
+                );
+                current = next.clone();
+                if applied.send(next).is_err() {
+                    break;
+                }
+            }
+            Err(e) => {
+                metrics.reload_failures.fetch_add(1, Relaxed);
+                metrics.set_last_reload(Some(&e.to_string()));
+                tracing::error!(
+                    error = %e,
+                    stage = current.stage,
+                    authenticated = current.key.is_some(),
+                    "configuration reload refused: the previous configuration stays in force, all of it"
+                );
+            }
+        }
+    }
+}
+
 struct IngestTask {
     record: Option<RecordSink>,
     sub: SubSocket,
+    events: SocketEvents,
     mode: IngestMode,
     endpoint: String,
     validator: Validator,
@@ -344,8 +643,7 @@ struct IngestTask {
     queue: Arc<LatestQueue<AcceptedFrame>>,
     metrics: Arc<Metrics>,
     stop: watch::Receiver<bool>,
-    reload: watch::Receiver<Config>,
-    config: DaemonConfig,
+    applied: watch::Receiver<Arc<InForce>>,
 }
 
 async fn ingest_task(mut t: IngestTask) {
@@ -364,28 +662,34 @@ async fn ingest_task(mut t: IngestTask) {
     }
     enum Event {
         Stop,
-        Reload(Result<(), watch::error::RecvError>),
+        Applied(Result<(), watch::error::RecvError>),
+        Socket(Option<zeromq::SocketEvent>),
         Message(zeromq::ZmqResult<ZmqMessage>),
     }
-    let mut reload_open = true;
+    let mut applied_open = true;
+    let mut events_open = true;
     loop {
         let event = tokio::select! {
             biased;
             _ = t.stop.wait_for(|s| *s) => Event::Stop,
-            changed = t.reload.changed(), if reload_open => Event::Reload(changed),
+            changed = t.applied.changed(), if applied_open => Event::Applied(changed),
+            ev = futures::StreamExt::next(&mut t.events), if events_open => Event::Socket(ev),
             msg = t.sub.recv() => Event::Message(msg),
         };
         match event {
             Event::Stop => break,
-            Event::Reload(Ok(())) => {
-                let new = t.reload.borrow_and_update().daemon.clone();
-                t.apply(new);
+            Event::Applied(Ok(())) => {
+                let next = t.applied.borrow_and_update().clone();
+                t.apply(&next);
             }
-            Event::Reload(Err(_)) => reload_open = false,
+            Event::Applied(Err(_)) => applied_open = false,
+            Event::Socket(Some(ev)) => t.socket_event(ev),
+            Event::Socket(None) => events_open = false,
             Event::Message(Ok(msg)) => t.handle(msg),
             Event::Message(Err(e)) => {
                 // A peer went away mid-message or the connection broke; the socket
                 // reconnects (connect mode) or accepts new peers (bind mode).
+                t.metrics.ingest_errors.fetch_add(1, Relaxed);
                 tracing::debug!(error = %e, "ingest receive error");
             }
         }
@@ -405,6 +709,7 @@ impl IngestTask {
                 self.log.note(&reject, Instant::now());
             }
             Ok(Accepted::Scan {
+                stream_id,
                 scan_id,
                 scan,
                 changed,
@@ -412,6 +717,7 @@ impl IngestTask {
                 self.metrics.scans_accepted.fetch_add(1, Relaxed);
                 if changed {
                     tracing::info!(
+                        stream_id,
                         scan_id,
                         n_tx = scan.n_tx(),
                         n_ax = scan.n_ax,
@@ -435,16 +741,54 @@ impl IngestTask {
                     .store(self.queue.len() as u64, Relaxed);
             }
         }
+        self.count_state();
     }
 
-    fn apply(&mut self, new: DaemonConfig) {
-        match load_key(&new) {
-            Ok(key) => self.validator.set_key(key),
-            Err(e) => {
-                tracing::error!(error = %e, "configuration reload: keeping the previous key");
+    /// Publishes the validator's table sizes and evictions.
+    fn count_state(&mut self) {
+        let (streams, scans) = self.validator.sizes();
+        self.metrics
+            .set_entries(StateTable::Streams, streams as u64);
+        self.metrics.set_entries(StateTable::Scans, scans as u64);
+        let e = self.validator.evictions();
+        for (table, total) in [
+            (StateTable::Streams, e.streams),
+            (StateTable::Scans, e.scans),
+        ] {
+            let new = total.saturating_sub(self.metrics.evictions(table));
+            if new > 0 {
+                self.metrics.evicted(table, new);
             }
         }
-        self.validator.set_max_streams(new.max_streams);
+    }
+
+    /// Connections that come and go, and handshakes that fail (a PUSH or DEALER peer, a
+    /// peer silent past `handshake_timeout_ms`).
+    fn socket_event(&mut self, ev: zeromq::SocketEvent) {
+        use zeromq::SocketEvent as E;
+        match ev {
+            E::Accepted(endpoint, peer) => {
+                tracing::info!(%endpoint, ?peer, "ingest: a peer connected")
+            }
+            E::Disconnected(peer) => tracing::info!(?peer, "ingest: a peer disconnected"),
+            E::AcceptFailed(error @ zeromq::ZmqError::PeerLimit(_)) => {
+                self.metrics.ingest_errors.fetch_add(1, Relaxed);
+                tracing::warn!(%error, "ingest: a connection was refused");
+            }
+            E::AcceptFailed(error) => {
+                self.metrics.ingest_errors.fetch_add(1, Relaxed);
+                tracing::warn!(%error, "ingest: a connection failed its handshake and was closed");
+            }
+            other => tracing::debug!(event = ?other, "ingest socket event"),
+        }
+    }
+
+    fn apply(&mut self, next: &InForce) {
+        let new = &next.daemon;
+        self.validator.set_key(next.key.clone());
+        self.validator.set_bounds(Bounds::from_config(new));
+        self.validator.set_check(next.check.clone());
+        self.count_state();
         self.log
             .set_interval(Duration::from_millis(new.reject_log_interval_ms));
         let dropped = self.queue.set_capacity(new.queue_capacity);
@@ -453,48 +797,33 @@ impl IngestTask {
             .fetch_add(dropped.len() as u64, Relaxed);
         self.metrics
             .queue_capacity
-            .store(new.queue_capacity.max(1) as u64, Relaxed);
-        let needs_restart = new.ingest != self.config.ingest
-            || new.ingest_mode != self.config.ingest_mode
-            || new.publish != self.config.publish
-            || new.admin != self.config.admin
-            || new.record != self.config.record;
-        if needs_restart {
-            tracing::warn!(
-                "configuration reload: endpoint and recording changes take effect at the next start"
-            );
-        }
-        self.metrics.reloads.fetch_add(1, Relaxed);
-        tracing::info!(
-            queue_capacity = new.queue_capacity,
-            authenticated = new.key_file.is_some(),
-            "configuration reloaded"
-        );
-        self.config = new;
+            .store(new.queue_capacity as u64, Relaxed);
+        self.metrics
+            .memory_budget
+            .store(memory_budget(new), Relaxed);
     }
 }
 
-/// Rebuilds the stage on every configuration reload, off the worker thread (loading a
-/// model takes a while), and hands it to the worker.
-async fn stage_reload_task(
-    mut reload: watch::Receiver<Config>,
-    stages: std::sync::mpsc::Sender<Box<dyn pipeline::Stage>>,
+/// Logs consumers of the publish socket that come and go (one that asks for more than
+/// 1024 subscriptions is disconnected by the socket), and counts the connections it
+/// refuses (`max_connections`, a failed or slow handshake) in
+/// `pleura_consumer_errors_total`.
+async fn watch_consumers(
+    mut events: SocketEvents,
+    metrics: Arc<Metrics>,
 ) {
-    while reload.changed().await.is_ok() {
-        let config = reload.borrow_and_update().clone();
-        match tokio::task::spawn_blocking(move || pipeline::build(&config)).await {
-            Ok(Ok(stage)) => {
-                tracing::info!(stage = stage.name(), device = %stage.device(), "stage rebuilt; it takes over at the next frame");
-                if stages.send(stage).is_err() {
-                    break;
-                }
+    use zeromq::SocketEvent as E;
+    while let Some(ev) = futures::StreamExt::next(&mut events).await {
+        match ev {
+            E::Accepted(endpoint, peer) => {
+                tracing::debug!(%endpoint, ?peer, "publish: a consumer connected")
             }
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, "configuration reload: keeping the running stage");
+            E::Disconnected(peer) => tracing::debug!(?peer, "publish: a consumer disconnected"),
+            E::AcceptFailed(error) => {
+                metrics.consumer_errors.fetch_add(1, Relaxed);
+                tracing::warn!(%error, "publish: a consumer's connection was refused or failed its handshake");
             }
-            Err(_) => tracing::error!(
-                "configuration reload: the stage build panicked; keeping the running stage"
-            ),
+            other => tracing::debug!(event = ?other, "publish socket event"),
         }
     }
 }
@@ -506,11 +835,14 @@ fn worker_loop(
     metrics: &Metrics,
     results: mpsc::Sender<ResultMessage>,
 ) {
+    // Operator evictions of the stage in use already counted.
+    let mut counted = 0;
     while let Some(frame) = queue.pop() {
         metrics.queue_depth.store(queue.len() as u64, Relaxed);
         // A reloaded stage takes over between frames; the newest one wins.
         while let Ok(next) = stages.try_recv() {
             stage = next;
+            counted = 0;
             metrics.set_device(&stage.device());
         }
         let started = Instant::now();
@@ -528,6 +860,10 @@ fn worker_loop(
                     .map_err(|e| e.to_string())
             });
         metrics.processing.observe(started.elapsed());
+        let cache = stage.operator_cache();
+        metrics.set_entries(StateTable::Operators, cache.len as u64);
+        metrics.evicted(StateTable::Operators, cache.evictions - counted);
+        counted = cache.evictions;
         let fields: Vec<Field> = match outcome {
             Ok(fields) => fields,
             Err(e) => {
@@ -551,26 +887,6 @@ fn worker_loop(
     }
 }
 
-fn status_json(metrics: &Metrics, state: &str) -> String {
-    let rejected: serde_json::Map<String, serde_json::Value> = crate::metrics::RejectReason::ALL
-        .iter()
-        .map(|r| (r.label().to_string(), metrics.rejected(*r).into()))
-        .collect();
-    serde_json::json!({
-        "state": state,
-        "messages_received": metrics.messages_received.load(Relaxed),
-        "scans_accepted": metrics.scans_accepted.load(Relaxed),
-        "frames_accepted": metrics.frames_accepted.load(Relaxed),
-        "frames_dropped": metrics.frames_dropped.load(Relaxed),
-        "frames_processed": metrics.frames_processed.load(Relaxed),
-        "frames_failed": metrics.frames_failed.load(Relaxed),
-        "results_published": metrics.results_published.load(Relaxed),
-        "queue_depth": metrics.queue_depth.load(Relaxed),
-        "rejected": rejected,
-    })
-    .to_string()
-}
-
 async fn publish(publisher: &mut PubSocket, parts: Vec<Vec<u8>>) {
     let parts: Vec<Bytes> = parts.into_iter().map(Bytes::from).collect();
     match ZmqMessage::try_from(parts) {
@@ -587,13 +903,12 @@ async fn sink_task(
     mut publisher: PubSocket,
     mut results: mpsc::Receiver<ResultMessage>,
     metrics: Arc<Metrics>,
-    key: Option<Key>,
-    status_interval: Duration,
-    mut reload: watch::Receiver<Config>,
+    mut applied: watch::Receiver<Arc<InForce>>,
 ) {
-    let mut key = key;
-    let mut reload_open = true;
-    let mut ticker = tokio::time::interval(status_interval);
+    let interval = |f: &InForce| Duration::from_millis(f.daemon.status_interval_ms);
+    let mut key = applied.borrow().key.clone();
+    let mut applied_open = true;
+    let mut ticker = tokio::time::interval(interval(&applied.borrow()));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -609,25 +924,24 @@ async fn sink_task(
                 None => break,
             },
             _ = ticker.tick() => {
-                let status = StatusMessage { published_ns: now_ns(), json: status_json(&metrics, "running") };
+                let json = metrics.status_json("running").to_string();
+                let status = StatusMessage { published_ns: now_ns(), json };
                 publish(&mut publisher, protocol::encode_status(&status, key.as_ref())).await;
             }
-            changed = reload.changed(), if reload_open => match changed {
+            changed = applied.changed(), if applied_open => match changed {
                 Ok(()) => {
-                    let new = reload.borrow_and_update().daemon.clone();
-                    if let Ok(k) = load_key(&new) {
-                        key = k;
-                    }
-                    ticker = tokio::time::interval(Duration::from_millis(new.status_interval_ms.max(1)));
+                    let next = applied.borrow_and_update().clone();
+                    key = next.key.clone();
+                    ticker = tokio::time::interval(interval(&next));
                     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 }
-                Err(_) => reload_open = false,
+                Err(_) => applied_open = false,
             },
         }
     }
     let status = StatusMessage {
         published_ns: now_ns(),
-        json: status_json(&metrics, "stopped"),
+        json: metrics.status_json("stopped").to_string(),
     };
     publish(
         &mut publisher,
@@ -645,6 +959,79 @@ pub fn reload_config(path: &std::path::Path) -> Result<Config, crate::config::Co
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The budget adds each bound's worst case, computed here term by term.
+    #[test]
+    fn memory_budget_adds_every_bound() {
+        let c = DaemonConfig {
+            ingest_mode: IngestMode::Connect,
+            queue_capacity: 2,
+            max_message_bytes: 1 << 20,
+            max_connections: 4,
+            publish_queue: 8,
+            max_streams: 3,
+            max_scans_per_stream: 2,
+            max_scan_bytes: 1000,
+            max_grid_pixels: 10_000,
+            max_das_taps: 50_000,
+            max_operators: 2,
+            max_operator_bytes: 7_000,
+            record: None,
+            ..DaemonConfig::default()
+        };
+        let mib = 1u64 << 20;
+        let frames = (2 + 1) * mib + 3 * mib;
+        let consumers = 4 * 1025 * (4096 + 24);
+        let read_buffers = (1 + 4) * 128 * 1024;
+        let results = (64 + 8 * 4) * 10_000 * 12;
+        let scans = 3 * 2 * 1000 * 2;
+        let das = 50_000 * 8 + 10_000 * 32;
+        let operators = 2 * 7_000;
+        assert_eq!(
+            memory_budget(&c),
+            frames + consumers + read_buffers + results + scans + das + operators
+        );
+        // Recording adds its queue of frames; binding the ingest, a message per connection.
+        let recording = DaemonConfig {
+            record: Some("x.h5".into()),
+            record_queue: 5,
+            ..c.clone()
+        };
+        assert_eq!(memory_budget(&recording), memory_budget(&c) + 5 * mib);
+        let bound = DaemonConfig {
+            ingest_mode: IngestMode::Bind,
+            ..c.clone()
+        };
+        assert_eq!(
+            memory_budget(&bound),
+            memory_budget(&c) + 3 * mib + 3 * 128 * 1024
+        );
+    }
+
+    /// Which endpoints the start-up warning treats as reachable from other machines.
+    #[test]
+    fn only_loopback_and_ipc_count_as_local() {
+        for local in [
+            "tcp://127.0.0.1:5555",
+            "tcp://127.0.0.9:0",
+            "tcp://localhost:5555",
+            "tcp://[::1]:5555",
+            "127.0.0.1:9464",
+            "ipc:///tmp/pleura.sock",
+        ] {
+            assert!(is_local(local), "{local}");
+        }
+        for exposed in [
+            "tcp://0.0.0.0:5555",
+            "tcp://*:5555",
+            "tcp://[::]:5555",
+            "0.0.0.0:9464",
+            "tcp://192.168.1.20:5555",
+            "tcp://scanner.example:5555",
+        ] {
+            assert!(!is_local(exposed), "{exposed}");
+        }
+    }
     use crate::config::StageKind;
     use crate::wire::tests::tiny_scan;
     use pleura_bridge::publisher::{Mode, Publisher};

@@ -49,7 +49,8 @@ impl RecordSink {
 }
 
 fn recorder_loop(path: PathBuf, rx: Receiver<AcceptedFrame>, metrics: &Metrics) {
-    let mut recorder: Option<(u64, Recorder)> = None;
+    // The recorded (stream id, scan id): scan ids belong to their stream.
+    let mut recorder: Option<((u64, u64), Recorder)> = None;
     let mut failed = false;
     let mut warned_other_scan = false;
     for frame in rx {
@@ -69,7 +70,7 @@ fn recorder_loop(path: PathBuf, rx: Receiver<AcceptedFrame>, metrics: &Metrics) 
             match Recorder::create(&path, &frame.scan, options) {
                 Ok(r) => {
                     tracing::info!(path = %path.display(), scan_id = frame.scan_id, "recording started");
-                    recorder = Some((frame.scan_id, r));
+                    recorder = Some(((frame.stream_id, frame.scan_id), r));
                 }
                 Err(e) => {
                     tracing::error!(path = %path.display(), error = %e, "cannot create the recording; not recording");
@@ -79,15 +80,17 @@ fn recorder_loop(path: PathBuf, rx: Receiver<AcceptedFrame>, metrics: &Metrics) 
                 }
             }
         }
-        let Some((scan_id, rec)) = recorder.as_mut() else {
+        let Some((recorded, rec)) = recorder.as_mut() else {
             continue;
         };
-        if frame.scan_id != *scan_id {
+        if (frame.stream_id, frame.scan_id) != *recorded {
             if !warned_other_scan {
                 tracing::warn!(
-                    recorded = *scan_id,
+                    recorded_stream = recorded.0,
+                    recorded_scan = recorded.1,
+                    frame_stream = frame.stream_id,
                     frame_scan = frame.scan_id,
-                    "frames of another scan id are not recorded"
+                    "frames of another stream or scan id are not recorded"
                 );
                 warned_other_scan = true;
             }

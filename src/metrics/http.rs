@@ -1,5 +1,6 @@
-//! The admin HTTP/1.1 server: `GET /metrics` (Prometheus text format) and `GET /healthz`
-//! (200 while running, 503 once shutdown began). One request per connection; anything
+//! The admin HTTP/1.1 server: `GET /metrics` (Prometheus text format), `GET /healthz`
+//! (200 while running, 503 once shutdown began) and `GET /status` (JSON: the counters,
+//! the configuration in force and the last reload's outcome). One request per connection; anything
 //! else gets 404 or 405. Requests are bounded in size and time so a stuck client cannot
 //! hold resources.
 
@@ -69,11 +70,14 @@ async fn handle(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<()>
             "/metrics" => ("200 OK", metrics.render()),
             "/healthz" if metrics.healthy.load(Relaxed) => ("200 OK", "ok\n".to_string()),
             "/healthz" => ("503 Service Unavailable", "shutting down\n".to_string()),
+            "/status" => ("200 OK", format!("{}\n", metrics.status_report())),
             _ => ("404 Not Found", "not found\n".to_string()),
         }
     };
     let content_type = if path.starts_with("/metrics") {
         "text/plain; version=0.0.4; charset=utf-8"
+    } else if path.starts_with("/status") && status.starts_with("200") {
+        "application/json"
     } else {
         "text/plain; charset=utf-8"
     };
@@ -127,6 +131,20 @@ mod tests {
         metrics.healthy.store(false, Relaxed);
         let r = get(addr, "GET /healthz HTTP/1.1\r\n\r\n").await;
         assert!(r.starts_with("HTTP/1.1 503"), "{r}");
+        metrics.set_in_force(serde_json::json!({ "authenticated": false }));
+        metrics.set_last_reload(Some("[daemon] key_file: cannot read /nope"));
+        let r = get(addr, "GET /status HTTP/1.1\r\n\r\n").await;
+        assert!(r.contains("Content-Type: application/json"), "{r}");
+        let body: serde_json::Value =
+            serde_json::from_str(r.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+        assert_eq!(body["state"], "stopping");
+        assert_eq!(body["frames_processed"], 7);
+        assert_eq!(body["in_force"]["authenticated"], false);
+        assert_eq!(body["last_reload"]["applied"], false);
+        assert!(body["last_reload"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("key_file"));
         let r = get(addr, "GET /nope HTTP/1.1\r\n\r\n").await;
         assert!(r.starts_with("HTTP/1.1 404"), "{r}");
         let r = get(addr, "POST /metrics HTTP/1.1\r\n\r\n").await;

@@ -16,7 +16,7 @@ use std::time::Duration;
 pub enum RejectReason {
     /// Not a pleura message, wrong part count or header length, unknown kind or dtype.
     Malformed,
-    /// A protocol version other than 1.
+    /// A protocol version other than this daemon's (2).
     Version,
     /// Payload CRC32C mismatch.
     Crc,
@@ -36,11 +36,17 @@ pub enum RejectReason {
     BadScan,
     /// A result or status message sent to the ingest socket.
     UnexpectedKind,
+    /// A scan message of an epoch below its stream's current one, or of the current
+    /// epoch with other parameters: a replayed or forged announcement.
+    StaleScan,
+    /// A frame sequence number or scan epoch further ahead of its stream's than
+    /// `[daemon] max_sequence_jump`.
+    SequenceJump,
 }
 
 impl RejectReason {
     /// Every reason, in exposition order.
-    pub const ALL: [RejectReason; 11] = [
+    pub const ALL: [RejectReason; 13] = [
         RejectReason::Malformed,
         RejectReason::Version,
         RejectReason::Crc,
@@ -52,6 +58,8 @@ impl RejectReason {
         RejectReason::Duplicate,
         RejectReason::BadScan,
         RejectReason::UnexpectedKind,
+        RejectReason::StaleScan,
+        RejectReason::SequenceJump,
     ];
 
     /// The label value.
@@ -68,6 +76,8 @@ impl RejectReason {
             RejectReason::Duplicate => "duplicate",
             RejectReason::BadScan => "bad_scan",
             RejectReason::UnexpectedKind => "unexpected_kind",
+            RejectReason::StaleScan => "stale_scan",
+            RejectReason::SequenceJump => "sequence_jump",
         }
     }
 
@@ -82,6 +92,34 @@ impl RejectReason {
             .into_iter()
             .find(|r| r.label() == label)
             .unwrap_or(RejectReason::Malformed)
+    }
+}
+
+/// The daemon's bounded per-scan tables (the `table` label of `pleura_state_entries` and
+/// `pleura_state_evictions_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StateTable {
+    /// Publishing streams tracked (`[daemon] max_streams`).
+    Streams,
+    /// Scans remembered, over all streams (`max_scans_per_stream` each).
+    Scans,
+    /// Measurement operators held by the stage (`max_operators`).
+    Operators,
+}
+
+impl StateTable {
+    pub const ALL: [StateTable; 3] = [
+        StateTable::Streams,
+        StateTable::Scans,
+        StateTable::Operators,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            StateTable::Streams => "streams",
+            StateTable::Scans => "scans",
+            StateTable::Operators => "operators",
+        }
     }
 }
 
@@ -164,11 +202,30 @@ pub struct Metrics {
     pub processing: Histogram,
     /// Configuration reloads applied.
     pub reloads: AtomicU64,
+    /// Configuration reloads refused (the previous configuration stayed in force).
+    pub reload_failures: AtomicU64,
+    /// Entries of each bounded per-scan table now, by [`StateTable`].
+    state_entries: [AtomicU64; StateTable::ALL.len()],
+    /// Entries dropped from each table to stay within its bound.
+    state_evictions: [AtomicU64; StateTable::ALL.len()],
+    /// Ingest connections the transport closed: oversized frames or messages, handshakes
+    /// that failed or timed out, peers of an incompatible socket type.
+    pub ingest_errors: AtomicU64,
+    /// Connections of consumers the publish socket refused (`max_connections`) or whose
+    /// handshake failed or timed out.
+    pub consumer_errors: AtomicU64,
+    /// The memory the configured bounds allow the daemon beyond its base, bytes
+    /// (`DaemonConfig::memory_budget`).
+    pub memory_budget: AtomicU64,
     /// False once shutdown began (served as `/healthz` 503).
     pub healthy: AtomicBool,
     /// Where the processing stage runs (`cpu`, `cuda:0`, ...); changes when a reload
     /// brings a stage on another device.
     device: std::sync::RwLock<String>,
+    /// The configuration in force, as `/status` reports it.
+    in_force: std::sync::RwLock<serde_json::Value>,
+    /// The outcome of the last configuration reload (null before any).
+    last_reload: std::sync::RwLock<serde_json::Value>,
 }
 
 impl Metrics {
@@ -192,6 +249,91 @@ impl Metrics {
     /// All rejections so far.
     pub fn rejected_total(&self) -> u64 {
         self.rejected.iter().map(|r| r.load(Relaxed)).sum()
+    }
+
+    /// Sets the entries of a table now.
+    pub fn set_entries(&self, table: StateTable, n: u64) {
+        self.state_entries[table as usize].store(n, Relaxed);
+    }
+
+    /// Counts `n` evictions from a table.
+    pub fn evicted(&self, table: StateTable, n: u64) {
+        self.state_evictions[table as usize].fetch_add(n, Relaxed);
+    }
+
+    /// Evictions from a table so far.
+    pub fn evictions(&self, table: StateTable) -> u64 {
+        self.state_evictions[table as usize].load(Relaxed)
+    }
+
+    /// Entries of a table now.
+    pub fn entries(&self, table: StateTable) -> u64 {
+        self.state_entries[table as usize].load(Relaxed)
+    }
+
+    /// Records the configuration in force (after the start and every applied reload).
+    pub fn set_in_force(&self, description: serde_json::Value) {
+        *self.in_force.write().unwrap_or_else(|p| p.into_inner()) = description;
+    }
+
+    /// Records a reload's outcome: None when it was applied, else why it was refused.
+    pub fn set_last_reload(&self, refused: Option<&str>) {
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let value = match refused {
+            None => serde_json::json!({ "applied": true, "at_unix_s": at }),
+            Some(error) => serde_json::json!({ "applied": false, "at_unix_s": at, "error": error }),
+        };
+        *self.last_reload.write().unwrap_or_else(|p| p.into_inner()) = value;
+    }
+
+    /// The daemon's counters as a JSON object (the status message's body; `/status` adds
+    /// what is in force).
+    pub fn status_json(&self, state: &str) -> serde_json::Value {
+        let rejected: serde_json::Map<String, serde_json::Value> = RejectReason::ALL
+            .iter()
+            .map(|r| (r.label().to_string(), self.rejected(*r).into()))
+            .collect();
+        let evicted: serde_json::Map<String, serde_json::Value> = StateTable::ALL
+            .iter()
+            .map(|t| (t.label().to_string(), self.evictions(*t).into()))
+            .collect();
+        serde_json::json!({
+            "state": state,
+            "messages_received": self.messages_received.load(Relaxed),
+            "scans_accepted": self.scans_accepted.load(Relaxed),
+            "frames_accepted": self.frames_accepted.load(Relaxed),
+            "frames_dropped": self.frames_dropped.load(Relaxed),
+            "frames_processed": self.frames_processed.load(Relaxed),
+            "frames_failed": self.frames_failed.load(Relaxed),
+            "results_published": self.results_published.load(Relaxed),
+            "queue_depth": self.queue_depth.load(Relaxed),
+            "rejected": rejected,
+            "evicted": evicted,
+            "ingest_errors": self.ingest_errors.load(Relaxed),
+            "consumer_errors": self.consumer_errors.load(Relaxed),
+            "reloads": self.reloads.load(Relaxed),
+            "reload_failures": self.reload_failures.load(Relaxed),
+        })
+    }
+
+    /// `/status`: the counters, the configuration in force and the last reload's outcome.
+    pub fn status_report(&self) -> serde_json::Value {
+        let state = if self.healthy.load(Relaxed) {
+            "running"
+        } else {
+            "stopping"
+        };
+        let mut v = self.status_json(state);
+        let read = |l: &std::sync::RwLock<serde_json::Value>| {
+            l.read().unwrap_or_else(|p| p.into_inner()).clone()
+        };
+        v["in_force"] = read(&self.in_force);
+        v["last_reload"] = read(&self.last_reload);
+        v["resident_memory_bytes"] = resident_bytes().into();
+        v["memory_budget_bytes"] = self.memory_budget.load(Relaxed).into();
+        v
     }
 
     /// Records where the processing stage runs.
@@ -292,6 +434,49 @@ impl Metrics {
             "Configuration reloads applied (SIGHUP).",
             &self.reloads,
         );
+        counter(
+            &mut out,
+            "pleura_config_reload_failures_total",
+            "Configuration reloads refused; the previous configuration stayed in force.",
+            &self.reload_failures,
+        );
+        counter(
+            &mut out,
+            "pleura_ingest_errors_total",
+            "Ingest connections closed by the transport (oversized frame, failed or slow handshake).",
+            &self.ingest_errors,
+        );
+        counter(
+            &mut out,
+            "pleura_consumer_errors_total",
+            "Publish-socket connections refused (max_connections) or failed in the handshake.",
+            &self.consumer_errors,
+        );
+        for (name, kind, help, values) in [
+            (
+                "pleura_state_entries",
+                "gauge",
+                "Entries of the daemon's bounded per-scan tables.",
+                &self.state_entries,
+            ),
+            (
+                "pleura_state_evictions_total",
+                "counter",
+                "Entries dropped from the bounded per-scan tables (least recently used first).",
+                &self.state_evictions,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            for t in StateTable::ALL {
+                let _ = writeln!(
+                    out,
+                    "{name}{{table=\"{}\"}} {}",
+                    t.label(),
+                    values[t as usize].load(Relaxed)
+                );
+            }
+        }
         let gauge = |out: &mut String, name: &str, help: &str, v: u64| {
             let _ = writeln!(out, "# HELP {name} {help}");
             let _ = writeln!(out, "# TYPE {name} gauge");
@@ -309,6 +494,20 @@ impl Metrics {
             "Capacity of the frame queue.",
             self.queue_capacity.load(Relaxed),
         );
+        gauge(
+            &mut out,
+            "pleura_memory_budget_bytes",
+            "Memory the configured bounds allow beyond the daemon's base.",
+            self.memory_budget.load(Relaxed),
+        );
+        if let Some(rss) = resident_bytes() {
+            gauge(
+                &mut out,
+                "pleura_resident_memory_bytes",
+                "Resident set size of the daemon process.",
+                rss,
+            );
+        }
         let _ = writeln!(
             out,
             "# HELP pleura_device_info Where the processing stage runs."
@@ -327,6 +526,15 @@ impl Metrics {
         );
         out
     }
+}
+
+/// This process's resident set size, bytes (Linux `/proc/self/statm`); None elsewhere.
+pub fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * u64::try_from(page).ok()?)
 }
 
 #[cfg(test)]
@@ -358,6 +566,17 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("pleura_device_info{device=\"cpu\"} 1\n"));
+        m.set_entries(StateTable::Scans, 7);
+        m.evicted(StateTable::Operators, 2);
+        let text = m.render();
+        assert!(
+            text.contains("pleura_state_entries{table=\"scans\"} 7\n"),
+            "{text}"
+        );
+        assert!(text.contains("pleura_state_evictions_total{table=\"operators\"} 2\n"));
+        assert!(text.contains("pleura_state_evictions_total{table=\"streams\"} 0\n"));
+        let rss = resident_bytes().expect("Linux has /proc/self/statm");
+        assert!(rss > 1 << 20, "resident {rss} bytes");
         assert_eq!(m.rejected_total(), 2);
         for r in RejectReason::ALL {
             assert_eq!(RejectReason::from_label(r.label()), r);

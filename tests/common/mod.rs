@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod lung;
+pub mod served;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
