@@ -232,7 +232,8 @@ while True:
         raise SystemExit("no result for 30 s")
     m = parse(sub.recv_multipart(), key)
     f = m["fields"]
-    print(json.dumps({"sequence": m["sequence"], "latency_ns": m["latency_ns"],
+    print(json.dumps({"sequence": m["sequence"], "stream_id": m["stream_id"],
+                      "scan_id": m["scan_id"], "latency_ns": m["latency_ns"],
                       "shapes": {k: list(v.shape) for k, v in f.items()},
                       "bmode_max": int(f["bmode"].max()) if "bmode" in f else None,
                       "values": {k: f[k].tolist() for k in
@@ -653,6 +654,11 @@ wait_metric(admin, "pleura_messages_received_total", start + sent)
     );
     let result: serde_json::Value = serde_json::from_str(&results.recv().unwrap()).unwrap();
     assert_eq!(result["sequence"], 0);
+    // The result names the frame's stream (3) and its scan id within it (1).
+    assert_eq!(
+        (&result["stream_id"], &result["scan_id"]),
+        (&3.into(), &1.into())
+    );
 
     // Reload without the key: unsigned frames are now accepted, signed ones rejected.
     let text = std::fs::read_to_string(&d.config).unwrap();

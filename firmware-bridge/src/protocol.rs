@@ -21,7 +21,8 @@ use sha2::Sha256;
 /// First four bytes of every header.
 pub const MAGIC: [u8; 4] = *b"PLRA";
 /// The protocol version this module speaks. Version 2 added the scan epoch (scan header
-/// bytes 44..48), so that a replayed scan message can be told from a current one.
+/// bytes 44..48), so that a replayed scan message can be told from a current one, and the
+/// stream id to the result header, as scan ids belong to their stream.
 pub const VERSION: u16 = 2;
 /// Length of the header prefix common to every kind.
 pub const PREFIX_LEN: usize = 16;
@@ -30,7 +31,7 @@ pub const SCAN_HEADER_LEN: usize = 48;
 /// Length of part 0 of a frame message.
 pub const FRAME_HEADER_LEN: usize = 80;
 /// Length of part 0 of a result message.
-pub const RESULT_HEADER_LEN: usize = 64;
+pub const RESULT_HEADER_LEN: usize = 72;
 /// Length of part 0 of a status message.
 pub const STATUS_HEADER_LEN: usize = 32;
 /// Length of the HMAC-SHA256 tag.
@@ -572,6 +573,8 @@ pub struct FrameMessage<'a> {
 /// A result message (daemon -> consumers).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ResultMessage {
+    /// The stream the frame came from (scan ids belong to their stream).
+    pub stream_id: u64,
     pub scan_id: u64,
     pub sequence: u64,
     /// Acquisition time of the frame, ns since the UNIX epoch.
@@ -669,12 +672,13 @@ pub fn frame_envelope(
 pub fn encode_result(msg: &ResultMessage, key: Option<&Key>) -> Vec<Vec<u8>> {
     let mut h = vec![0u8; RESULT_HEADER_LEN];
     write_prefix(&mut h, Kind::Result, flags_for(key));
-    h[16..24].copy_from_slice(&msg.scan_id.to_le_bytes());
-    h[24..32].copy_from_slice(&msg.sequence.to_le_bytes());
-    h[32..40].copy_from_slice(&msg.timestamp_ns.to_le_bytes());
-    h[40..48].copy_from_slice(&msg.published_ns.to_le_bytes());
-    h[48..56].copy_from_slice(&msg.latency_ns.to_le_bytes());
-    h[56..60].copy_from_slice(&(msg.fields.len() as u32).to_le_bytes());
+    h[16..24].copy_from_slice(&msg.stream_id.to_le_bytes());
+    h[24..32].copy_from_slice(&msg.scan_id.to_le_bytes());
+    h[32..40].copy_from_slice(&msg.sequence.to_le_bytes());
+    h[40..48].copy_from_slice(&msg.timestamp_ns.to_le_bytes());
+    h[48..56].copy_from_slice(&msg.published_ns.to_le_bytes());
+    h[56..64].copy_from_slice(&msg.latency_ns.to_le_bytes());
+    h[64..68].copy_from_slice(&(msg.fields.len() as u32).to_le_bytes());
     let mut parts = vec![h];
     for f in &msg.fields {
         let mut p = Vec::new();
@@ -927,12 +931,12 @@ fn decode_result(parts: &[&[u8]]) -> Result<ResultMessage, DecodeError> {
         return Err(malformed("no parts"));
     };
     expect_header(h, RESULT_HEADER_LEN, "result")?;
-    if le_u32(h, 60) != 0 {
+    if le_u32(h, 68) != 0 {
         return Err(malformed(
-            "result header: reserved bytes 60..64 are not zero",
+            "result header: reserved bytes 68..72 are not zero",
         ));
     }
-    let n = le_u32(h, 56) as usize;
+    let n = le_u32(h, 64) as usize;
     if fields.len() != n {
         return Err(malformed(format!(
             "result header announces {n} fields, message has {}",
@@ -951,11 +955,12 @@ fn decode_result(parts: &[&[u8]]) -> Result<ResultMessage, DecodeError> {
         out.push(f);
     }
     Ok(ResultMessage {
-        scan_id: le_u64(h, 16),
-        sequence: le_u64(h, 24),
-        timestamp_ns: le_u64(h, 32),
-        published_ns: le_u64(h, 40),
-        latency_ns: le_u64(h, 48),
+        stream_id: le_u64(h, 16),
+        scan_id: le_u64(h, 24),
+        sequence: le_u64(h, 32),
+        timestamp_ns: le_u64(h, 40),
+        published_ns: le_u64(h, 48),
+        latency_ns: le_u64(h, 56),
         fields: out,
     })
 }
@@ -1193,6 +1198,7 @@ mod tests {
             );
         }
         let result = ResultMessage {
+            stream_id: 3,
             scan_id: 42,
             sequence: 7,
             timestamp_ns: 10,
@@ -1213,13 +1219,19 @@ mod tests {
         };
         let parts = encode_result(&result, None);
         assert_eq!(parts.len(), 3);
-        // Reserved bytes 60..64 of the result header must be zero (found by fuzzing: such a
+        assert_eq!(parts[0].len(), RESULT_HEADER_LEN);
+        assert_eq!(
+            parts[0][16..24],
+            3u64.to_le_bytes(),
+            "stream id at bytes 16..24"
+        );
+        // The reserved bytes of the result header must be zero (found by fuzzing: such a
         // message decoded and re-encoded to other bytes).
         let mut reserved = parts.clone();
-        reserved[0][60] = 1;
+        reserved[0][68] = 1;
         let err = decode(&refs(&reserved), Auth::None).unwrap_err();
         assert_eq!(err.reason(), "malformed", "{err}");
-        assert!(err.to_string().contains("60..64"), "{err}");
+        assert!(err.to_string().contains("68..72"), "{err}");
         assert_eq!(
             decode(&refs(&parts), Auth::None).unwrap(),
             Message::Result(result)

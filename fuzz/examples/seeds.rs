@@ -78,6 +78,7 @@ fn frame(dtype: Dtype, shape: [u32; 4], sequence: u64) -> (FrameHeader, Vec<u8>)
 
 fn result(sequence: u64, fields: Vec<Field>) -> ResultMessage {
     ResultMessage {
+        stream_id: 7,
         scan_id: 1,
         sequence,
         timestamp_ns: 1_790_000_000_000_000_000,

@@ -21,7 +21,7 @@
 //! header fields and payloads alike. The seeds (`examples/seeds.rs`) are valid messages of
 //! every kind, signed and unsigned.
 //!
-//! Check 3 found that result headers with non-zero reserved bytes 60..64 were accepted
+//! Check 3 found that result headers with non-zero reserved bytes were accepted
 //! (they re-encoded to other bytes); the decoder now rejects them as `malformed`.
 #![no_main]
 

@@ -808,10 +808,7 @@ impl IngestTask {
 /// 1024 subscriptions is disconnected by the socket), and counts the connections it
 /// refuses (`max_connections`, a failed or slow handshake) in
 /// `pleura_consumer_errors_total`.
-async fn watch_consumers(
-    mut events: SocketEvents,
-    metrics: Arc<Metrics>,
-) {
+async fn watch_consumers(mut events: SocketEvents, metrics: Arc<Metrics>) {
     use zeromq::SocketEvent as E;
     while let Some(ev) = futures::StreamExt::next(&mut events).await {
         match ev {
@@ -874,6 +871,7 @@ fn worker_loop(
         };
         metrics.frames_processed.fetch_add(1, Relaxed);
         let result = ResultMessage {
+            stream_id: frame.stream_id,
             scan_id: frame.scan_id,
             sequence: frame.sequence,
             timestamp_ns: frame.timestamp_ns,

@@ -132,14 +132,14 @@ def parse(parts, key=None):
     else:
         assert key is None, "unsigned message while a key is configured"
     if kind == RESULT:
-        scan_id, seq, ts, pub, lat, n = struct.unpack_from("<QQQQQI", h, 16)
+        stream_id, scan_id, seq, ts, pub, lat, n = struct.unpack_from("<QQQQQQI", h, 16)
         fields = {}
         for p in parts[1:]:
             name, data, used = parse_field(p)
             assert used == len(p)
             fields[name] = data
         assert len(fields) == n
-        return {"kind": "result", "scan_id": scan_id, "sequence": seq, "timestamp_ns": ts,
+        return {"kind": "result", "stream_id": stream_id, "scan_id": scan_id, "sequence": seq, "timestamp_ns": ts,
                 "published_ns": pub, "latency_ns": lat, "fields": fields}
     if kind == STATUS:
         pub, n = struct.unpack_from("<QQ", h, 16)
