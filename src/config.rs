@@ -113,7 +113,8 @@ pub struct DaemonConfig {
     pub max_grid_pixels: usize,
     /// Largest DAS plan (taps) a scan may make the stage build.
     pub max_das_taps: u64,
-    /// Largest measurement operator (bytes of tables) a scan may make the stage build.
+    /// Largest measurement operator (bytes of tables and working buffers) a scan may make
+    /// the stage build.
     pub max_operator_bytes: u64,
     /// Measurement operators kept for scans seen before (least recently used dropped).
     pub max_operators: usize,

@@ -138,7 +138,8 @@ const PUBLISH_MAX_MESSAGE: usize = 4096;
 
 /// The memory, bytes, that the configured bounds let the daemon hold beyond its base
 /// (code, runtime, model weights), whatever its peers send: the frames in the queue, in
-/// the worker (the payload and its float32 copy) and in the recorder's queue, one message
+/// the worker (the payload, its float32 copy and the DAS channel buffer) and in the
+/// recorder's queue, one message
 /// being received per ingest connection (`max_connections` of them in bind mode, one in
 /// connect mode), the subscriptions of up to `max_connections` consumers of the publish
 /// socket (`PUBLISH_MAX_SUBSCRIPTIONS` each, and one more being received), every
@@ -147,6 +148,8 @@ const PUBLISH_MAX_MESSAGE: usize = 4096;
 /// consumers that do not keep up (`publish_queue` each, the rest dropped). Published as
 /// `pleura_memory_budget_bytes`; an upper bound, not an estimate.
 pub fn memory_budget(c: &DaemonConfig) -> u64 {
+    // Saturating: a configuration large enough to overflow has no bound worth printing.
+    let mul = |a: u64, b: u64| a.saturating_mul(b);
     let message = c.max_message_bytes as u64;
     let recorded = if c.record.is_some() {
         c.record_queue as u64
@@ -157,20 +160,40 @@ pub fn memory_budget(c: &DaemonConfig) -> u64 {
         IngestMode::Bind => c.max_connections as u64,
         IngestMode::Connect => 1,
     };
-    let frames = (c.queue_capacity as u64 + recorded + ingest_connections) * message + 3 * message;
+    let connections = c.max_connections as u64;
+    // Frames queued, in the recorder's queue and being received; in the worker the
+    // payload, its float32 copy (2x an int16 payload) and the DAS plan's complex channel
+    // buffer (4x).
+    let frames = mul(
+        (c.queue_capacity as u64)
+            .saturating_add(recorded)
+            .saturating_add(ingest_connections),
+        message,
+    )
+    .saturating_add(mul(7, message));
     // A subscription is a Vec (24 bytes) of at most the publish socket's message size.
     let subscription = PUBLISH_MAX_MESSAGE.min(c.max_message_bytes) as u64 + 24;
-    let consumers =
-        c.max_connections as u64 * (PUBLISH_MAX_SUBSCRIPTIONS as u64 + 1) * subscription;
+    let consumers = mul(
+        mul(connections, PUBLISH_MAX_SUBSCRIPTIONS as u64 + 1),
+        subscription,
+    );
     // Each connection's read chunk: the transport's 64 KiB maximum and as much headroom.
-    let read_buffers = (ingest_connections + c.max_connections as u64) * (128 << 10);
-    // A result holds at most three float32 images and the grid's axes per pixel.
-    let result = c.max_grid_pixels as u64 * 12;
-    let results = (RESULT_QUEUE + c.publish_queue * c.max_connections) as u64 * result;
-    let scans = (c.max_streams * c.max_scans_per_stream) as u64 * c.max_scan_bytes as u64 * 2;
-    let das = c.max_das_taps * pipeline::DAS_TAP_BYTES + c.max_grid_pixels as u64 * 32;
-    let operators = c.max_operators as u64 * c.max_operator_bytes;
-    frames + consumers + read_buffers + results + scans + das + operators
+    let read_buffers = mul(ingest_connections.saturating_add(connections), 128 << 10);
+    // A result holds at most three float32 images per pixel (its axes are in the grid term).
+    let result = mul(c.max_grid_pixels as u64, 12);
+    let queued = (RESULT_QUEUE as u64).saturating_add(mul(c.publish_queue as u64, connections));
+    let results = mul(queued, result);
+    // A scan's decoded arrays take about its body's size, and the body is decoded first.
+    let scans = mul(
+        mul(c.max_streams as u64, c.max_scans_per_stream as u64).saturating_add(1),
+        mul(c.max_scan_bytes as u64, 2),
+    );
+    let das = mul(c.max_das_taps, pipeline::DAS_TAP_BYTES)
+        .saturating_add(mul(c.max_grid_pixels as u64, 32));
+    let operators = mul(c.max_operators as u64, c.max_operator_bytes);
+    [consumers, read_buffers, results, scans, das, operators]
+        .into_iter()
+        .fold(frames, u64::saturating_add)
 }
 
 /// Whether an endpoint (`tcp://host:port`, `host:port`, `ipc://...`) is reachable only
@@ -545,8 +568,20 @@ enum ReloadError {
     Panicked,
 }
 
-/// Prepares a reload whole: settings, key, stage.
-async fn prepare(config: Config) -> Result<(InForce, Box<dyn pipeline::Stage>), ReloadError> {
+/// Prepares a reload whole: settings (those only a restart changes kept as `started`,
+/// so that the caps are computed from what is in force), key, stage.
+async fn prepare(
+    mut config: Config,
+    started: &DaemonConfig,
+) -> Result<(InForce, Box<dyn pipeline::Stage>), ReloadError> {
+    if keep_start_only_settings(&mut config.daemon, started) {
+        tracing::warn!(
+            "configuration reload: endpoint, recording and transport changes \
+             (ingest, ingest_mode, publish, admin, record, record_queue, max_message_bytes, \
+             handshake_timeout_ms, max_connections, publish_queue) take effect at the next \
+             start; the running values stay in force"
+        );
+    }
     config.daemon.validate()?;
     let key = load_key(&config.daemon)?;
     let build = config.clone();
@@ -585,18 +620,8 @@ async fn reload_task(
     let mut current = started.clone();
     while reload.changed().await.is_ok() {
         let config = reload.borrow_and_update().clone();
-        match prepare(config).await {
+        match prepare(config, &started.daemon).await {
             Ok((next, stage)) => {
-                let mut next = next;
-                if keep_start_only_settings(&mut next.daemon, &started.daemon) {
-                    tracing::warn!(
-                        "configuration reload: endpoint, recording and transport changes \
-                         (ingest, ingest_mode, publish, admin, record, record_queue, \
-                         max_message_bytes, handshake_timeout_ms, max_connections, \
-                         publish_queue) take effect at the next start; the running values \
-                         stay in force"
-                    );
-                }
                 warn_exposed(&next.daemon, next.key.as_ref());
                 if stages.send(stage).is_err() {
                     break;
@@ -978,11 +1003,11 @@ mod tests {
             ..DaemonConfig::default()
         };
         let mib = 1u64 << 20;
-        let frames = (2 + 1) * mib + 3 * mib;
+        let frames = (2 + 1) * mib + 7 * mib;
         let consumers = 4 * 1025 * (4096 + 24);
         let read_buffers = (1 + 4) * 128 * 1024;
         let results = (64 + 8 * 4) * 10_000 * 12;
-        let scans = 3 * 2 * 1000 * 2;
+        let scans = (3 * 2 + 1) * 1000 * 2;
         let das = 50_000 * 8 + 10_000 * 32;
         let operators = 2 * 7_000;
         assert_eq!(
@@ -1004,6 +1029,14 @@ mod tests {
             memory_budget(&bound),
             memory_budget(&c) + 3 * mib + 3 * 128 * 1024
         );
+        // Bounds too large to add up give the largest budget, not an overflow.
+        let huge = DaemonConfig {
+            max_das_taps: u64::MAX / 2,
+            max_operator_bytes: u64::MAX / 2,
+            max_operators: 4,
+            ..c.clone()
+        };
+        assert_eq!(memory_budget(&huge), u64::MAX);
     }
 
     /// Which endpoints the start-up warning treats as reachable from other machines.

@@ -215,7 +215,7 @@ pub struct Metrics {
     /// handshake failed or timed out.
     pub consumer_errors: AtomicU64,
     /// The memory the configured bounds allow the daemon beyond its base, bytes
-    /// (`DaemonConfig::memory_budget`).
+    /// (`crate::daemon::memory_budget`).
     pub memory_budget: AtomicU64,
     /// False once shutdown began (served as `/healthz` 503).
     pub healthy: AtomicBool,

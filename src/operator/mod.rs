@@ -747,6 +747,10 @@ impl OperatorCache {
         }
         let op = Arc::new(MeasurementOperator::new(scan, grid, options, device)?);
         let mut inner = self.lock();
+        // Another caller may have built the same operator meanwhile: keep one entry.
+        if let Some(pos) = inner.entries.iter().position(|(k, _)| *k == key) {
+            inner.entries.remove(pos);
+        }
         inner.entries.insert(0, (key, op.clone()));
         while inner.entries.len() > inner.capacity {
             inner.entries.pop();

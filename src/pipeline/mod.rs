@@ -207,11 +207,16 @@ impl ScanCheck {
                 Ok(())
             }
         };
+        // The transport counts the whole message: payload, header part, tag part and a
+        // 32-byte handle per part (vendor/zeromq/PLEURA-PATCH.md).
+        let overhead =
+            (crate::protocol::FRAME_HEADER_LEN + crate::protocol::TAG_LEN + 3 * 32) as f64;
         let frame_bytes = [scan.n_tx(), scan.n_ax, scan.n_el(), scan.n_ch]
             .iter()
-            .fold(2.0, |acc, &d| acc * d as f64);
+            .fold(2.0, |acc, &d| acc * d as f64)
+            + overhead;
         over(
-            "one int16 frame, bytes,",
+            "one int16 frame message, bytes,",
             frame_bytes,
             "max_message_bytes",
             l.max_message_bytes,
@@ -299,6 +304,8 @@ pub struct DasStage {
     /// Fixed grid; None: the scan's default.
     grid: Option<GridSpec>,
     dynamic_range_db: f64,
+    /// Caps checked before a plan is built (None: none, offline).
+    limits: Option<ScanLimits>,
     /// The scan the beamformer was planned for, the beamformer, its grid as fields.
     planned: Option<(Arc<Scan>, Beamformer, Field, Field)>,
 }
@@ -311,8 +318,16 @@ impl DasStage {
             options,
             grid,
             dynamic_range_db,
+            limits: None,
             planned: None,
         }
+    }
+
+    /// Refuses, before building anything, a scan whose plan would exceed `limits` (the
+    /// daemon's validator checks scans too; this holds for frames queued across a reload).
+    pub fn with_limits(mut self, limits: ScanLimits) -> Self {
+        self.limits = Some(limits);
+        self
     }
 
     fn plan(&mut self, scan_id: u64, scan: &Arc<Scan>) -> Result<(), PipelineError> {
@@ -326,6 +341,15 @@ impl DasStage {
             stage: "das",
             message: e.to_string(),
         };
+        if let Some(limits) = self.limits {
+            self.scan_check(limits)
+                .check(scan)
+                .map_err(|e| PipelineError::Scan {
+                    scan_id,
+                    stage: "das",
+                    message: e.to_string(),
+                })?;
+        }
         let grid = match self.grid {
             Some((x, z)) => Grid::linspace(x, z),
             None => Grid::default_for(scan),
@@ -432,18 +456,18 @@ pub fn build(full: &Config) -> Result<Box<dyn Stage>, PipelineError> {
                     config.bmode_dynamic_range_db
                 )));
             }
-            Ok(Box::new(DasStage::new(
-                das,
-                grid,
-                config.bmode_dynamic_range_db,
-            )))
+            Ok(Box::new(
+                DasStage::new(das, grid, config.bmode_dynamic_range_db)
+                    .with_limits(ScanLimits::from_config(config)),
+            ))
         }
         StageKind::Posterior => {
             let device = crate::device::select(&config.device)
                 .map_err(|e| setting(format!("device = \"{}\": {e}", config.device)))?;
             Ok(Box::new(
                 posterior::PosteriorStage::load(&config.model, full.sampler.clone(), das, &device)?
-                    .with_max_operators(config.max_operators),
+                    .with_max_operators(config.max_operators)
+                    .with_limits(ScanLimits::from_config(config)),
             ))
         }
         StageKind::None => Ok(Box::new(NoStage)),
@@ -535,5 +559,44 @@ mod tests {
         bad.daemon.das_grid_z = None;
         let err = build(&bad).err().unwrap().to_string();
         assert!(err.contains("das_grid_x and das_grid_z"), "{err}");
+    }
+
+    /// The stage checks its caps itself before planning, so a scan that reached it without
+    /// the validator's check (frames queued across a reload) builds nothing: a two-element
+    /// scan at 1 mHz would make a default grid of 10^12 pixels.
+    #[test]
+    fn das_stage_refuses_a_scan_over_its_caps_before_planning() {
+        let array = LinearArray {
+            n_el: 2,
+            pitch: 1e-3,
+            center_frequency: 5e6,
+            sampling_frequency: 1e-3,
+            sound_speed: 1540.0,
+            n_ax: 64,
+            initial_time: 0.0,
+        };
+        let scan = Arc::new(linear_array_scan(
+            &array,
+            &[Transmit {
+                polar_angle: 0.0,
+                focus_distance: f64::INFINITY,
+            }],
+        ));
+        let mut stage = build(&Config::default()).unwrap();
+        let data = Array4::<f32>::zeros((1, 64, 2, 1));
+        let err = stage
+            .process(&FrameInput {
+                scan_id: 9,
+                scan: &scan,
+                sequence: 0,
+                timestamp_ns: 0,
+                data: &data,
+            })
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("scan 9") && err.contains("max_grid_pixels = 1048576"),
+            "{err}"
+        );
     }
 }

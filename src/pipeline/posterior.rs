@@ -54,6 +54,8 @@ pub struct PosteriorStage {
     das_options: DasOptions,
     device: Device,
     operators: OperatorCache,
+    /// Caps checked before the operator and plan are built (None: none, offline).
+    limits: Option<ScanLimits>,
     planned: Option<Planned>,
 }
 
@@ -114,6 +116,7 @@ impl PosteriorStage {
             das_options: das,
             device: device.clone(),
             operators: OperatorCache::new(DEFAULT_MAX_OPERATORS),
+            limits: None,
             planned: None,
         })
     }
@@ -122,6 +125,14 @@ impl PosteriorStage {
     /// dropped first), instead of [`DEFAULT_MAX_OPERATORS`].
     pub fn with_max_operators(mut self, n: usize) -> Self {
         self.operators = OperatorCache::new(n);
+        self
+    }
+
+    /// Refuses, before building anything, a scan whose operator or DAS plan would exceed
+    /// `limits` (the daemon's validator checks scans too; this holds for frames queued
+    /// across a reload).
+    pub fn with_limits(mut self, limits: ScanLimits) -> Self {
+        self.limits = Some(limits);
         self
     }
 
@@ -167,6 +178,11 @@ impl PosteriorStage {
             stage: STAGE,
             message,
         };
+        if let Some(limits) = self.limits {
+            self.scan_check(limits)
+                .check(scan)
+                .map_err(|e| err(e.to_string()))?;
+        }
         check_fit(scan, &self.grid).map_err(err)?;
         let started = std::time::Instant::now();
         let op = self
