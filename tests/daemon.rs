@@ -1045,7 +1045,7 @@ fn failed_reload_changes_nothing_and_says_so() {
 #[test]
 fn incompatible_peers_are_logged_and_counted() {
     let dir = common::tempdir();
-    let d = serve(dir.path(), "stage = \"none\"");
+    let d = serve(dir.path(), "stage = \"none\"\nreject_log_interval_ms = 0");
     let script = python_script(
         r#"
 import zmq

@@ -416,7 +416,11 @@ impl Daemon {
             applied_tx,
             metrics.clone(),
         ));
-        let consumer_monitor = tokio::spawn(watch_consumers(publish_events, metrics.clone()));
+        let consumer_monitor = tokio::spawn(watch_consumers(
+            publish_events,
+            metrics.clone(),
+            Throttle::new(Duration::from_millis(config.reject_log_interval_ms)),
+        ));
         let sink = tokio::spawn(sink_task(
             publisher,
             result_rx,
@@ -434,6 +438,7 @@ impl Daemon {
         };
         let mut ingest = tokio::spawn(ingest_task(IngestTask {
             record,
+            logs: IngestLogs::new(Duration::from_millis(config.reject_log_interval_ms)),
             sub,
             events: ingest_events,
             mode: config.ingest_mode,
@@ -657,8 +662,59 @@ async fn reload_task(
     }
 }
 
+/// Logs one kind of event at most once per interval, saying how many were left out since:
+/// an unauthenticated flood of connections or announcements must not flood the log too.
+struct Throttle {
+    interval: Duration,
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+impl Throttle {
+    fn new(interval: Duration) -> Self {
+        Throttle {
+            interval,
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    /// Some(events left out since the last line) when a line is due at `now`; None when
+    /// this one is left out (and counted).
+    fn due(&mut self, now: Instant) -> Option<u64> {
+        match self.last {
+            Some(at) if now.duration_since(at) < self.interval => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.suppressed))
+            }
+        }
+    }
+}
+
+/// What the ingest task logs at most once per `reject_log_interval_ms` each.
+struct IngestLogs {
+    scans: Throttle,
+    peers: Throttle,
+    refused: Throttle,
+}
+
+impl IngestLogs {
+    fn new(interval: Duration) -> Self {
+        IngestLogs {
+            scans: Throttle::new(interval),
+            peers: Throttle::new(interval),
+            refused: Throttle::new(interval),
+        }
+    }
+}
+
 struct IngestTask {
     record: Option<RecordSink>,
+    logs: IngestLogs,
     sub: SubSocket,
     events: SocketEvents,
     mode: IngestMode,
@@ -741,15 +797,18 @@ impl IngestTask {
             }) => {
                 self.metrics.scans_accepted.fetch_add(1, Relaxed);
                 if changed {
-                    tracing::info!(
-                        stream_id,
-                        scan_id,
-                        n_tx = scan.n_tx(),
-                        n_ax = scan.n_ax,
-                        n_el = scan.n_el(),
-                        n_ch = scan.n_ch,
-                        "scan parameters received"
-                    );
+                    if let Some(left_out) = self.logs.scans.due(Instant::now()) {
+                        tracing::info!(
+                            stream_id,
+                            scan_id,
+                            n_tx = scan.n_tx(),
+                            n_ax = scan.n_ax,
+                            n_el = scan.n_el(),
+                            n_ch = scan.n_ch,
+                            left_out,
+                            "scan parameters received ({left_out} more new scans since the last report)"
+                        );
+                    }
                 }
             }
             Ok(Accepted::Frame(frame)) => {
@@ -791,18 +850,31 @@ impl IngestTask {
     /// peer silent past `handshake_timeout_ms`).
     fn socket_event(&mut self, ev: zeromq::SocketEvent) {
         use zeromq::SocketEvent as E;
+        let now = Instant::now();
         match ev {
             E::Accepted(endpoint, peer) => {
-                tracing::info!(%endpoint, ?peer, "ingest: a peer connected")
+                if let Some(left_out) = self.logs.peers.due(now) {
+                    tracing::info!(%endpoint, ?peer, left_out, "ingest: a peer connected");
+                }
             }
-            E::Disconnected(peer) => tracing::info!(?peer, "ingest: a peer disconnected"),
-            E::AcceptFailed(error @ zeromq::ZmqError::PeerLimit(_)) => {
-                self.metrics.ingest_errors.fetch_add(1, Relaxed);
-                tracing::warn!(%error, "ingest: a connection was refused");
+            E::Disconnected(peer) => {
+                if let Some(left_out) = self.logs.peers.due(now) {
+                    tracing::info!(?peer, left_out, "ingest: a peer disconnected");
+                }
             }
             E::AcceptFailed(error) => {
                 self.metrics.ingest_errors.fetch_add(1, Relaxed);
-                tracing::warn!(%error, "ingest: a connection failed its handshake and was closed");
+                if let Some(left_out) = self.logs.refused.due(now) {
+                    let what = match error {
+                        zeromq::ZmqError::PeerLimit(_) => "was refused",
+                        _ => "failed its handshake and was closed",
+                    };
+                    tracing::warn!(
+                        %error,
+                        left_out,
+                        "ingest: a connection {what} ({left_out} more refused or failed since the last report)"
+                    );
+                }
             }
             other => tracing::debug!(event = ?other, "ingest socket event"),
         }
@@ -816,6 +888,7 @@ impl IngestTask {
         self.count_state();
         self.log
             .set_interval(Duration::from_millis(new.reject_log_interval_ms));
+        self.logs = IngestLogs::new(Duration::from_millis(new.reject_log_interval_ms));
         let dropped = self.queue.set_capacity(new.queue_capacity);
         self.metrics
             .frames_dropped
@@ -833,7 +906,7 @@ impl IngestTask {
 /// 1024 subscriptions is disconnected by the socket), and counts the connections it
 /// refuses (`max_connections`, a failed or slow handshake) in
 /// `pleura_consumer_errors_total`.
-async fn watch_consumers(mut events: SocketEvents, metrics: Arc<Metrics>) {
+async fn watch_consumers(mut events: SocketEvents, metrics: Arc<Metrics>, mut refused: Throttle) {
     use zeromq::SocketEvent as E;
     while let Some(ev) = futures::StreamExt::next(&mut events).await {
         match ev {
@@ -843,7 +916,13 @@ async fn watch_consumers(mut events: SocketEvents, metrics: Arc<Metrics>) {
             E::Disconnected(peer) => tracing::debug!(?peer, "publish: a consumer disconnected"),
             E::AcceptFailed(error) => {
                 metrics.consumer_errors.fetch_add(1, Relaxed);
-                tracing::warn!(%error, "publish: a consumer's connection was refused or failed its handshake");
+                if let Some(left_out) = refused.due(Instant::now()) {
+                    tracing::warn!(
+                        %error,
+                        left_out,
+                        "publish: a consumer's connection was refused or failed its handshake"
+                    );
+                }
             }
             other => tracing::debug!(event = ?other, "publish socket event"),
         }
@@ -1037,6 +1116,20 @@ mod tests {
             ..c.clone()
         };
         assert_eq!(memory_budget(&huge), u64::MAX);
+    }
+
+    /// One line per interval, with the count of those left out in between.
+    #[test]
+    fn throttle_reports_what_it_left_out() {
+        let mut t = Throttle::new(Duration::from_secs(1));
+        let t0 = Instant::now();
+        assert_eq!(t.due(t0), Some(0));
+        assert_eq!(t.due(t0 + Duration::from_millis(10)), None);
+        assert_eq!(t.due(t0 + Duration::from_millis(999)), None);
+        assert_eq!(t.due(t0 + Duration::from_millis(1000)), Some(2));
+        assert_eq!(t.due(t0 + Duration::from_millis(1500)), None);
+        let mut every = Throttle::new(Duration::ZERO);
+        assert_eq!((every.due(t0), every.due(t0)), (Some(0), Some(0)));
     }
 
     /// Which endpoints the start-up warning treats as reachable from other machines.
