@@ -561,6 +561,72 @@ mod tests {
         assert!(err.contains("das_grid_x and das_grid_z"), "{err}");
     }
 
+    /// Each cap refuses a scan over it, naming itself: the frame message, the grid, the
+    /// DAS taps and the operator bytes, in that order.
+    #[test]
+    fn each_cap_names_itself() {
+        let array = LinearArray {
+            n_el: 32,
+            pitch: 0.3e-3,
+            center_frequency: 5e6,
+            sampling_frequency: 20e6,
+            sound_speed: 1540.0,
+            n_ax: 600,
+            initial_time: 0.0,
+        };
+        let scan = linear_array_scan(
+            &array,
+            &[Transmit {
+                polar_angle: 0.0,
+                focus_distance: f64::INFINITY,
+            }],
+        );
+        let grid = GridExtent {
+            x: (-4e-3, 4e-3, 41.0),
+            z: (8e-3, 16e-3, 81.0),
+        };
+        let roomy = ScanLimits::from_config(&DaemonConfig::default());
+        let check = |limits| ScanCheck::imaging(limits, Some(grid), DasOptions::default(), true);
+        assert!(check(roomy).check(&scan).is_ok());
+        let frame = 600.0 * 32.0 * 2.0;
+        for (limits, setting) in [
+            (
+                ScanLimits {
+                    max_message_bytes: frame as u64,
+                    ..roomy
+                },
+                "max_message_bytes",
+            ),
+            (
+                ScanLimits {
+                    max_grid_pixels: 41 * 81 - 1,
+                    ..roomy
+                },
+                "max_grid_pixels",
+            ),
+            (
+                ScanLimits {
+                    max_das_taps: 1000,
+                    ..roomy
+                },
+                "max_das_taps",
+            ),
+            (
+                ScanLimits {
+                    max_operator_bytes: 1000,
+                    ..roomy
+                },
+                "max_operator_bytes",
+            ),
+        ] {
+            let err = check(limits).check(&scan).unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("[daemon] {setting} = ")),
+                "{setting}: {err}"
+            );
+        }
+    }
+
     /// The stage checks its caps itself before planning, so a scan that reached it without
     /// the validator's check (frames queued across a reload) builds nothing: a two-element
     /// scan at 1 mHz would make a default grid of 10^12 pixels.
