@@ -154,7 +154,7 @@ impl Default for DaemonConfig {
             max_grid_pixels: 1 << 20,
             max_das_taps: 32 << 20,
             max_operator_bytes: 512 << 20,
-            max_operators: 4,
+            max_operators: crate::pipeline::posterior::DEFAULT_MAX_OPERATORS,
             record: None,
             record_queue: 256,
             model: PathBuf::from("testdata/model"),

@@ -64,8 +64,7 @@ async fn serve(config: Config, path: PathBuf) -> anyhow::Result<()> {
                             let _ = reload_tx.send(new);
                         }
                         Err(e) => {
-                            metrics.reload_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            metrics.set_last_reload(Some(&e.to_string()));
+                            metrics.reload_refused(&e.to_string());
                             tracing::error!(
                                 error = %e,
                                 "SIGHUP: configuration refused; the previous configuration stays in force, all of it"

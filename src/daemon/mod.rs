@@ -188,7 +188,7 @@ pub fn memory_budget(c: &DaemonConfig) -> u64 {
         mul(c.max_streams as u64, c.max_scans_per_stream as u64).saturating_add(1),
         mul(c.max_scan_bytes as u64, 2),
     );
-    let das = mul(c.max_das_taps, pipeline::DAS_TAP_BYTES)
+    let das = mul(c.max_das_taps, crate::beamform::DasPlan::TAP_BYTES as u64)
         .saturating_add(mul(c.max_grid_pixels as u64, 32));
     let operators = mul(c.max_operators as u64, c.max_operator_bytes);
     [consumers, read_buffers, results, scans, das, operators]
@@ -649,8 +649,7 @@ async fn reload_task(
                 }
             }
             Err(e) => {
-                metrics.reload_failures.fetch_add(1, Relaxed);
-                metrics.set_last_reload(Some(&e.to_string()));
+                metrics.reload_refused(&e.to_string());
                 tracing::error!(
                     error = %e,
                     stage = current.stage,

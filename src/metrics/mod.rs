@@ -276,6 +276,12 @@ impl Metrics {
         *self.in_force.write().unwrap_or_else(|p| p.into_inner()) = description;
     }
 
+    /// Counts a refused reload and records why (what `/status` reports).
+    pub fn reload_refused(&self, error: &str) {
+        self.reload_failures.fetch_add(1, Relaxed);
+        self.set_last_reload(Some(error));
+    }
+
     /// Records a reload's outcome: None when it was applied, else why it was refused.
     pub fn set_last_reload(&self, refused: Option<&str>) {
         let at = std::time::SystemTime::now()

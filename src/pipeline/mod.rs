@@ -89,9 +89,6 @@ pub trait Stage: Send {
     }
 }
 
-/// Bytes of one DAS plan tap (what `[daemon] max_das_taps` counts).
-pub const DAS_TAP_BYTES: u64 = DasPlan::TAP_BYTES as u64;
-
 /// Entries of a bounded per-scan table and its evictions.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CacheCount {
@@ -482,11 +479,9 @@ mod tests {
     };
     use crate::config::DaemonConfig;
 
-    /// The DAS stage images a simulated point scatterer: its B-mode peak (255) lies at the
-    /// pixel nearest the scatterer, and the fields have the grid's shapes.
-    #[test]
-    fn das_stage_finds_a_point_scatterer() {
-        let array = LinearArray {
+    /// A 32-element, 0.3 mm array at 5 MHz sampled at 20 MHz, 600 samples.
+    fn array32() -> LinearArray {
+        LinearArray {
             n_el: 32,
             pitch: 0.3e-3,
             center_frequency: 5e6,
@@ -494,14 +489,26 @@ mod tests {
             sound_speed: 1540.0,
             n_ax: 600,
             initial_time: 0.0,
-        };
-        let scan = Arc::new(linear_array_scan(
-            &array,
+        }
+    }
+
+    /// One unsteered plane wave of `array`.
+    fn plane_wave(array: &LinearArray) -> Arc<Scan> {
+        Arc::new(linear_array_scan(
+            array,
             &[Transmit {
                 polar_angle: 0.0,
                 focus_distance: f64::INFINITY,
             }],
-        ));
+        ))
+    }
+
+    /// The DAS stage images a simulated point scatterer: its B-mode peak (255) lies at the
+    /// pixel nearest the scatterer, and the fields have the grid's shapes.
+    #[test]
+    fn das_stage_finds_a_point_scatterer() {
+        let array = array32();
+        let scan = plane_wave(&array);
         let (sx, sz) = (1.0e-3, 12e-3);
         let rf = simulate_rf(
             &scan,
@@ -565,22 +572,8 @@ mod tests {
     /// DAS taps and the operator bytes, in that order.
     #[test]
     fn each_cap_names_itself() {
-        let array = LinearArray {
-            n_el: 32,
-            pitch: 0.3e-3,
-            center_frequency: 5e6,
-            sampling_frequency: 20e6,
-            sound_speed: 1540.0,
-            n_ax: 600,
-            initial_time: 0.0,
-        };
-        let scan = linear_array_scan(
-            &array,
-            &[Transmit {
-                polar_angle: 0.0,
-                focus_distance: f64::INFINITY,
-            }],
-        );
+        let array = array32();
+        let scan = plane_wave(&array);
         let grid = GridExtent {
             x: (-4e-3, 4e-3, 41.0),
             z: (8e-3, 16e-3, 81.0),
@@ -635,19 +628,11 @@ mod tests {
         let array = LinearArray {
             n_el: 2,
             pitch: 1e-3,
-            center_frequency: 5e6,
             sampling_frequency: 1e-3,
-            sound_speed: 1540.0,
             n_ax: 64,
-            initial_time: 0.0,
+            ..array32()
         };
-        let scan = Arc::new(linear_array_scan(
-            &array,
-            &[Transmit {
-                polar_angle: 0.0,
-                focus_distance: f64::INFINITY,
-            }],
-        ));
+        let scan = plane_wave(&array);
         let mut stage = build(&Config::default()).unwrap();
         let data = Array4::<f32>::zeros((1, 64, 2, 1));
         let err = stage
