@@ -6,7 +6,7 @@
 use std::error::Error;
 use std::time::Duration;
 
-use pleura::recording::{Recorder, RecorderOptions, Recording};
+use pleura::recording::{Compression, Layout, Recorder, RecorderOptions, Recording};
 
 fn main() -> Result<(), Box<dyn Error>> {
     let args: Vec<String> = std::env::args().collect();
@@ -21,7 +21,9 @@ fn main() -> Result<(), Box<dyn Error>> {
     let options = RecorderOptions {
         sample_type: rec.sample_type(),
         flush_every: Duration::from_secs(1),
-        compression_level: 9,
+        compression: Compression::Deflate(9),
+        // The bundled copy stays in the legacy layout: the tests read both layouts.
+        layout: Layout::Legacy,
         probe_name: rec.probe_name().to_string(),
         us_machine: rec.us_machine().to_string(),
         description: format!("First {n} frames of: {}", rec.description()),

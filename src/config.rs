@@ -120,6 +120,8 @@ pub struct DaemonConfig {
     pub max_operators: usize,
     pub record: Option<PathBuf>,
     pub record_queue: usize,
+    /// zea layout of the recording: 0.1.x (`zea`) or before 0.1.0 (`legacy`).
+    pub record_layout: crate::recording::Layout,
     /// Model directory of the `posterior` stage.
     pub model: PathBuf,
     /// Compute device of the `posterior` stage: `cpu`, `cuda:N` or `auto`.
@@ -157,6 +159,7 @@ impl Default for DaemonConfig {
             max_operators: crate::pipeline::posterior::DEFAULT_MAX_OPERATORS,
             record: None,
             record_queue: 256,
+            record_layout: crate::recording::Layout::Zea,
             model: PathBuf::from("testdata/model"),
             device: "auto".into(),
         }

@@ -741,7 +741,7 @@ fn cli_skips_frames_with_nan_and_beamforms_the_rest() {
     rec.finish().unwrap();
     // The recorder refuses non-finite samples; a corrupt file can still hold them.
     common::run_python(
-        "import h5py, sys\nf = h5py.File(sys.argv[1], 'r+')\nf['data/raw_data'][1, 0, 200, 10, 0] = float('nan')",
+        "import h5py, sys\nf = h5py.File(sys.argv[1], 'r+')\nf['tracks/track_0/data/raw_data'][1, 0, 200, 10, 0] = float('nan')",
         &[input.to_str().unwrap()],
     );
     let out = dir.path().join("bf.h5");

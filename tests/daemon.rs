@@ -404,10 +404,14 @@ fn posterior_stage_matches_replay_and_reloads_its_model() {
                 .unwrap_or_else(|e| panic!("{name}: {e}"))
         };
         let category = f
-            .dataset("recon/category")
+            .dataset("pleura/recon/category")
             .and_then(|d| d.read_raw::<u8>())
             .unwrap();
-        (read("recon/aeration"), read("recon/aeration_ci"), category)
+        (
+            read("pleura/recon/aeration"),
+            read("pleura/recon/aeration_ci"),
+            category,
+        )
     };
     // Plays the recording once and checks every published frame against `expected`.
     let stream = |d: &Served, expected: &(Vec<f64>, Vec<f64>, Vec<u8>), log: &str| {
@@ -562,9 +566,9 @@ fn sigterm_during_recording() {
 import sys, h5py, numpy as np
 rec, src = sys.argv[1:3]
 with h5py.File(rec, "r") as f, h5py.File(src, "r") as g:
-    raw = f["data/raw_data"]
+    raw = f["tracks/track_0/data/raw_data"]
     n = raw.shape[0]
-    assert int(f["scan/n_frames"][()]) == n
+    assert int(f["pleura/n_frames"][()]) == n
     seq = f["pleura/sequence_number"][()]
     assert len(seq) == n and np.all(np.diff(seq.astype(np.int64)) > 0), seq
     ref = g["data/raw_data"]

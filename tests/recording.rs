@@ -95,7 +95,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use ndarray::{Array2, Array4};
-use pleura::recording::{Frame, GroundTruthGrid, Recorder, RecorderOptions, Scan};
+use pleura::recording::{
+    Compression, Frame, GroundTruthGrid, Layout, Recorder, RecorderOptions, Scan,
+};
 
 /// A small linear-array scan: `n_tx` steered plane waves, 8 elements, 16 samples.
 fn small_scan(n_tx: usize, n_ch: usize) -> Scan {
@@ -161,7 +163,8 @@ fn options(sample_type: SampleType, grid: Option<GroundTruthGrid>) -> RecorderOp
     RecorderOptions {
         sample_type,
         flush_every: Duration::from_millis(50),
-        compression_level: 4,
+        compression: Compression::Deflate(4),
+        layout: Layout::Zea,
         probe_name: "test-linear-8".into(),
         us_machine: "pleura test".into(),
         description: "round trip".into(),
@@ -172,9 +175,11 @@ fn options(sample_type: SampleType, grid: Option<GroundTruthGrid>) -> RecorderOp
 const READ_BACK: &str = r#"
 import sys, json, h5py, numpy as np
 f = h5py.File(sys.argv[1], 'r')
-out = {'attrs': {k: str(v) for k, v in f.attrs.items()}, 'datasets': {}}
+out = {'attrs': {k: str(v) for k, v in f.attrs.items()}, 'datasets': {}, 'strings': {}}
 def visit(name, obj):
-    if isinstance(obj, h5py.Dataset):
+    if isinstance(obj, h5py.Dataset) and obj.dtype.kind == 'O':
+        out['strings'][name] = obj.asstr()[()]
+    elif isinstance(obj, h5py.Dataset):
         v = obj[()]
         out['datasets'][name] = {
             'shape': list(obj.shape), 'dtype': str(obj.dtype), 'chunks': obj.chunks and list(obj.chunks),
@@ -182,7 +187,10 @@ def visit(name, obj):
             'values': [x if np.isfinite(x) else repr(x) for x in np.asarray(v, dtype=np.float64).ravel().tolist()],
         }
 f.visititems(visit)
-out['bandwidth'] = float(f['scan'].attrs['fractional_bandwidth_percent'])
+if 'fractional_bandwidth_percent' in f['scan'].attrs if 'scan' in f else False:
+    out['bandwidth'] = float(f['scan'].attrs['fractional_bandwidth_percent'])
+else:
+    out['bandwidth'] = float(f['probe/probe_bandwidth_percent'][()])
 print(json.dumps(out))
 "#;
 
@@ -204,20 +212,47 @@ fn check_round_trip(
     sample_type: SampleType,
     n: usize,
     grid: Option<&GroundTruthGrid>,
+    layout: Layout,
 ) {
+    // Where each legacy field is in the layout written.
+    let at = |name: &str| -> String {
+        match (layout, name) {
+            (Layout::Legacy, _) => name.to_string(),
+            (Layout::Zea, "scan/probe_geometry" | "scan/element_width") => {
+                format!("probe/{}", &name[5..])
+            }
+            (Layout::Zea, "scan/n_frames") => "pleura/n_frames".into(),
+            (Layout::Zea, _) if name.starts_with("scan/") || name.starts_with("data/") => {
+                format!("tracks/track_0/{name}")
+            }
+            (Layout::Zea, _) => name.to_string(),
+        }
+    };
     let out = common::run_python(READ_BACK, &[path.to_str().unwrap()]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(v["attrs"]["probe_name"], "test-linear-8");
+    match layout {
+        Layout::Legacy => {
+            assert_eq!(v["attrs"]["probe_name"], "test-linear-8");
+            assert!(v["attrs"].get("zea_version").is_none());
+        }
+        Layout::Zea => {
+            assert_eq!(v["strings"]["probe/name"], "test-linear-8");
+            assert_eq!(v["attrs"]["zea_version"], "0.1.8");
+            assert!(v["attrs"].get("probe_name").is_none());
+        }
+    }
     assert_eq!(v["attrs"]["us_machine"], "pleura test");
     assert_eq!(v["attrs"]["description"], "round trip");
     assert_eq!(v["bandwidth"].as_f64().unwrap(), 60.0);
     let ds = &v["datasets"];
     let shape = |name: &str| -> Vec<usize> {
+        let name = &at(name);
         serde_json::from_value(ds[name]["shape"].clone())
             .unwrap_or_else(|_| panic!("{name} missing"))
     };
     // Non-finite values come as their Python repr ("inf", "nan").
     let values = |name: &str| -> Vec<f64> {
+        let name = &at(name);
         let vals = ds[name]["values"]
             .as_array()
             .unwrap_or_else(|| panic!("{name} missing"));
@@ -230,27 +265,38 @@ fn check_round_trip(
     };
     let (n_tx, n_el, n_ax, n_ch) = (scan.n_tx(), scan.n_el(), scan.n_ax, scan.n_ch);
     assert_eq!(shape("data/raw_data"), vec![n, n_tx, n_ax, n_el, n_ch]);
-    assert_eq!(ds["data/raw_data"]["dtype"], sample_type.name());
+    assert_eq!(ds[&at("data/raw_data")]["dtype"], sample_type.name());
     assert_eq!(
-        ds["data/raw_data"]["chunks"],
+        ds[&at("data/raw_data")]["chunks"],
         serde_json::json!([1, n_tx, n_ax, n_el, n_ch])
     );
-    assert_eq!(ds["data/raw_data"]["compression"], "gzip");
+    assert_eq!(ds[&at("data/raw_data")]["compression"], "gzip");
     let raw = values("data/raw_data");
     let want: Vec<f64> = (0..n)
         .flat_map(|i| frame(scan, i).data.into_iter().map(f64::from))
         .collect();
     assert_eq!(raw, want);
-    for (name, want) in [
-        ("scan/n_frames", n),
-        ("scan/n_tx", n_tx),
-        ("scan/n_el", n_el),
-        ("scan/n_ax", n_ax),
-        ("scan/n_ch", n_ch),
-    ] {
+    // zea 0.1.x takes the dimensions from the shapes; a scan group with them would not
+    // pass its `validate_spec`.
+    let dims: &[(&str, usize)] = match layout {
+        Layout::Legacy => &[
+            ("scan/n_frames", n),
+            ("scan/n_tx", n_tx),
+            ("scan/n_el", n_el),
+            ("scan/n_ax", n_ax),
+            ("scan/n_ch", n_ch),
+        ],
+        Layout::Zea => &[("scan/n_frames", n)],
+    };
+    for &(name, want) in dims {
         assert_eq!(shape(name), Vec::<usize>::new(), "{name} is 0-d");
-        assert_eq!(ds[name]["dtype"], "int64", "{name}");
+        assert_eq!(ds[&at(name)]["dtype"], "int64", "{name}");
         assert_eq!(values(name), vec![want as f64], "{name}");
+    }
+    if layout == Layout::Zea {
+        for name in ["n_tx", "n_el", "n_ax", "n_ch", "n_frames"] {
+            assert!(ds.get(format!("tracks/track_0/scan/{name}")).is_none());
+        }
     }
     for (name, want) in [
         ("scan/sampling_frequency", scan.sampling_frequency),
@@ -322,6 +368,7 @@ fn check_round_trip(
     assert_eq!(rec.n_frames(), n);
     assert_eq!(rec.sample_type(), sample_type);
     assert_eq!(rec.probe_name(), "test-linear-8");
+    assert_eq!(rec.layout(), layout);
     assert_eq!(rec.scan().probe_geometry, scan.probe_geometry);
     assert_eq!(rec.scan().fractional_bandwidth, scan.fractional_bandwidth);
     for i in 0..n {
@@ -347,18 +394,22 @@ fn round_trip_through_h5py() {
         grid_x: vec![-2e-3, -1e-3, 0.0, 1e-3, 2e-3],
         grid_z: vec![5e-3, 6e-3, 7e-3, 8e-3],
     };
-    for (sample_type, n_ch, with_gt) in [
-        (SampleType::Int16, 1, true),
-        (SampleType::Float32, 1, false),
-        (SampleType::Int16, 2, false),
-        (SampleType::Float32, 2, true),
+    for (sample_type, n_ch, with_gt, layout) in [
+        (SampleType::Int16, 1, true, Layout::Zea),
+        (SampleType::Float32, 1, false, Layout::Legacy),
+        (SampleType::Int16, 2, false, Layout::Legacy),
+        (SampleType::Float32, 2, true, Layout::Zea),
     ] {
         let scan = small_scan(3, n_ch);
         let path = dir
             .path()
             .join(format!("rt_{}_{n_ch}.zea.h5", sample_type.name()));
         let g = with_gt.then(|| grid.clone());
-        let mut rec = Recorder::create(&path, &scan, options(sample_type, g.clone())).unwrap();
+        let opts = RecorderOptions {
+            layout,
+            ..options(sample_type, g.clone())
+        };
+        let mut rec = Recorder::create(&path, &scan, opts).unwrap();
         let n = 5;
         for i in 0..n {
             let f = frame(&scan, i);
@@ -370,7 +421,7 @@ fn round_trip_through_h5py() {
             }
         }
         assert_eq!(rec.finish().unwrap(), n);
-        check_round_trip(&path, &scan, sample_type, n, g.as_ref());
+        check_round_trip(&path, &scan, sample_type, n, g.as_ref(), layout);
     }
 }
 
@@ -485,7 +536,7 @@ import sys, h5py, numpy as np
 path, flushed = sys.argv[1], int(sys.argv[2])
 # The writer died in SWMR-write mode: the file keeps that mark, SWMR readers open it as is.
 f = h5py.File(path, 'r', swmr=True)
-raw = f['data/raw_data']
+raw = f['tracks/track_0/data/raw_data']
 n = raw.shape[0]
 assert n >= flushed, (n, flushed)
 assert raw.dtype == np.int16 and raw.shape[1:] == (3, 256, 64, 1), (raw.dtype, raw.shape)
@@ -495,7 +546,7 @@ for i in range(flushed):
     assert np.array_equal(raw[i], want), f'frame {i} differs'
 seq = f['pleura/sequence_number'][:flushed]
 assert np.array_equal(seq, 1000 + 3 * np.arange(flushed)), seq
-n_frames = int(f['scan/n_frames'][()])
+n_frames = int(f['pleura/n_frames'][()])
 assert n_frames >= flushed, (n_frames, flushed)
 print(n, n_frames)
 "#;

@@ -24,6 +24,10 @@ pub enum ApodizationArg {
 pub struct Args {
     /// The recording (zea HDF5 layout), RF or I/Q.
     pub input: PathBuf,
+    /// The track of a multi-track zea file: its index or label (default: the first with
+    /// channel data).
+    #[arg(long)]
+    pub track: Option<pleura::recording::TrackChoice>,
     /// Output HDF5: envelope, bmode, grid_x, grid_z, failed.
     #[arg(long)]
     pub out: PathBuf,
@@ -85,7 +89,7 @@ fn write_png(path: &Path, image: &Array2<u8>) -> Result<()> {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let rec = Recording::open(&args.input)
+    let rec = Recording::open_track(&args.input, args.track.as_ref())
         .with_context(|| format!("opening {}", args.input.display()))?;
     let scan = rec.scan().clone();
     let default = Grid::default_for(&scan)?;

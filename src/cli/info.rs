@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use pleura::recording::{Recording, SampleType, TransmitKind};
+use pleura::recording::{Layout, Recording, SampleType, TrackChoice, TrackInfo, TransmitKind};
 use serde::Serialize;
 
 /// Arguments of `pleura info`.
@@ -14,6 +14,10 @@ pub struct Args {
     /// Print JSON instead of a human summary.
     #[arg(long)]
     pub json: bool,
+    /// The track to summarise in a multi-track zea file: its index or label (default: the
+    /// first with channel data). Every track is listed either way.
+    #[arg(long)]
+    pub track: Option<TrackChoice>,
 }
 
 #[derive(Serialize)]
@@ -37,6 +41,11 @@ struct GroundTruthInfo {
 struct Summary {
     file: PathBuf,
     size_bytes: u64,
+    /// "zea" (0.1.x) or "legacy" (< 0.1.0).
+    layout: Layout,
+    /// Every acquisition track of the file, and the index of the one summarised.
+    tracks: Vec<TrackInfo>,
+    track: usize,
     probe_name: String,
     us_machine: String,
     description: String,
@@ -90,6 +99,9 @@ fn summarise(rec: &Recording) -> anyhow::Result<Summary> {
     Ok(Summary {
         file: rec.path().to_path_buf(),
         size_bytes,
+        layout: rec.layout(),
+        tracks: rec.tracks().to_vec(),
+        track: rec.track().index,
         probe_name: rec.probe_name().to_string(),
         us_machine: rec.us_machine().to_string(),
         description: rec.description().to_string(),
@@ -139,6 +151,32 @@ fn print_human(s: &Summary) {
         s.file.display(),
         human_size(s.size_bytes)
     );
+    println!(
+        "layout:        {}",
+        match s.layout {
+            Layout::Zea => "zea 0.1.x (tracks/)",
+            Layout::Legacy => "zea legacy (< 0.1.0)",
+        }
+    );
+    if s.tracks.len() > 1 {
+        println!(
+            "tracks:        {} (summarised: {})",
+            s.tracks.len(),
+            s.track
+        );
+        for t in &s.tracks {
+            let shape = t
+                .raw_shape
+                .as_ref()
+                .map(|d| format!("raw_data {d:?}"))
+                .unwrap_or_else(|| "no channel data".into());
+            println!(
+                "  {:>3}: {:<16} {shape}",
+                t.index,
+                t.label.as_deref().unwrap_or("(no label)")
+            );
+        }
+    }
     println!("probe:         {} on {}", s.probe_name, s.us_machine);
     if !s.description.is_empty() {
         println!("description:   {}", s.description);
@@ -208,7 +246,7 @@ fn print_human(s: &Summary) {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let rec = Recording::open(&args.file)
+    let rec = Recording::open_track(&args.file, args.track.as_ref())
         .with_context(|| format!("{} is not a valid recording", args.file.display()))?;
     let summary = summarise(&rec)?;
     if args.json {

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use pleura::grid::{Grid, DEFAULT_PITCH, DEFAULT_SIZE, DEFAULT_Z_MIN};
+use pleura::recording::Layout;
 use pleura::simulate::output::{write_images, write_png, write_recording, SimulationSpec};
 use pleura::simulate::phantom::category;
 use pleura::simulate::probe::LinearProbe;
@@ -43,6 +44,9 @@ pub struct Args {
     /// With --images-only: frames per phantom (consecutive seeds give new phantoms).
     #[arg(long, default_value_t = 16)]
     pub frames_per_seed: usize,
+    /// Layout of the recording: "zea" (zea 0.1.x, `tracks/track_0/`) or "legacy" (zea < 0.1.0).
+    #[arg(long, default_value = "zea")]
+    pub layout: Layout,
     /// Also write each frame's aeration map as a PNG into this folder.
     #[arg(long)]
     pub png: Option<PathBuf>,
@@ -137,6 +141,7 @@ pub fn run(args: Args) -> Result<()> {
             angles_deg: parse_angles(&args.angles)?,
             snr_db,
             frame_rate: args.frame_rate,
+            layout: args.layout,
         };
         let rep = write_recording(&args.out, &spec, &Device::Cpu)
             .with_context(|| format!("writing {}", args.out.display()))?;

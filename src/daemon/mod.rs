@@ -429,9 +429,13 @@ impl Daemon {
         ));
         let (record, recorder) = match &config.record {
             Some(path) => {
-                let (sink, handle) =
-                    RecordSink::start(path.clone(), config.record_queue, metrics.clone())
-                        .map_err(DaemonError::Thread)?;
+                let (sink, handle) = RecordSink::start(
+                    path.clone(),
+                    config.record_layout,
+                    config.record_queue,
+                    metrics.clone(),
+                )
+                .map_err(DaemonError::Thread)?;
                 (Some(sink), Some(handle))
             }
             None => (None, None),

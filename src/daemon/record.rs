@@ -11,7 +11,7 @@ use std::thread::JoinHandle;
 
 use crate::metrics::Metrics;
 use crate::protocol::Dtype;
-use crate::recording::{Frame, Recorder, RecorderOptions, RecordingError, SampleType};
+use crate::recording::{Frame, Layout, Recorder, RecorderOptions, RecordingError, SampleType};
 use crate::wire;
 
 use super::validate::AcceptedFrame;
@@ -23,9 +23,11 @@ pub struct RecordSink {
 }
 
 impl RecordSink {
-    /// Starts the recorder thread writing to `path` with a queue of `capacity` frames.
+    /// Starts the recorder thread writing to `path` in `layout` with a queue of `capacity`
+    /// frames.
     pub fn start(
         path: PathBuf,
+        layout: Layout,
         capacity: usize,
         metrics: Arc<Metrics>,
     ) -> std::io::Result<(Self, JoinHandle<()>)> {
@@ -33,7 +35,7 @@ impl RecordSink {
         let m = metrics.clone();
         let handle = std::thread::Builder::new()
             .name("pleura-recorder".into())
-            .spawn(move || recorder_loop(path, rx, &m))?;
+            .spawn(move || recorder_loop(path, layout, rx, &m))?;
         Ok((RecordSink { tx, metrics }, handle))
     }
 
@@ -48,7 +50,7 @@ impl RecordSink {
     }
 }
 
-fn recorder_loop(path: PathBuf, rx: Receiver<AcceptedFrame>, metrics: &Metrics) {
+fn recorder_loop(path: PathBuf, layout: Layout, rx: Receiver<AcceptedFrame>, metrics: &Metrics) {
     // The recorded (stream id, scan id): scan ids belong to their stream.
     let mut recorder: Option<((u64, u64), Recorder)> = None;
     let mut failed = false;
@@ -65,6 +67,7 @@ fn recorder_loop(path: PathBuf, rx: Receiver<AcceptedFrame>, metrics: &Metrics) 
                     _ => SampleType::Float32,
                 },
                 description: format!("recorded live by pleura serve (scan id {})", frame.scan_id),
+                layout,
                 ..RecorderOptions::default()
             };
             match Recorder::create(&path, &frame.scan, options) {

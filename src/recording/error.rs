@@ -101,6 +101,51 @@ impl RecordingError {
     }
 }
 
+impl RecordingError {
+    /// The same error with its field named as in a zea 0.1.x file: [`Scan::validate`]
+    /// names the legacy paths (`scan/...`), which there live in the track's scan group at
+    /// `scan_path` or in `probe/`.
+    ///
+    /// [`Scan::validate`]: super::Scan::validate
+    pub(crate) fn in_zea_layout(self, scan_path: &str) -> Self {
+        let rename = |field: String| -> String {
+            let Some(name) = field.strip_prefix("scan/") else {
+                return field;
+            };
+            let (base, rest) = name
+                .find(['[', ' '])
+                .map_or((name, ""), |i| name.split_at(i));
+            match base {
+                "probe_geometry" | "element_width" => format!("probe/{base}{rest}"),
+                "fractional_bandwidth_percent" => format!("probe/probe_bandwidth_percent{rest}"),
+                "n_ax" | "n_el" | "n_tx" | "n_ch" => format!("{base} (from the shape of raw_data)"),
+                _ => format!("{scan_path}/{name}"),
+            }
+        };
+        match self {
+            Self::Value {
+                field,
+                value,
+                reason,
+            } => Self::Value {
+                field: rename(field),
+                value,
+                reason,
+            },
+            Self::Shape {
+                field,
+                found,
+                expected,
+            } => Self::Shape {
+                field: rename(field),
+                found,
+                expected,
+            },
+            other => other,
+        }
+    }
+}
+
 /// Formats a value for a message: as the float32 it was stored as when it is one (so a
 /// float32 0.005 reads "0.005", not "0.004999999888241291"), else in full.
 pub(crate) fn num(v: f64) -> String {

@@ -264,3 +264,59 @@ pub fn write_string_attr(
         .and_then(|a| a.write_scalar(&v))
         .map_err(|e| RecordingError::hdf5(field, "write attribute", e))
 }
+
+/// Reads a scalar string dataset (as zea writes `probe/name` and track labels), `None`
+/// when absent. Accepts variable- and fixed-length, ASCII and UTF-8 strings.
+pub fn string_dataset(
+    parent: &Group,
+    name: &str,
+    field: &str,
+) -> Result<Option<String>, RecordingError> {
+    let Some(ds) = dataset_opt(parent, name, field)? else {
+        return Ok(None);
+    };
+    let read_err = |e| RecordingError::hdf5(field, "read", e);
+    let s = match descriptor(&ds, field)? {
+        TypeDescriptor::VarLenUnicode => ds
+            .read_scalar::<VarLenUnicode>()
+            .map_err(read_err)?
+            .to_string(),
+        TypeDescriptor::VarLenAscii => ds
+            .read_scalar::<VarLenAscii>()
+            .map_err(read_err)?
+            .to_string(),
+        TypeDescriptor::FixedAscii(n) if n <= MAX_FIXED_STRING => ds
+            .read_scalar::<FixedAscii<MAX_FIXED_STRING>>()
+            .map_err(read_err)?
+            .to_string(),
+        TypeDescriptor::FixedUnicode(n) if n <= MAX_FIXED_STRING => ds
+            .read_scalar::<FixedUnicode<MAX_FIXED_STRING>>()
+            .map_err(read_err)?
+            .to_string(),
+        other => {
+            return Err(RecordingError::DataType {
+                field: field.to_string(),
+                found: other.to_string(),
+                expected: "a string",
+            })
+        }
+    };
+    Ok(Some(s))
+}
+
+/// Writes a scalar variable-length UTF-8 string dataset (as h5py writes a `str`).
+pub fn write_string_dataset(
+    parent: &Group,
+    name: &str,
+    value: &str,
+    field: &str,
+) -> Result<(), RecordingError> {
+    let v: VarLenUnicode = value
+        .parse()
+        .map_err(|_| RecordingError::value(field, format!("{value:?}"), "must not contain NUL"))?;
+    parent
+        .new_dataset::<VarLenUnicode>()
+        .create(name)
+        .and_then(|d| d.write_scalar(&v))
+        .map_err(|e| RecordingError::hdf5(field, "write", e))
+}

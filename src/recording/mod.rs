@@ -7,11 +7,13 @@ mod h5;
 pub mod reader;
 pub mod scan;
 pub mod writer;
+pub mod zea;
 
 pub use error::RecordingError;
 pub use reader::{Frame, GroundTruth, Recording, SampleType};
 pub use scan::{Scan, TransmitKind};
-pub use writer::{GroundTruthGrid, Recorder, RecorderOptions};
+pub use writer::{Compression, GroundTruthGrid, Recorder, RecorderOptions};
+pub use zea::{Layout, TrackChoice, TrackInfo};
 
 #[cfg(test)]
 mod tests {

@@ -9,6 +9,7 @@ use ndarray::{s, Array2, Array3, Array4, Ix2, Ix4};
 use super::error::RecordingError;
 use super::h5;
 use super::scan::Scan;
+use super::zea::{self, Layout, TrackChoice, TrackInfo};
 
 /// How samples are stored in `data/raw_data`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -72,6 +73,11 @@ pub struct Recording {
     description: String,
     ground_truth: Option<GroundTruthLayout>,
     writer_closed: bool,
+    layout: Layout,
+    tracks: Vec<TrackInfo>,
+    track: usize,
+    /// Path of `raw_data` in the file, for messages.
+    raw_field: String,
 }
 
 impl std::fmt::Debug for Recording {
@@ -194,35 +200,96 @@ fn check_aeration(field: &str, a: &Array2<f32>) -> Result<(), RecordingError> {
 
 impl Recording {
     /// Opens a recording and validates all of its parameters (see [`Scan::validate`]) and the
-    /// shapes of every dataset against them. Frames are read later, one at a time.
+    /// shapes of every dataset against them. Frames are read later, one at a time. In a
+    /// multi-track zea file, reads the first track that holds channel data.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, RecordingError> {
+        Self::open_track(path, None)
+    }
+
+    /// Opens the track `choice` of a recording (by index or label; `None`: the first track
+    /// with channel data), in either zea layout (`docs/recording.md`).
+    pub fn open_track(
+        path: impl AsRef<Path>,
+        choice: Option<&TrackChoice>,
+    ) -> Result<Self, RecordingError> {
         let path = path.as_ref();
         let (file, writer_closed) = open_file(path)?;
-        let probe_name = h5::string_attr(&file, "probe_name", "@probe_name")?.ok_or_else(|| {
-            RecordingError::Missing {
+        let located = zea::locate(&file, choice)?;
+        let legacy = located.layout == Layout::Legacy;
+        let raw_field = format!("{}/raw_data", located.data_path);
+        let raw = h5::dataset(&located.data, "raw_data", &raw_field)?;
+        let shape = raw.shape();
+        let pleura = if file.link_exists("pleura") {
+            Some(h5::group(&file, "pleura", "pleura")?)
+        } else {
+            None
+        };
+        // pleura's additions describe the track pleura writes, track 0.
+        let pleura = pleura.filter(|_| located.track == 0);
+        let root_string = |name: &str| h5::string_attr(&file, name, &format!("@{name}"));
+        let (probe_name, us_machine, n_frames, mut scan) = if legacy {
+            let probe_name = root_string("probe_name")?.ok_or_else(|| RecordingError::Missing {
                 field: "@probe_name".into(),
-            }
-        })?;
-        let us_machine = h5::string_attr(&file, "us_machine", "@us_machine")?.ok_or_else(|| {
-            RecordingError::Missing {
+            })?;
+            let us_machine = root_string("us_machine")?.ok_or_else(|| RecordingError::Missing {
                 field: "@us_machine".into(),
+            })?;
+            let n_frames = h5::scalar_count(&located.scan, "n_frames", "scan/n_frames")?;
+            if n_frames == 0 || shape.first() == Some(&0) {
+                return Err(RecordingError::Empty { n_frames, shape });
             }
-        })?;
-        let description =
-            h5::string_attr(&file, "description", "@description")?.unwrap_or_default();
-        let scan_group = h5::group(&file, "scan", "scan")?;
-        let n_frames = h5::scalar_count(&scan_group, "n_frames", "scan/n_frames")?;
+            (probe_name, us_machine, n_frames, Scan::read(&file)?)
+        } else {
+            if shape.len() != 5 {
+                return Err(RecordingError::shape(
+                    raw_field,
+                    shape,
+                    "[n_frames, n_tx, n_ax, n_el, n_ch]",
+                ));
+            }
+            let probe = if file.link_exists("probe") {
+                Some(h5::group(&file, "probe", "probe")?)
+            } else {
+                None
+            };
+            // zea's order: the root attribute, then `probe/name`, then the attribute `probe`.
+            let probe_name = match root_string("probe_name")? {
+                Some(n) => Some(n),
+                None => match &probe {
+                    Some(p) => h5::string_dataset(p, "name", "probe/name")?,
+                    None => None,
+                },
+            };
+            let probe_name = match probe_name {
+                Some(n) => n,
+                None => root_string("probe")?.unwrap_or_default(),
+            };
+            // A recording pleura wrote counts its flushed frames (see `Recorder::flush`).
+            let flushed = match &pleura {
+                Some(g) if g.link_exists("n_frames") => {
+                    Some(h5::scalar_count(g, "n_frames", "pleura/n_frames")?)
+                }
+                _ => None,
+            };
+            let n_frames = flushed.unwrap_or(shape[0]);
+            if n_frames == 0 || shape[0] == 0 {
+                return Err(RecordingError::Empty { n_frames, shape });
+            }
+            let mut dims = shape.clone();
+            dims[0] = n_frames;
+            let scan = zea::read_scan(&located.scan, &located.scan_path, probe.as_ref(), &dims)?;
+            (
+                probe_name,
+                root_string("us_machine")?.unwrap_or_default(),
+                n_frames,
+                scan,
+            )
+        };
         let frames = FrameCount {
             n: n_frames,
             exact: writer_closed,
         };
-        let data = h5::group(&file, "data", "data")?;
-        let raw = h5::dataset(&data, "raw_data", "data/raw_data")?;
-        let shape = raw.shape();
-        if n_frames == 0 || shape.first() == Some(&0) {
-            return Err(RecordingError::Empty { n_frames, shape });
-        }
-        let mut scan = Scan::read(&file)?;
+        let description = root_string("description")?.unwrap_or_default();
         let expected = [scan.n_tx(), scan.n_ax, scan.n_el(), scan.n_ch];
         let expected_text = format!(
             "[{}, n_tx = {}, n_ax = {}, n_el = {}, n_ch = {}]",
@@ -233,26 +300,26 @@ impl Recording {
             expected[3]
         );
         if shape.len() != 5 {
-            return Err(RecordingError::shape("data/raw_data", shape, expected_text));
+            return Err(RecordingError::shape(raw_field, shape, expected_text));
         }
-        let sample_type = match h5::descriptor(&raw, "data/raw_data")? {
+        let sample_type = match h5::descriptor(&raw, &raw_field)? {
             TypeDescriptor::Integer(IntSize::U2) => SampleType::Int16,
             TypeDescriptor::Float(hdf5::types::FloatSize::U4) => SampleType::Float32,
             other => {
                 return Err(RecordingError::DataType {
-                    field: "data/raw_data".into(),
+                    field: raw_field,
                     found: other.to_string(),
                     expected: "int16 or float32",
                 })
             }
         };
         if !frames.fits(shape[0]) || shape[1..] != expected[..] {
-            return Err(RecordingError::shape("data/raw_data", shape, expected_text));
+            return Err(RecordingError::shape(raw_field, shape, expected_text));
         }
         if let Some(t) = &mut scan.time_to_next_transmit {
             if !frames.fits(t.nrows()) {
                 return Err(RecordingError::shape(
-                    "scan/time_to_next_transmit",
+                    format!("{}/time_to_next_transmit", located.scan_path),
                     t.shape().to_vec(),
                     format!("[{}, n_tx = {}]", frames.text(), scan.n_tx()),
                 ));
@@ -260,11 +327,6 @@ impl Recording {
             *t = t.slice(s![..n_frames, ..]).to_owned();
         }
 
-        let pleura = if file.link_exists("pleura") {
-            Some(h5::group(&file, "pleura", "pleura")?)
-        } else {
-            None
-        };
         let pleura_u64s = |name: &str| -> Result<Option<Vec<u64>>, RecordingError> {
             let field = format!("pleura/{name}");
             match &pleura {
@@ -278,7 +340,10 @@ impl Recording {
             pleura_u64s("sequence_number")?.unwrap_or_else(|| (0..n_frames as u64).collect());
         let timestamps_ns = match pleura_u64s("timestamp_ns")? {
             Some(t) => t,
-            None => Self::timestamps_from_scan(&scan, n_frames),
+            None => match Self::schedule_timestamps(&file, &located, &scan)? {
+                Some(t) => t,
+                None => Self::timestamps_from_scan(&scan, n_frames),
+            },
         };
         let ground_truth = match &pleura {
             Some(g) if g.link_exists("aeration") => Some(Self::open_ground_truth(g, frames)?),
@@ -298,7 +363,50 @@ impl Recording {
             description,
             ground_truth,
             writer_closed,
+            layout: located.layout,
+            tracks: located.tracks,
+            track: located.track,
+            raw_field: format!("{}/raw_data", located.data_path),
         })
+    }
+
+    /// Frame start times from the file's `track_schedule`, when it has one and every
+    /// track with channel data gives its `time_to_next_transmit`.
+    fn schedule_timestamps(
+        file: &File,
+        located: &zea::Located,
+        scan: &Scan,
+    ) -> Result<Option<Vec<u64>>, RecordingError> {
+        if located.layout == Layout::Legacy || !file.link_exists("track_schedule") {
+            return Ok(None);
+        }
+        let mut per_track = Vec::new();
+        for t in &located.tracks {
+            let t2nt = if t.index == located.tracks[located.track].index {
+                scan.time_to_next_transmit.clone()
+            } else {
+                let Some(shape) = &t.raw_shape else {
+                    return Ok(None);
+                };
+                let path = format!("tracks/track_{}/scan", t.index);
+                let g = h5::group(file, &path, &path)?;
+                let probe = h5::group(file, "probe", "probe")?;
+                zea::read_scan(&g, &path, Some(&probe), shape)?.time_to_next_transmit
+            };
+            match t2nt {
+                Some(t2nt) => per_track.push((t.index, t2nt)),
+                None => return Ok(None),
+            }
+        }
+        let n_frames = scan.time_to_next_transmit.as_ref().map_or(0, |t| t.nrows());
+        match zea::schedule_timestamps(file, &per_track, located.track)? {
+            Some(starts) if starts.len() < n_frames => Err(RecordingError::value(
+                "track_schedule",
+                format!("{} frames of track {}", starts.len(), located.track),
+                format!("must schedule all {n_frames} frames of the track"),
+            )),
+            other => Ok(other.map(|s| s[..n_frames].to_vec())),
+        }
     }
 
     /// Frame start times from the cumulated `time_to_next_transmit`, ns; zeros without it.
@@ -368,6 +476,21 @@ impl Recording {
     /// The file this recording was opened from.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The zea layout the file is in.
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    /// Every acquisition track of the file (one for a legacy file).
+    pub fn tracks(&self) -> &[TrackInfo] {
+        &self.tracks
+    }
+
+    /// The track read (an element of [`tracks`](Self::tracks)).
+    pub fn track(&self) -> &TrackInfo {
+        &self.tracks[self.track]
     }
 
     /// The scan parameters.
@@ -468,7 +591,7 @@ impl Recording {
                 .map(|a| a.mapv(f32::from)),
             SampleType::Float32 => self.raw.read_slice::<f32, _, Ix4>(sel),
         }
-        .map_err(|e| RecordingError::hdf5(format!("data/raw_data[{index}]"), "read", e))?;
+        .map_err(|e| RecordingError::hdf5(format!("{}[{index}]", self.raw_field), "read", e))?;
         Ok(Frame {
             data,
             sequence_number: self.sequence_numbers[index],

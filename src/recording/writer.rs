@@ -19,6 +19,7 @@ use super::error::RecordingError;
 use super::h5;
 use super::reader::{Frame, SampleType};
 use super::scan::Scan;
+use super::zea::{self, Layout};
 
 /// Frames per chunk of the small per-frame datasets (sequence numbers, timestamps,
 /// time_to_next_transmit).
@@ -33,17 +34,50 @@ pub struct GroundTruthGrid {
     pub grid_z: Vec<f64>,
 }
 
+/// How the frame chunks of a recording are compressed. Every choice is lossless; zea reads
+/// all of them (Blosc and LZF through HDF5 filter plugins, which zea loads with
+/// `hdf5plugin`; deflate is built into every HDF5 library).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    /// Stored as they are.
+    None,
+    /// Byte shuffle and deflate (gzip) at level 1-9: readable by any HDF5 reader.
+    Deflate(u8),
+    /// LZF (HDF5 filter 32000), fast and light.
+    Lzf,
+    /// Blosc with zstd and bit shuffle at level 1-9 (HDF5 filter 32001): zea's own
+    /// default (`hdf5plugin.Blosc(cname="zstd", clevel=7, shuffle=BITSHUFFLE)`).
+    BloscZstd(u8),
+}
+
+impl Compression {
+    fn check(self) -> Result<(), RecordingError> {
+        match self {
+            Compression::Deflate(l) | Compression::BloscZstd(l) if !(1..=9).contains(&l) => {
+                Err(RecordingError::value(
+                    "compression",
+                    format!("{self:?}"),
+                    "the level must be 1 to 9",
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 /// How a [`Recorder`] writes.
 #[derive(Clone, Debug)]
 pub struct RecorderOptions {
-    /// Storage type of `data/raw_data`.
+    /// Storage type of `raw_data`.
     pub sample_type: SampleType,
     /// Period of the flushes to disk: frames appended since the last flush are lost if the
     /// process dies. `Duration::ZERO` flushes after every frame.
     pub flush_every: Duration,
-    /// Deflate level 1-9 of the frame chunks; 0 stores them uncompressed.
-    pub compression_level: u8,
-    /// Root attribute `probe_name`.
+    /// Compression of the frame chunks (and of the ground-truth maps).
+    pub compression: Compression,
+    /// The zea layout written: 0.1.x (`tracks/track_0/`) or legacy (< 0.1.0).
+    pub layout: Layout,
+    /// The probe's name (`probe/name`; the root attribute `probe_name` in the legacy layout).
     pub probe_name: String,
     /// Root attribute `us_machine`.
     pub us_machine: String,
@@ -59,7 +93,8 @@ impl Default for RecorderOptions {
         Self {
             sample_type: SampleType::Int16,
             flush_every: Duration::from_secs(1),
-            compression_level: 4,
+            compression: Compression::Deflate(4),
+            layout: Layout::Zea,
             probe_name: String::new(),
             us_machine: String::new(),
             description: String::new(),
@@ -86,6 +121,10 @@ pub struct Recorder {
     ground_truth: Option<GroundTruthSink>,
     frame_shape: [usize; 4],
     sample_type: SampleType,
+    /// Paths of `raw_data`, `time_to_next_transmit` and the frame count in this layout.
+    raw_field: String,
+    t2nt_field: String,
+    n_frames_field: &'static str,
     n_frames: usize,
     flushed_frames: usize,
     flush_every: Duration,
@@ -99,7 +138,7 @@ fn growable(
     dtype: &hdf5::Datatype,
     tail: &[usize],
     chunk_frames: usize,
-    deflate: u8,
+    compression: Compression,
 ) -> Result<Dataset, RecordingError> {
     let mut extents = vec![Extent::from(0..)];
     extents.extend(tail.iter().map(|&d| Extent::from(d)));
@@ -110,9 +149,12 @@ fn growable(
         .empty_as(dtype)
         .shape(SimpleExtents::from_vec(extents))
         .chunk(chunk);
-    if deflate > 0 {
-        b = b.shuffle().deflate(deflate);
-    }
+    b = match compression {
+        Compression::None => b,
+        Compression::Deflate(level) => b.shuffle().deflate(level),
+        Compression::Lzf => b.lzf(),
+        Compression::BloscZstd(level) => b.blosc_zstd(level, hdf5::filters::BloscShuffle::Bit),
+    };
     b.create(name)
         .map_err(|e| RecordingError::hdf5(field, "create dataset", e))
 }
@@ -130,13 +172,7 @@ impl Recorder {
         options: RecorderOptions,
     ) -> Result<Self, RecordingError> {
         scan.validate()?;
-        if options.compression_level > 9 {
-            return Err(RecordingError::value(
-                "compression_level",
-                options.compression_level,
-                "must be 0 (none) to 9",
-            ));
-        }
+        options.compression.check()?;
         let path = path.as_ref();
         let file = File::with_options()
             .with_fapl(|p| p.libver_latest())
@@ -145,58 +181,82 @@ impl Recorder {
                 path: path.to_path_buf(),
                 source,
             })?;
-        h5::write_string_attr(&file, "probe_name", &options.probe_name, "@probe_name")?;
+        let legacy = options.layout == Layout::Legacy;
+        // Where the scan and the channel data go: the root (legacy) or track 0 (zea 0.1.x).
+        let (scan_group, scan_path, data_path) = if legacy {
+            h5::write_string_attr(&file, "probe_name", &options.probe_name, "@probe_name")?;
+            let g = file
+                .create_group("scan")
+                .map_err(|e| RecordingError::hdf5("scan", "create group", e))?;
+            scan.write_fixed(&g)?;
+            (g, "scan", "data")
+        } else {
+            // zea reads `zea_version` as a variable-length string (a fixed-length one
+            // makes it fail), which is how `write_string_attr` writes.
+            h5::write_string_attr(&file, "zea_version", zea::ZEA_VERSION, "@zea_version")?;
+            zea::write_probe(&file, scan, &options.probe_name)?;
+            let g = file
+                .create_group("tracks/track_0/scan")
+                .map_err(|e| RecordingError::hdf5("tracks/track_0/scan", "create group", e))?;
+            zea::write_scan_fixed(&g, "tracks/track_0/scan", scan)?;
+            (g, "tracks/track_0/scan", "tracks/track_0/data")
+        };
         h5::write_string_attr(&file, "us_machine", &options.us_machine, "@us_machine")?;
         h5::write_string_attr(&file, "description", &options.description, "@description")?;
-
-        let scan_group = file
-            .create_group("scan")
-            .map_err(|e| RecordingError::hdf5("scan", "create group", e))?;
-        scan.write_fixed(&scan_group)?;
-        let n_frames_ds = scan_group
-            .new_dataset::<i64>()
-            .create("n_frames")
-            .map_err(|e| RecordingError::hdf5("scan/n_frames", "create dataset", e))?;
-        n_frames_ds
-            .write_scalar(&0_i64)
-            .map_err(|e| RecordingError::hdf5("scan/n_frames", "write", e))?;
+        let t2nt_field = format!("{scan_path}/time_to_next_transmit");
         let time_to_next_transmit = match &scan.time_to_next_transmit {
             None => None,
             Some(rows) => Some((
                 growable(
                     &scan_group,
                     "time_to_next_transmit",
-                    "scan/time_to_next_transmit",
-                    &dtype::<f64>("scan/time_to_next_transmit")?,
+                    &t2nt_field,
+                    &dtype::<f64>(&t2nt_field)?,
                     &[scan.n_tx()],
                     SMALL_CHUNK_FRAMES,
-                    0,
+                    Compression::None,
                 )?,
                 rows.clone(),
             )),
         };
 
         let data = file
-            .create_group("data")
-            .map_err(|e| RecordingError::hdf5("data", "create group", e))?;
+            .create_group(data_path)
+            .map_err(|e| RecordingError::hdf5(data_path, "create group", e))?;
+        let raw_field = format!("{data_path}/raw_data");
         let frame_shape = [scan.n_tx(), scan.n_ax, scan.n_el(), scan.n_ch];
         let raw_dtype = match options.sample_type {
-            SampleType::Int16 => dtype::<i16>("data/raw_data")?,
-            SampleType::Float32 => dtype::<f32>("data/raw_data")?,
+            SampleType::Int16 => dtype::<i16>(&raw_field)?,
+            SampleType::Float32 => dtype::<f32>(&raw_field)?,
         };
         let raw = growable(
             &data,
             "raw_data",
-            "data/raw_data",
+            &raw_field,
             &raw_dtype,
             &frame_shape,
             1,
-            options.compression_level,
+            options.compression,
         )?;
 
         let pleura = file
             .create_group("pleura")
             .map_err(|e| RecordingError::hdf5("pleura", "create group", e))?;
+        // The frame count a reader trusts: `scan/n_frames` in the legacy layout; zea 0.1.x
+        // has no such field (it takes the count from the shape), so pleura keeps its own.
+        let n_frames_field = if legacy {
+            "scan/n_frames"
+        } else {
+            "pleura/n_frames"
+        };
+        let count_group = if legacy { &scan_group } else { &pleura };
+        let n_frames_ds = count_group
+            .new_dataset::<i64>()
+            .create("n_frames")
+            .map_err(|e| RecordingError::hdf5(n_frames_field, "create dataset", e))?;
+        n_frames_ds
+            .write_scalar(&0_i64)
+            .map_err(|e| RecordingError::hdf5(n_frames_field, "write", e))?;
         let u64_type = dtype::<u64>("pleura")?;
         let sequence_number = growable(
             &pleura,
@@ -205,7 +265,7 @@ impl Recorder {
             &u64_type,
             &[],
             SMALL_CHUNK_FRAMES,
-            0,
+            Compression::None,
         )?;
         let timestamp_ns = growable(
             &pleura,
@@ -214,14 +274,14 @@ impl Recorder {
             &u64_type,
             &[],
             SMALL_CHUNK_FRAMES,
-            0,
+            Compression::None,
         )?;
         let ground_truth = match &options.ground_truth_grid {
             None => None,
             Some(grid) => Some(Self::create_ground_truth(
                 &pleura,
                 grid,
-                options.compression_level,
+                options.compression,
             )?),
         };
 
@@ -240,6 +300,9 @@ impl Recorder {
             ground_truth,
             frame_shape,
             sample_type: options.sample_type,
+            raw_field,
+            t2nt_field,
+            n_frames_field,
             n_frames: 0,
             flushed_frames: 0,
             flush_every: options.flush_every,
@@ -250,7 +313,7 @@ impl Recorder {
     fn create_ground_truth(
         pleura: &Group,
         grid: &GroundTruthGrid,
-        level: u8,
+        compression: Compression,
     ) -> Result<GroundTruthSink, RecordingError> {
         for (field, g) in [
             ("pleura/grid_x", &grid.grid_x),
@@ -292,7 +355,7 @@ impl Recorder {
             &dtype::<f32>("pleura/aeration")?,
             &[nz, nx],
             1,
-            level,
+            compression,
         )?;
         Ok(GroundTruthSink { aeration, nz, nx })
     }
@@ -404,7 +467,7 @@ impl Recorder {
             Some(k) => {
                 let [t, a, e, c] = self.unravel(k);
                 Err(RecordingError::value(
-                    format!("data/raw_data[{}, {t}, {a}, {e}, {c}]", self.n_frames),
+                    format!("{}[{}, {t}, {a}, {e}, {c}]", self.raw_field, self.n_frames),
                     frame.data[[t, a, e, c]],
                     "sample must be finite",
                 ))
@@ -432,13 +495,13 @@ impl Recorder {
         raw_shape.extend_from_slice(&self.frame_shape);
         self.raw
             .resize(raw_shape)
-            .map_err(|e| RecordingError::hdf5("data/raw_data", "resize", e))?;
+            .map_err(|e| RecordingError::hdf5(&self.raw_field, "resize", e))?;
         let sel = s![i, .., .., .., ..];
         match &int16 {
             Some(q) => self.raw.write_slice(q, sel),
             None => self.raw.write_slice(&frame.data, sel),
         }
-        .map_err(|e| RecordingError::hdf5(field("data/raw_data"), "write", e))?;
+        .map_err(|e| RecordingError::hdf5(field(&self.raw_field), "write", e))?;
         for (ds, name, value) in [
             (
                 &self.sequence_number,
@@ -459,11 +522,9 @@ impl Recorder {
         if let Some((ds, rows)) = &self.time_to_next_transmit {
             let row = rows.row(i.min(rows.nrows() - 1));
             ds.resize((n, row.len()))
-                .map_err(|e| RecordingError::hdf5("scan/time_to_next_transmit", "resize", e))?;
+                .map_err(|e| RecordingError::hdf5(&self.t2nt_field, "resize", e))?;
             ds.write_slice(&row.insert_axis(ndarray::Axis(0)), s![i..n, ..])
-                .map_err(|e| {
-                    RecordingError::hdf5(field("scan/time_to_next_transmit"), "write", e)
-                })?;
+                .map_err(|e| RecordingError::hdf5(field(&self.t2nt_field), "write", e))?;
         }
         if let (Some(gt), Some(a)) = (&self.ground_truth, aeration) {
             gt.aeration
@@ -481,15 +542,16 @@ impl Recorder {
     }
 
     /// Writes everything appended so far to disk. Two H5Fflush calls: the first puts the
-    /// frames and the grown dataset shapes on disk, then `scan/n_frames` is set and flushed,
-    /// so that on disk `scan/n_frames` never counts a frame that is not there in full.
+    /// frames and the grown dataset shapes on disk, then the frame count (`pleura/n_frames`,
+    /// legacy: `scan/n_frames`) is set and flushed,
+    /// so that on disk the count never includes a frame that is not there in full.
     pub fn flush(&mut self) -> Result<(), RecordingError> {
         self.file
             .flush()
             .map_err(|e| RecordingError::hdf5("/", "flush", e))?;
         self.n_frames_ds
             .write_scalar(&(self.n_frames as i64))
-            .map_err(|e| RecordingError::hdf5("scan/n_frames", "write", e))?;
+            .map_err(|e| RecordingError::hdf5(self.n_frames_field, "write", e))?;
         self.file
             .flush()
             .map_err(|e| RecordingError::hdf5("/", "flush", e))?;

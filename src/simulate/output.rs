@@ -14,7 +14,8 @@ use super::probe::LinearProbe;
 use crate::grid::Grid;
 use crate::operator::{MeasurementOperator, OperatorError, OperatorOptions};
 use crate::recording::{
-    Frame, GroundTruthGrid, Recorder, RecorderOptions, RecordingError, SampleType,
+    Compression, Frame, GroundTruthGrid, Layout, Recorder, RecorderOptions, RecordingError,
+    SampleType,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +57,8 @@ pub struct SimulationSpec {
     pub snr_db: Option<f64>,
     /// Frame rate, Hz (timestamps and time_to_next_transmit).
     pub frame_rate: f64,
+    /// The zea layout written.
+    pub layout: Layout,
 }
 
 /// What a simulation wrote.
@@ -114,7 +117,8 @@ pub fn write_recording(
     let options = RecorderOptions {
         sample_type: SampleType::Float32,
         flush_every: Duration::from_secs(5),
-        compression_level: 4,
+        compression: Compression::Deflate(4),
+        layout: spec.layout,
         probe_name: format!("pleura-sim-linear-{}", spec.probe.n_el),
         us_machine: "pleura simulate".into(),
         description: format!(

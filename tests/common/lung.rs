@@ -118,7 +118,7 @@ pub fn write_recording(
         // The recorder refuses non-finite samples; corrupt the frame behind its back, as
         // a faulty acquisition would.
         let file = hdf5::File::open_rw(path).expect("reopen");
-        file.dataset("data/raw_data")
+        file.dataset("tracks/track_0/data/raw_data")
             .and_then(|d| {
                 d.write_slice(&ndarray::arr1(&[f32::NAN]), ndarray::s![bad, 0, 5, 2, 0..1])
             })

@@ -83,10 +83,13 @@ def parse_field(buf, pos=0):
 
 
 def scan_fields_from_zea(path):
-    """The scan fields of a zea file, as float64 arrays, named as on the wire."""
+    """The scan fields of a zea file (0.1.x track 0, or legacy), as float64 arrays, named as
+    on the wire."""
     import h5py
     with h5py.File(path, "r") as f:
-        s = f["scan"]
+        current = "tracks" in f
+        s = f["tracks/track_0/scan"] if current else f["scan"]
+        raw = (f["tracks/track_0/data/raw_data"] if current else f["data/raw_data"])[()]
         out = {}
         for name in ["probe_geometry", "sampling_frequency", "center_frequency",
                      "demodulation_frequency", "sound_speed", "n_ax", "n_ch", "initial_times",
@@ -95,9 +98,15 @@ def scan_fields_from_zea(path):
                      "time_to_next_transmit"]:
             if name in s:
                 out[name] = np.asarray(s[name][()], dtype="<f8")
-        if "fractional_bandwidth_percent" in s.attrs:
+            elif current and name in f["probe"]:
+                out[name] = np.asarray(f["probe"][name][()], dtype="<f8")
+        if current:
+            out["n_ax"] = np.asarray(raw.shape[2], "<f8")
+            out["n_ch"] = np.asarray(raw.shape[4], "<f8")
+            if "probe_bandwidth_percent" in f["probe"]:
+                out["fractional_bandwidth"] = np.asarray(f["probe/probe_bandwidth_percent"][()] / 100.0, "<f8")
+        elif "fractional_bandwidth_percent" in s.attrs:
             out["fractional_bandwidth"] = np.asarray(s.attrs["fractional_bandwidth_percent"] / 100.0, "<f8")
-        raw = f["data/raw_data"][()]
     return out, raw
 
 
