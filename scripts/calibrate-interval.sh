@@ -145,11 +145,11 @@ if mode == "fit":
         with h5py.File(f"{out}/recon/fit-{s}.h5") as r, h5py.File(f"{out}/data/seq-{s}.h5") as t:
             truth = t["pleura/mean_aeration"][:]
             for f in range(len(truth)):
-                if r["recon/failed"][f]:
+                if r["pleura/recon/failed"][f]:
                     failed += 1
                     continue
-                a, sd, b = (float(r[f"recon/{k}"][f]) for k in ("aeration", "aeration_sd", "boundary_sd"))
-                lo, hi = r["recon/aeration_ci"][f]
+                a, sd, b = (float(r[f"pleura/recon/{k}"][f]) for k in ("aeration", "aeration_sd", "boundary_sd"))
+                lo, hi = r["pleura/recon/aeration_ci"][f]
                 hold1 += int(lo <= truth[f] <= hi)
                 excess = (abs(a - truth[f]) / Z95) ** 2 - b * b
                 if excess <= 0:

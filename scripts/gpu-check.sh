@@ -100,9 +100,9 @@ import h5py
 import numpy as np
 
 with h5py.File(sys.argv[1], "r") as a, h5py.File(sys.argv[2], "r") as b:
-    ma, mb = a["recon/mean"][()], b["recon/mean"][()]
-    fa, fb = a["recon/failed"][()], b["recon/failed"][()]
-    la, lb = a["recon/latency_ms"][()], b["recon/latency_ms"][()]
+    ma, mb = a["pleura/recon/mean"][()], b["pleura/recon/mean"][()]
+    fa, fb = a["pleura/recon/failed"][()], b["pleura/recon/failed"][()]
+    la, lb = a["pleura/recon/latency_ms"][()], b["pleura/recon/latency_ms"][()]
 ok = (fa == 0) & (fb == 0)
 d = (ma[ok] - mb[ok]).astype(np.float64)
 mse = float(np.mean(d * d)) if d.size else float("nan")

@@ -46,23 +46,23 @@ fn replay_writes_every_output_and_marks_bad_frames() {
     assert!(status.status.success(), "replay failed: {stderr}");
 
     let f = hdf5::File::open(&out).expect("open out");
-    let mean: Array3<f32> = dataset(&f, "recon/mean");
-    let std: Array3<f32> = dataset(&f, "recon/std");
-    let das: Array3<f32> = dataset(&f, "recon/das");
-    let aer: Array1<f64> = dataset(&f, "recon/aeration");
-    let ci: Array2<f64> = dataset(&f, "recon/aeration_ci");
-    let cat: Array1<u8> = dataset(&f, "recon/category");
-    let failed: Array1<u8> = dataset(&f, "recon/failed");
-    let lat: Array1<f64> = dataset(&f, "recon/latency_ms");
-    let gx: Array1<f64> = dataset(&f, "recon/grid_x");
-    let aer_sd: Array1<f64> = dataset(&f, "recon/aeration_sd");
-    let boundary_sd: Array1<f64> = dataset(&f, "recon/boundary_sd");
+    let mean: Array3<f32> = dataset(&f, "pleura/recon/mean");
+    let std: Array3<f32> = dataset(&f, "pleura/recon/std");
+    let das: Array3<f32> = dataset(&f, "pleura/recon/das");
+    let aer: Array1<f64> = dataset(&f, "pleura/recon/aeration");
+    let ci: Array2<f64> = dataset(&f, "pleura/recon/aeration_ci");
+    let cat: Array1<u8> = dataset(&f, "pleura/recon/category");
+    let failed: Array1<u8> = dataset(&f, "pleura/recon/failed");
+    let lat: Array1<f64> = dataset(&f, "pleura/recon/latency_ms");
+    let gx: Array1<f64> = dataset(&f, "pleura/recon/grid_x");
+    let aer_sd: Array1<f64> = dataset(&f, "pleura/recon/aeration_sd");
+    let boundary_sd: Array1<f64> = dataset(&f, "pleura/recon/boundary_sd");
     // DDS takes no DPS step.
-    let zeta: Array1<f64> = dataset(&f, "recon/zeta");
+    let zeta: Array1<f64> = dataset(&f, "pleura/recon/zeta");
     assert_eq!(zeta.len(), 3);
     assert!(zeta.iter().all(|v| v.is_nan()), "{zeta}");
     let reasons = f
-        .dataset("recon/failed_reason")
+        .dataset("pleura/recon/failed_reason")
         .and_then(|d| d.read_raw::<hdf5::types::VarLenUnicode>())
         .expect("reasons");
     assert_eq!(mean.dim(), (3, N, N));

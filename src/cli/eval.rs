@@ -12,7 +12,7 @@ use pleura::eval::files::{evaluate, Recon, Truth};
 /// pixel coverage of mean +- 1.96 std.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The reconstruction file (`recon/mean`, ...).
+    /// The reconstruction file (`pleura/recon/mean`, ...).
     pub recon: PathBuf,
     /// The simulated recording with `pleura/aeration` (default: the recon's `source`).
     #[arg(long)]

@@ -5,7 +5,8 @@
 //! daemon's `posterior` stage runs: DAS beamforming onto the reconstruction grid (shown
 //! as B-mode and stored as `recon/das`), posterior sampling (`pleura::posterior`),
 //! summary statistics. The DAS f-number is `[daemon] das_f_number`.
-//! Output datasets (F frames, nz x nx grid):
+//! Output datasets (F frames, nz x nx grid), under `pleura/` (`recon/` below stands for
+//! `pleura/recon/`):
 //! `recon/mean`, `recon/std` (F, nz, nx) float32 (NaN for failed frames);
 //! `recon/aeration` (F) float64, the lung's mean aeration; `recon/aeration_ci` (F, 2)
 //! float64; `recon/lung_fraction` (F) float64 (pixels in the lung region, 0: no pleural line);
@@ -22,7 +23,7 @@
 //! of samples that did not fit the data; NaN for DDS and failed frames);
 //! `recon/failed` (F) uint8 and `recon/failed_reason` (F) strings (empty when not failed);
 //! `recon/grid_x` (nx), `recon/grid_z` (nz) float64, m.
-//! Attributes (root): `method`, `source`, `model`, `model_sha256`, `sampler` (the sampler
+//! Attributes (of `pleura/recon`): `method`, `source`, `model`, `model_sha256`, `sampler` (the sampler
 //! settings as JSON), `operator_norm`, `device`.
 
 use std::path::{Path, PathBuf};
@@ -37,6 +38,7 @@ use sha2::{Digest, Sha256};
 use pleura::beamform::{self, DasOptions};
 use pleura::config::Config;
 use pleura::diffusion::checkpoint::{self, Model};
+use pleura::eval::files::{write_zea_view, RECON_GROUP};
 use pleura::grid::Grid;
 use pleura::pipeline::posterior::{model_grid, PosteriorStage};
 use pleura::pipeline::FrameInput;
@@ -49,6 +51,10 @@ use pleura::recording::Recording;
 pub struct Args {
     /// The recording (zea HDF5 layout).
     pub input: PathBuf,
+    /// The track of a multi-track zea file: its index or label (default: the first with
+    /// channel data).
+    #[arg(long)]
+    pub track: Option<pleura::recording::TrackChoice>,
     /// Output HDF5 file (replaced).
     #[arg(long)]
     pub out: PathBuf,
@@ -113,7 +119,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let model = Model::load(&args.model, &device)
         .with_context(|| format!("cannot load model {}", args.model.display()))?;
     let model_hash = model_sha256(&args.model)?;
-    let rec = Recording::open(&args.input)
+    let rec = Recording::open_track(&args.input, args.track.as_ref())
         .with_context(|| format!("cannot open recording {}", args.input.display()))?;
     // The model's training grid; without one, the recording's ground-truth grid when it
     // has the model's size, else the stage's default.
@@ -329,7 +335,7 @@ impl Output {
 
     fn write(&self, path: &Path, grid: &Grid, attrs: &Attrs) -> anyhow::Result<()> {
         let f = hdf5::File::create(path)?;
-        let g = f.create_group("recon")?;
+        let g = f.create_group(RECON_GROUP)?;
         g.new_dataset_builder()
             .with_data(&self.mean)
             .create("mean")?;
@@ -396,13 +402,14 @@ impl Output {
             ("device", &attrs.device),
         ] {
             let v: VarLenUnicode = value.parse()?;
-            f.new_attr::<VarLenUnicode>()
+            g.new_attr::<VarLenUnicode>()
                 .create(name)?
                 .write_scalar(&v)?;
         }
-        f.new_attr::<f64>()
+        g.new_attr::<f64>()
             .create("operator_norm")?
             .write_scalar(&attrs.operator_norm)?;
+        write_zea_view(path, &f, grid, &self.mean, Some(&self.das), &attrs.method)?;
         Ok(())
     }
 }

@@ -1,13 +1,20 @@
 //! Reconstruction files and the ground truth they are evaluated against.
 //!
-//! A reconstruction file (HDF5) holds, for F frames on an nz x nx grid:
-//! - `recon/mean` (F, nz, nx) float32: the aeration estimate in [0, 1];
-//! - `recon/std` (F, nz, nx) float32, optional: its pixel-wise standard deviation;
-//! - `recon/aeration_ci` (F, 2) float64, optional: 95 % interval of the mean lung aeration;
-//! - `recon/nfe` (F) uint32, optional: network evaluations spent on each frame;
-//! - `recon/latency_ms` (F) float64, optional: milliseconds each frame took;
-//! - `recon/grid_x` (nx), `recon/grid_z` (nz) float64, m;
-//! - attributes `method` (what made it) and `source` (the recording it came from).
+//! A reconstruction file (HDF5) holds, for F frames on an nz x nx grid, under
+//! [`RECON_GROUP`] (`pleura/recon`; files written before zea 0.1.x support have these
+//! at `recon/`, and are still read):
+//! - `mean` (F, nz, nx) float32: the aeration estimate in [0, 1];
+//! - `std` (F, nz, nx) float32, optional: its pixel-wise standard deviation;
+//! - `aeration_ci` (F, 2) float64, optional: 95 % interval of the mean lung aeration;
+//! - `nfe` (F) uint32, optional: network evaluations spent on each frame;
+//! - `latency_ms` (F) float64, optional: milliseconds each frame took;
+//! - `grid_x` (nx), `grid_z` (nz) float64, m;
+//! - group attributes `method` (what made it) and `source` (the recording it came from).
+//!
+//! It is also a zea 0.1.x file ([`write_zea_view`]): the root attribute `zea_version`, the
+//! mean as zea's `image` (uint8, 0-255 for aeration 0-1) with its pixel coordinates in
+//! `tracks/track_0/data/image/`, and the DAS envelope as `envelope_data` where there is
+//! one, so `zea.File` opens it and shows the reconstruction.
 //!
 //! The ground truth is in the simulated recording: `pleura/aeration` (F, nz, nx),
 //! `pleura/grid_x`, `pleura/grid_z`, and `pleura/lung_mask` (F, nz, nx) uint8, the pixels
@@ -71,6 +78,95 @@ pub struct Truth {
     pub grid: Grid,
 }
 
+/// Where a reconstruction file keeps pleura's per-frame results.
+pub const RECON_GROUP: &str = "pleura/recon";
+
+/// Where files written before pleura wrote zea 0.1.x kept them.
+const OLD_RECON_GROUP: &str = "recon";
+
+/// Writes the zea 0.1.x view of a reconstruction into `f`: the root attribute
+/// `zea_version`, `description`, the posterior mean as zea's `image` (uint8, 0-255 for
+/// aeration 0-1, 0 for a failed frame's NaN) and the DAS envelope (in [0, 1]) as
+/// `envelope_data`, both with their pixel coordinates ([x, y, z] in m, shape (nz, nx, 3)).
+/// zea requires `image` values to be dB at most 0 or uint8; aeration is neither a level
+/// nor in dB, so the image is its 8-bit rendering and the full-precision values stay in
+/// [`RECON_GROUP`].
+pub fn write_zea_view(
+    path: &Path,
+    f: &hdf5::File,
+    grid: &Grid,
+    mean: &Array3<f32>,
+    das: Option<&Array3<f32>>,
+    description: &str,
+) -> Result<(), EvalFileError> {
+    write_attr_string(path, f, "zea_version", crate::recording::zea::ZEA_VERSION)?;
+    write_attr_string(path, f, "description", description)?;
+    let (nz, nx) = (grid.nz(), grid.nx());
+    let coordinates = ndarray::Array3::from_shape_fn((nz, nx, 3), |(z, x, k)| match k {
+        0 => grid.x[x] as f32,
+        1 => 0.0,
+        _ => grid.z[z] as f32,
+    });
+    let image = mean.mapv(|v| {
+        if v.is_finite() {
+            (v.clamp(0.0, 1.0) * 255.0).round() as u8
+        } else {
+            0
+        }
+    });
+    let map = |name: &str, what: &str| -> Result<hdf5::Group, EvalFileError> {
+        let at = format!("tracks/track_0/data/{name}");
+        let g = h5(path, &at, f.create_group(&at))?;
+        h5(
+            path,
+            &format!("{at}/coordinates"),
+            g.new_dataset_builder()
+                .with_data(&coordinates)
+                .create("coordinates")
+                .map(drop),
+        )?;
+        let d: VarLenUnicode = what.parse().map_err(|_| EvalFileError::Invalid {
+            path: path.to_path_buf(),
+            what: format!("{at}/description is not valid text"),
+        })?;
+        h5(
+            path,
+            &format!("{at}/description"),
+            g.new_dataset::<VarLenUnicode>()
+                .create("description")
+                .and_then(|ds| ds.write_scalar(&d)),
+        )?;
+        Ok(g)
+    };
+    let g = map(
+        "image",
+        "pleura posterior mean aeration: 0-255 for 0-1 (full precision in pleura/recon/mean)",
+    )?;
+    h5(
+        path,
+        "tracks/track_0/data/image/values",
+        g.new_dataset_builder()
+            .with_data(&image)
+            .create("values")
+            .map(drop),
+    )?;
+    if let Some(das) = das {
+        let g = map(
+            "envelope_data",
+            "DAS envelope on the reconstruction grid, over its frame maximum",
+        )?;
+        h5(
+            path,
+            "tracks/track_0/data/envelope_data/values",
+            g.new_dataset_builder()
+                .with_data(das)
+                .create("values")
+                .map(drop),
+        )?;
+    }
+    Ok(())
+}
+
 fn read_grid(path: &Path, f: &hdf5::Group, prefix: &str) -> Result<Grid, EvalFileError> {
     let x: Array1<f64> = h5(
         path,
@@ -121,7 +217,7 @@ impl Recon {
     /// Writes the reconstruction file (replacing an existing one).
     pub fn write(&self, path: &Path) -> Result<(), EvalFileError> {
         let f = h5(path, "create", hdf5::File::create(path))?;
-        let g = h5(path, "recon group", f.create_group("recon"))?;
+        let g = h5(path, RECON_GROUP, f.create_group(RECON_GROUP))?;
         h5(
             path,
             "recon/mean",
@@ -188,50 +284,71 @@ impl Recon {
                 .create("grid_z")
                 .map(|_| ()),
         )?;
-        write_attr_string(path, &f, "method", &self.method)?;
-        write_attr_string(path, &f, "source", &self.source)?;
-        Ok(())
+        write_attr_string(path, &g, "method", &self.method)?;
+        write_attr_string(path, &g, "source", &self.source)?;
+        write_zea_view(path, &f, &self.grid, &self.mean, None, &self.method)
     }
 
     /// Reads a reconstruction file.
     pub fn read(path: &Path) -> Result<Self, EvalFileError> {
         let f = h5(path, "open", hdf5::File::open(path))?;
+        let at = if f.link_exists(RECON_GROUP) {
+            RECON_GROUP
+        } else {
+            OLD_RECON_GROUP
+        };
+        let g = h5(path, at, f.group(at))?;
+        let name = |n: &str| format!("{at}/{n}");
+        let optional = |n: &str| g.link_exists(n).then(|| g.dataset(n));
         let mean: Array3<f32> = h5(
             path,
-            "recon/mean",
-            f.dataset("recon/mean").and_then(|d| d.read::<f32, Ix3>()),
+            &name("mean"),
+            g.dataset("mean").and_then(|d| d.read::<f32, Ix3>()),
         )?;
-        let std = match f.dataset("recon/std") {
-            Ok(d) => Some(h5(path, "recon/std", d.read::<f32, Ix3>())?),
-            Err(_) => None,
-        };
-        let aeration_ci = match f.dataset("recon/aeration_ci") {
-            Ok(d) => Some(h5(path, "recon/aeration_ci", d.read::<f64, Ix2>())?),
-            Err(_) => None,
-        };
-        let aeration = match f.dataset("recon/aeration") {
-            Ok(d) => Some(h5(path, "recon/aeration", d.read::<f64, Ix1>())?),
-            Err(_) => None,
-        };
-        let nfe = match f.dataset("recon/nfe") {
-            Ok(d) => Some(h5(path, "recon/nfe", d.read::<u32, Ix1>())?),
-            Err(_) => None,
-        };
-        let latency_ms = match f.dataset("recon/latency_ms") {
-            Ok(d) => Some(h5(path, "recon/latency_ms", d.read::<f64, Ix1>())?),
-            Err(_) => None,
-        };
-        let grid = read_grid(path, &f, "recon")?;
+        let std = optional("std")
+            .map(|d| h5(path, &name("std"), d.and_then(|d| d.read::<f32, Ix3>())))
+            .transpose()?;
+        let aeration_ci = optional("aeration_ci")
+            .map(|d| {
+                h5(
+                    path,
+                    &name("aeration_ci"),
+                    d.and_then(|d| d.read::<f64, Ix2>()),
+                )
+            })
+            .transpose()?;
+        let aeration = optional("aeration")
+            .map(|d| {
+                h5(
+                    path,
+                    &name("aeration"),
+                    d.and_then(|d| d.read::<f64, Ix1>()),
+                )
+            })
+            .transpose()?;
+        let nfe = optional("nfe")
+            .map(|d| h5(path, &name("nfe"), d.and_then(|d| d.read::<u32, Ix1>())))
+            .transpose()?;
+        let latency_ms = optional("latency_ms")
+            .map(|d| {
+                h5(
+                    path,
+                    &name("latency_ms"),
+                    d.and_then(|d| d.read::<f64, Ix1>()),
+                )
+            })
+            .transpose()?;
+        let grid = read_grid(path, &f, at)?;
         let (n, nz, nx) = mean.dim();
-        for (name, len) in [
-            ("recon/aeration", aeration.as_ref().map(|v| v.len())),
-            ("recon/nfe", nfe.as_ref().map(|v| v.len())),
-            ("recon/latency_ms", latency_ms.as_ref().map(|v| v.len())),
+        for (field, len) in [
+            (name("aeration"), aeration.as_ref().map(|v| v.len())),
+            (name("nfe"), nfe.as_ref().map(|v| v.len())),
+            (name("latency_ms"), latency_ms.as_ref().map(|v| v.len())),
         ] {
             if len.is_some_and(|l| l != n) {
                 return Err(EvalFileError::Invalid {
                     path: path.to_path_buf(),
-                    what: format!("{name} has {len:?} entries for {n} frames"),
+                    what: format!("{field} has {len:?} entries for {n} frames"),
                 });
             }
         }
@@ -239,7 +356,8 @@ impl Recon {
             return Err(EvalFileError::Invalid {
                 path: path.to_path_buf(),
                 what: format!(
-                    "recon/mean is ({nz}, {nx}) per frame but the grid is ({}, {})",
+                    "{} is ({nz}, {nx}) per frame but the grid is ({}, {})",
+                    name("mean"),
                     grid.nz(),
                     grid.nx()
                 ),
@@ -248,15 +366,17 @@ impl Recon {
         if std.as_ref().is_some_and(|s| s.dim() != mean.dim()) {
             return Err(EvalFileError::Invalid {
                 path: path.to_path_buf(),
-                what: "recon/std shape differs from recon/mean".into(),
+                what: format!("{} shape differs from {}", name("std"), name("mean")),
             });
         }
         if aeration_ci.as_ref().is_some_and(|c| c.dim() != (n, 2)) {
             return Err(EvalFileError::Invalid {
                 path: path.to_path_buf(),
-                what: format!("recon/aeration_ci must be ({n}, 2)"),
+                what: format!("{} must be ({n}, 2)", name("aeration_ci")),
             });
         }
+        // The attributes are on the group; older files have them at the root.
+        let attr = |n: &str| read_attr_string(&g, n).or_else(|| read_attr_string(&f, n));
         Ok(Self {
             mean,
             std,
@@ -265,8 +385,8 @@ impl Recon {
             nfe,
             latency_ms,
             grid,
-            method: read_attr_string(&f, "method").unwrap_or_default(),
-            source: read_attr_string(&f, "source").unwrap_or_default(),
+            method: attr("method").unwrap_or_default(),
+            source: attr("source").unwrap_or_default(),
         })
     }
 }
