@@ -73,3 +73,44 @@ pub fn tempdir() -> tempfile::TempDir {
 pub fn assert_exists(p: &Path) {
     assert!(p.exists(), "{} does not exist", p.display());
 }
+
+/// The interpreter of `.venv-zea`, the real zea package (`scripts/zea-venv.sh` creates it
+/// on first use, about 1.4 GB; later calls reuse it). `PLEURA_ZEA_PYTHON` overrides it.
+pub fn zea_python() -> PathBuf {
+    static PYTHON: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PYTHON
+        .get_or_init(|| {
+            if let Some(p) = std::env::var_os("PLEURA_ZEA_PYTHON") {
+                return PathBuf::from(p);
+            }
+            let out = Command::new(repo().join("scripts/zea-venv.sh"))
+                .output()
+                .expect("cannot run scripts/zea-venv.sh");
+            assert!(
+                out.status.success(),
+                "scripts/zea-venv.sh failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+        })
+        .clone()
+}
+
+/// Runs `tests/python/zea_peer.py` (the real zea package) and returns its stdout as JSON.
+pub fn zea_peer(args: &[&std::ffi::OsStr]) -> serde_json::Value {
+    let out = Command::new(zea_python())
+        .arg(repo().join("tests/python/zea_peer.py"))
+        .args(args)
+        .env("KERAS_BACKEND", "jax")
+        .output()
+        .expect("cannot start the zea peer");
+    assert!(
+        out.status.success(),
+        "zea peer failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("zea peer printed {stdout:?}: {e}"))
+}
