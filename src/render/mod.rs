@@ -88,6 +88,13 @@ fn draw_png(
     Ok(out)
 }
 
+/// An upper bound on the PNG bytes of a `width` x `height` figure: the raw RGB rows with
+/// their filter bytes, however badly they compress, plus the encoder's framing.
+pub fn max_png_bytes(width: u32, height: u32) -> u64 {
+    let raw = (u64::from(width) * 3 + 1) * u64::from(height);
+    raw + raw / 1000 + 4096
+}
+
 /// Writes PNG bytes to `path` (replaced).
 pub fn write_png(path: &Path, png: &[u8]) -> Result<(), RenderError> {
     std::fs::write(path, png).map_err(|source| RenderError::Write {

@@ -80,6 +80,17 @@ pub struct PanelInput<'a> {
     pub label: FrameLabel,
 }
 
+/// Tiles of a panel at most: B-mode, reconstruction, uncertainty, ground truth.
+const MAX_TILES: u32 = 4;
+
+/// The largest panel, (width, height) in pixels.
+pub const fn max_size() -> (u32, u32) {
+    (
+        MAX_TILES * (2 * MARGIN + Y_LABELS + PLOT_W + COLORBAR_W),
+        CAPTION_H + TITLE_H + 2 * MARGIN + PLOT_H.1 + X_LABELS,
+    )
+}
+
 /// One tile of the panel.
 enum Tile {
     Image {
@@ -545,6 +556,8 @@ mod tests {
         let (w, h, rgb) = decode(&png);
         let tile_w = 2 * MARGIN + Y_LABELS + PLOT_W + COLORBAR_W;
         assert_eq!(w, 4 * tile_w);
+        assert_eq!(w, max_size().0);
+        assert!(png.len() as u64 <= super::super::max_png_bytes(w, h));
         // A square grid: the plot is as high as wide.
         assert_eq!(h, CAPTION_H + TITLE_H + 2 * MARGIN + PLOT_W + X_LABELS);
         // Plot areas start after the margin and the y labels, below caption and title.
