@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what pleura needs on a fresh Debian machine, only what is missing:
 #   - system libraries: libhdf5 (headers + pkg-config file) for the hdf5-metno crate,
-#     pkg-config, a C compiler (for the firmware-bridge C test);
+#     pkg-config, a C compiler (for the firmware-bridge C test), Chromium (headless, for
+#     the live view's browser test, tests/live_view.rs);
 #   - a Python virtualenv at .venv (ignored by git) with the real peers the tests talk to:
 #     h5py, numpy, pyzmq, and pymust (independent reference for beamforming/simulation).
 # Safe to run repeatedly; prints what it does.
@@ -12,6 +13,7 @@ need_apt=()
 pkg-config --exists hdf5 2>/dev/null || [ -e /usr/lib/x86_64-linux-gnu/hdf5/serial/libhdf5.so ] || need_apt+=(libhdf5-dev)
 command -v pkg-config >/dev/null || need_apt+=(pkg-config)
 command -v cc >/dev/null || need_apt+=(gcc)
+command -v chromium >/dev/null || need_apt+=(chromium)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing system packages: ${need_apt[*]}"

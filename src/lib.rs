@@ -27,6 +27,9 @@
 //!   handshake time and connections: `vendor/zeromq/`) -> validation (per-stream scans,
 //!   epochs and sequence windows in bounded tables) -> worker -> ZeroMQ out;
 //!   [`metrics`]: its counters and the admin HTTP server.
+//! - [`render`]: figures as PNG bytes: a frame's panel (B-mode, reconstruction,
+//!   uncertainty, ground truth, with axes in mm, colour bars and the published aeration)
+//!   and the aeration trend; used by `pleura replay --png` and the daemon's live view.
 //! - [`scanner`]: the virtual scanner behind the `pleura-bridge` binary (replays a
 //!   recording through the bridge with injected faults).
 //!
@@ -49,6 +52,7 @@ pub mod operator;
 pub mod pipeline;
 pub mod posterior;
 pub mod recording;
+pub mod render;
 pub mod scanner;
 pub mod simulate;
 pub mod train;

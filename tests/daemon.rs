@@ -12,8 +12,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::served::{
-    data_file, http_get, lines_of, python_script, rejected, serve, serve_with, vm_kib, wait_for,
-    write_config, Served,
+    data_file, http_get, lines_of, play_file, python_script, rejected, serve, serve_with, vm_kib,
+    wait_for, write_config, Served,
 };
 
 /// Every malformed kind is rejected and counted exactly once under its reason; the valid
@@ -187,27 +187,9 @@ fn c_program_streams_frames_to_the_daemon() {
     assert_eq!(summary["frames_accepted"], 20);
 }
 
-/// `pleura-bridge` built for this test run.
-fn bridge() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_pleura-bridge"))
-}
-
 /// Starts `pleura-bridge play --connect` on the data file.
 fn play(endpoint: &str, extra: &[&str], log: &Path) -> Child {
     play_file(&data_file(), endpoint, extra, log)
-}
-
-/// Starts `pleura-bridge play --connect` on `file`.
-fn play_file(file: &Path, endpoint: &str, extra: &[&str], log: &Path) -> Child {
-    bridge()
-        .args(["--log", "info", "play"])
-        .arg(file)
-        .args(["--endpoint", endpoint, "--connect"])
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .expect("start pleura-bridge")
 }
 
 /// A small DAS grid on the disk phantom (the PyMUST golden's extent, coarser).

@@ -1,5 +1,6 @@
 //! `pleura replay` end to end on a tiny simulated recording and a tiny model: every output
-//! dataset, a frame with NaN data marked failed while the replay goes on, PNG panels, and
+//! dataset, a frame with NaN data marked failed while the replay goes on, PNG panels and
+//! the aeration trend, and
 //! a recording that does not fit the model's grid rejected before any sampling.
 
 mod common;
@@ -126,16 +127,43 @@ fn replay_writes_every_output_and_marks_bad_frames() {
         sampler.as_str().contains("\"method\":\"dds\"")
             && sampler.as_str().contains("\"steps\":10")
     );
-    // One PNG per frame: four panels (ground truth present) of 16 px x 4.
+    // One panel per frame, four tiles (ground truth present) of a square grid. The failed
+    // frame shows FAILED in red where its reconstruction and uncertainty would be; the
+    // others have no red. Then the trend: the failed frame's red mark and the truth's green
+    // line are drawn.
     for i in 0..3 {
-        let p = png.join(format!("frame_{i:05}.png"));
-        let dec = png::Decoder::new(std::io::BufReader::new(
-            std::fs::File::open(&p).expect("png"),
-        ));
-        let info = dec.read_info().expect("info");
-        let (w, h) = (info.info().width, info.info().height);
-        assert_eq!((w, h), (4 * 64 + 3 * 2, 64), "{}", p.display());
+        let (w, h, rgb) = decode_png(&png.join(format!("frame_{i:05}.png")));
+        assert_eq!((w, h), (1496, 386), "frame {i}");
+        assert_eq!(count(&rgb, [200, 30, 30]) > 100, i == 1, "frame {i}");
     }
+    let (w, h, rgb) = decode_png(&png.join("aeration.png"));
+    assert_eq!(
+        (w, h),
+        (pleura::render::trend::WIDTH, pleura::render::trend::HEIGHT)
+    );
+    assert!(
+        count(&rgb, [200, 30, 30]) > 20,
+        "the failed frame is marked"
+    );
+    assert!(count(&rgb, [44, 160, 44]) > 100, "the truth is drawn");
+}
+
+/// (width, height, RGB bytes) of an 8-bit RGB PNG file.
+fn decode_png(path: &Path) -> (u32, u32, Vec<u8>) {
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut reader = png::Decoder::new(std::io::BufReader::new(file))
+        .read_info()
+        .expect("a PNG");
+    let mut buf = vec![0; reader.output_buffer_size().expect("size")];
+    let info = reader.next_frame(&mut buf).expect("a frame");
+    assert_eq!(info.color_type, png::ColorType::Rgb, "{}", path.display());
+    buf.truncate(info.buffer_size());
+    (info.width, info.height, buf)
+}
+
+/// Pixels of exactly `color` in RGB bytes.
+fn count(rgb: &[u8], color: [u8; 3]) -> usize {
+    rgb.chunks(3).filter(|p| *p == color).count()
 }
 
 #[test]

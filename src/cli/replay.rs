@@ -1,5 +1,6 @@
 //! `pleura replay`: reconstruct every frame of a recording offline by posterior sampling
-//! and write the results (and optionally one PNG panel per frame).
+//! and write the results (and optionally one PNG panel per frame and the aeration trend,
+//! rendered by [`pleura::render`]).
 //!
 //! Each frame goes through [`pleura::pipeline::posterior::PosteriorStage`], the code the
 //! daemon's `posterior` stage runs: DAS beamforming onto the reconstruction grid (shown
@@ -35,16 +36,19 @@ use hdf5::types::VarLenUnicode;
 use ndarray::{Array1, Array2, Array3};
 use sha2::{Digest, Sha256};
 
-use pleura::beamform::{self, DasOptions};
+use pleura::beamform::DasOptions;
 use pleura::config::Config;
 use pleura::diffusion::checkpoint::{self, Model};
-use pleura::eval::files::{write_zea_view, RECON_GROUP};
+use pleura::eval::files::{write_zea_view, Truth, RECON_GROUP};
 use pleura::grid::Grid;
 use pleura::pipeline::posterior::{model_grid, PosteriorStage};
 use pleura::pipeline::FrameInput;
 use pleura::posterior::frame::FrameOutcome;
 use pleura::posterior::Method;
 use pleura::recording::Recording;
+use pleura::render::{
+    self, Estimate, FrameLabel, PanelInput, Reconstruction, TrendPoint, TrendValue,
+};
 
 /// Arguments of `pleura replay`.
 #[derive(clap::Args)]
@@ -76,8 +80,9 @@ pub struct Args {
     /// Seed of the sampling noise.
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Write one PNG panel per frame into this directory:
-    /// B-mode | reconstruction | uncertainty | ground truth (when the file has it).
+    /// Write one PNG panel per frame into this directory (B-mode | reconstruction |
+    /// uncertainty | ground truth when the file has it, with axes, colour bars and the
+    /// published aeration) and the aeration trend of the replay, `aeration.png`.
     #[arg(long)]
     pub png: Option<PathBuf>,
     /// Compute device: cpu, cuda:N or auto.
@@ -87,11 +92,6 @@ pub struct Args {
     #[arg(long)]
     pub max_frames: Option<usize>,
 }
-
-/// B-mode dynamic range of the PNG panels, dB.
-const PNG_DYNAMIC_RANGE_DB: f64 = 40.0;
-/// Pixels per grid pixel in the PNG panels.
-const PNG_SCALE: usize = 4;
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let config = if args.config.exists() {
@@ -149,13 +149,23 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if rec.has_ground_truth() && !truth_ok {
         tracing::warn!("ground truth is on another grid: PNG panels omit it");
     }
-    if let Some(dir) = &args.png {
-        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    }
-
     let n = args
         .max_frames
         .map_or(rec.n_frames(), |m| m.min(rec.n_frames()));
+    if let Some(dir) = &args.png {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    // The truth's lung mean aeration per frame, for the trend, as `pleura eval` scores it.
+    let truth_aeration: Vec<f64> = if args.png.is_some() && truth_ok {
+        let truth = Truth::read(&args.input)?;
+        (0..n)
+            .map_while(|i| pleura::eval::truth_lung_aeration(&truth, i))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut trend = Vec::with_capacity(n);
+    let mut first_timestamp = None;
     let (nz, nx) = (grid.nz(), grid.nx());
     let mut out = Output::new(n, nz, nx);
     let bar = indicatif::ProgressBar::new(n as u64);
@@ -212,22 +222,61 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             }
         }
         if let Some(dir) = &args.png {
+            let t0 = *first_timestamp.get_or_insert(frame.timestamp_ns);
             let gt = if truth_ok {
                 rec.read_ground_truth_frame(f)?
             } else {
                 None
             };
-            let panel = Panel {
-                das: &result.das,
-                mean: out.mean.index_axis(ndarray::Axis(0), f).to_owned(),
-                std: out.std.index_axis(ndarray::Axis(0), f).to_owned(),
-                truth: gt,
+            let (reconstruction, value) = match &result.outcome {
+                FrameOutcome::Done(e) => (
+                    Reconstruction::Estimate(Estimate {
+                        mean: e.mean.view(),
+                        std: e.std.view(),
+                        aeration: e.aeration,
+                        ci: e.aeration_ci,
+                        category: e.category,
+                    }),
+                    TrendValue::Estimate {
+                        aeration: e.aeration,
+                        ci: e.aeration_ci,
+                    },
+                ),
+                FrameOutcome::Failed { reason, .. } => {
+                    (Reconstruction::Failed(reason), TrendValue::Failed)
+                }
             };
-            panel.write(&dir.join(format!("frame_{f:05}.png")))?;
+            let png = render::panel_png(&PanelInput {
+                grid_x: &grid.x,
+                grid_z: &grid.z,
+                envelope: Some(result.das.view()),
+                reconstruction,
+                truth: gt.as_ref().map(|t| t.view()),
+                label: FrameLabel {
+                    stream: None,
+                    frame: f as u64,
+                    time_s: frame.timestamp_ns.saturating_sub(t0) as f64 * 1e-9,
+                },
+            })?;
+            render::write_png(&dir.join(format!("frame_{f:05}.png")), &png)?;
+            trend.push(TrendPoint {
+                frame: f as u64,
+                timestamp_ns: frame.timestamp_ns,
+                value,
+                truth: truth_aeration.get(f).copied(),
+            });
         }
         bar.inc(1);
     }
     bar.finish();
+    if let Some(dir) = &args.png {
+        let name = args.input.file_name().map_or_else(
+            || args.input.display().to_string(),
+            |s| s.to_string_lossy().into(),
+        );
+        let png = render::trend_png(&trend, &format!("Lung aeration, {name}"))?;
+        render::write_png(&dir.join("aeration.png"), &png)?;
+    }
 
     let attrs = Attrs {
         method: format!("posterior sampling ({})", cfg.method),
@@ -410,61 +459,6 @@ impl Output {
             .create("operator_norm")?
             .write_scalar(&attrs.operator_norm)?;
         write_zea_view(path, &f, grid, &self.mean, Some(&self.das), &attrs.method)?;
-        Ok(())
-    }
-}
-
-/// One frame's PNG: B-mode | reconstruction | uncertainty | ground truth.
-struct Panel<'a> {
-    das: &'a Array2<f32>,
-    mean: Array2<f32>,
-    std: Array2<f32>,
-    truth: Option<Array2<f32>>,
-}
-
-impl Panel<'_> {
-    fn write(&self, path: &Path) -> anyhow::Result<()> {
-        let bmode = beamform::bmode::log_compress(self.das.view(), 1.0, PNG_DYNAMIC_RANGE_DB)
-            .map(|g| g.mapv(|v| v as f32 / 255.0))
-            .unwrap_or_else(|_| Array2::zeros(self.das.dim()));
-        // Uncertainty shown on [0, max std] (at least 0.05 so noise-free frames stay dark).
-        let smax = self
-            .std
-            .iter()
-            .copied()
-            .filter(|v| v.is_finite())
-            .fold(0.05f32, f32::max);
-        let std = self.std.mapv(|v| v / smax);
-        let mut panels = vec![bmode, self.mean.clone(), std];
-        if let Some(t) = &self.truth {
-            panels.push(t.clone());
-        }
-        let (nz, nx) = self.das.dim();
-        let gap = 2;
-        let w = panels.len() * nx * PNG_SCALE + (panels.len() - 1) * gap;
-        let h = nz * PNG_SCALE;
-        let mut img = vec![0u8; w * h];
-        for (k, p) in panels.iter().enumerate() {
-            let x0 = k * (nx * PNG_SCALE + gap);
-            for r in 0..h {
-                for c in 0..nx * PNG_SCALE {
-                    let v = p[[r / PNG_SCALE, c / PNG_SCALE]];
-                    // NaN (failed frame) shows as black.
-                    let g = if v.is_finite() {
-                        (v.clamp(0.0, 1.0) * 255.0).round() as u8
-                    } else {
-                        0
-                    };
-                    img[r * w + x0 + c] = g;
-                }
-            }
-        }
-        let file = std::fs::File::create(path)
-            .with_context(|| format!("cannot create {}", path.display()))?;
-        let mut enc = png::Encoder::new(std::io::BufWriter::new(file), w as u32, h as u32);
-        enc.set_color(png::ColorType::Grayscale);
-        enc.set_depth(png::BitDepth::Eight);
-        enc.write_header()?.write_image_data(&img)?;
         Ok(())
     }
 }

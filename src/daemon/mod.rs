@@ -11,7 +11,10 @@
 //! - **sink** (task): a PUB socket publishing each frame's result (sequence number,
 //!   timestamps, latency acquisition -> publish, the stage's fields) and a periodic
 //!   status message.
-//! - **admin** (task): HTTP `/metrics` and `/healthz` ([`crate::metrics::http`]).
+//! - **admin** (task): HTTP `/metrics`, `/healthz`, `/status` and the live view at `/`
+//!   ([`crate::metrics::http`]); the sink and the worker record each result and failure
+//!   in the live view's bounded store ([`live`]), whose figures are rendered only when the
+//!   page asks for them, off the frame path.
 //!
 //! [`Daemon::start`] binds everything and reports the resolved endpoints (port 0 picks a
 //! free port); [`Daemon::run`] runs until the `shutdown` future completes, then stops
@@ -32,6 +35,7 @@
 //! recently used first, counted in `pleura_state_evictions_total`. [`memory_budget`] adds
 //! them up.
 
+pub mod live;
 pub mod queue;
 pub mod record;
 pub mod validate;
@@ -51,6 +55,7 @@ use crate::metrics::{http, Metrics, StateTable};
 use crate::pipeline::{self, FrameInput, ScanCheck, ScanLimits};
 use crate::protocol::{self, Field, Key, ResultMessage, StatusMessage};
 use crate::wire;
+use live::LiveView;
 use queue::LatestQueue;
 use record::RecordSink;
 use validate::{Accepted, AcceptedFrame, Bounds, RejectLog, Validator};
@@ -145,7 +150,8 @@ const PUBLISH_MAX_MESSAGE: usize = 4096;
 /// socket (`PUBLISH_MAX_SUBSCRIPTIONS` each, and one more being received), every
 /// connection's read buffer, the results waiting for the sink, the scans of every tracked
 /// stream, the DAS plan and grid, the measurement operators, and the results queued for
-/// consumers that do not keep up (`publish_queue` each, the rest dropped). Published as
+/// consumers that do not keep up (`publish_queue` each, the rest dropped), and the live
+/// view's store ([`live_view_budget`]). Published as
 /// `pleura_memory_budget_bytes`; an upper bound, not an estimate.
 pub fn memory_budget(c: &DaemonConfig) -> u64 {
     // Saturating: a configuration large enough to overflow has no bound worth printing.
@@ -191,9 +197,43 @@ pub fn memory_budget(c: &DaemonConfig) -> u64 {
     let das = mul(c.max_das_taps, crate::beamform::DasPlan::TAP_BYTES as u64)
         .saturating_add(mul(c.max_grid_pixels as u64, 32));
     let operators = mul(c.max_operators as u64, c.max_operator_bytes);
-    [consumers, read_buffers, results, scans, das, operators]
-        .into_iter()
-        .fold(frames, u64::saturating_add)
+    let live = live_view_budget(c);
+    [
+        consumers,
+        read_buffers,
+        results,
+        scans,
+        das,
+        operators,
+        live,
+    ]
+    .into_iter()
+    .fold(frames, u64::saturating_add)
+}
+
+/// The live view's share of [`memory_budget`], bytes: per stream (`max_streams`) its
+/// latest result, its trend and its two cached figures at their largest (and a failure's
+/// reason), and the figure being rendered (its RGB canvas and its PNG).
+pub fn live_view_budget(c: &DaemonConfig) -> u64 {
+    let mul = |a: u64, b: u64| a.saturating_mul(b);
+    let (pw, ph) = crate::render::panel::max_size();
+    let panel = crate::render::max_png_bytes(pw, ph);
+    let trend =
+        crate::render::max_png_bytes(crate::render::trend::WIDTH, crate::render::trend::HEIGHT);
+    let points = mul(
+        live::TREND_POINTS as u64,
+        std::mem::size_of::<crate::render::TrendPoint>() as u64,
+    );
+    let per_stream = [
+        mul(c.max_grid_pixels as u64, 12),
+        points,
+        panel,
+        trend,
+        4096,
+    ]
+    .into_iter()
+    .fold(0, u64::saturating_add);
+    mul(c.max_streams as u64, per_stream).saturating_add(mul(2, panel))
 }
 
 /// Whether an endpoint (`tcp://host:port`, `host:port`, `ipc://...`) is reachable only
@@ -235,7 +275,8 @@ fn warn_exposed(config: &DaemonConfig, key: Option<&Key>) {
     if !is_local(&config.admin) {
         tracing::warn!(
             endpoint = %config.admin,
-            "[daemon] admin binds beyond loopback: /metrics and /status have no authentication"
+            "[daemon] admin binds beyond loopback: /metrics, /status and the live view (images of \
+             the results) have no authentication"
         );
     }
 }
@@ -394,7 +435,8 @@ impl Daemon {
         );
         metrics.set_device(&in_force.device);
         metrics.set_in_force(in_force.describe());
-        let admin_task = tokio::spawn(http::serve(admin, metrics.clone()));
+        let live = Arc::new(LiveView::new(config.max_streams, metrics.clone()));
+        let admin_task = tokio::spawn(http::serve(admin, metrics.clone(), live.clone()));
         let queue = Arc::new(LatestQueue::<AcceptedFrame>::new(config.queue_capacity));
         let (stop_tx, stop_rx) = watch::channel(false);
         let (result_tx, result_rx) = mpsc::channel::<ResultMessage>(RESULT_QUEUE);
@@ -404,9 +446,10 @@ impl Daemon {
         let worker = {
             let queue = queue.clone();
             let metrics = metrics.clone();
+            let live = live.clone();
             std::thread::Builder::new()
                 .name("pleura-worker".into())
-                .spawn(move || worker_loop(stage, stage_rx, &queue, &metrics, result_tx))
+                .spawn(move || worker_loop(stage, stage_rx, &queue, &metrics, &live, result_tx))
                 .map_err(DaemonError::Thread)?
         };
         let reloader = tokio::spawn(reload_task(
@@ -425,6 +468,7 @@ impl Daemon {
             publisher,
             result_rx,
             metrics.clone(),
+            live,
             applied_rx.clone(),
         ));
         let (record, recorder) = match &config.record {
@@ -937,6 +981,7 @@ fn worker_loop(
     stages: std::sync::mpsc::Receiver<Box<dyn pipeline::Stage>>,
     queue: &LatestQueue<AcceptedFrame>,
     metrics: &Metrics,
+    live: &LiveView,
     results: mpsc::Sender<ResultMessage>,
 ) {
     // Operator evictions of the stage in use already counted.
@@ -973,6 +1018,7 @@ fn worker_loop(
             Err(e) => {
                 metrics.frames_failed.fetch_add(1, Relaxed);
                 tracing::warn!(sequence = frame.sequence, error = %e, "frame not processed");
+                live.failure(frame.stream_id, frame.sequence, frame.timestamp_ns, &e);
                 continue;
             }
         };
@@ -1008,6 +1054,7 @@ async fn sink_task(
     mut publisher: PubSocket,
     mut results: mpsc::Receiver<ResultMessage>,
     metrics: Arc<Metrics>,
+    live: Arc<LiveView>,
     mut applied: watch::Receiver<Arc<InForce>>,
 ) {
     let interval = |f: &InForce| Duration::from_millis(f.daemon.status_interval_ms);
@@ -1025,6 +1072,7 @@ async fn sink_task(
                     metrics.latency.observe(Duration::from_nanos(result.latency_ns));
                     publish(&mut publisher, protocol::encode_result(&result, key.as_ref())).await;
                     metrics.results_published.fetch_add(1, Relaxed);
+                    live.result(Arc::new(result));
                 }
                 None => break,
             },
@@ -1037,6 +1085,7 @@ async fn sink_task(
                 Ok(()) => {
                     let next = applied.borrow_and_update().clone();
                     key = next.key.clone();
+                    live.set_max_streams(next.daemon.max_streams);
                     ticker = tokio::time::interval(interval(&next));
                     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 }
@@ -1092,9 +1141,17 @@ mod tests {
         let scans = (3 * 2 + 1) * 1000 * 2;
         let das = 50_000 * 8 + 10_000 * 32;
         let operators = 2 * 7_000;
+        // The live view: per stream a result, 600 trend points, the largest panel
+        // (1496 x 566) and trend (980 x 440) PNGs and 4 KiB; and a panel in flight.
+        let png = |w: u64, h: u64| (3 * w + 1) * h + (3 * w + 1) * h / 1000 + 4096;
+        let panel = png(1496, 566);
+        let point = std::mem::size_of::<crate::render::TrendPoint>() as u64;
+        let per_stream = 10_000 * 12 + 600 * point + panel + png(980, 440) + 4096;
+        let live = 3 * per_stream + 2 * panel;
+        assert_eq!(live_view_budget(&c), live);
         assert_eq!(
             memory_budget(&c),
-            frames + consumers + read_buffers + results + scans + das + operators
+            frames + consumers + read_buffers + results + scans + das + operators + live
         );
         // Recording adds its queue of frames; binding the ingest, a message per connection.
         let recording = DaemonConfig {

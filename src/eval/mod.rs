@@ -94,6 +94,20 @@ pub fn masked_mean(img: ArrayView2<f32>, mask: ArrayView2<bool>) -> f64 {
     }
 }
 
+/// The ground truth's lung mean aeration of frame `i` (None past its last frame): the
+/// quantity the published aeration estimates and [`FrameMetrics::mean_aeration_truth`]
+/// scores against, the mean over the frame's lung mask (the whole image without one).
+pub fn truth_lung_aeration(truth: &files::Truth, i: usize) -> Option<f64> {
+    if i >= truth.aeration.dim().0 {
+        return None;
+    }
+    let img = truth.aeration.index_axis(ndarray::Axis(0), i);
+    Some(match &truth.lung_mask {
+        Some(m) => masked_mean(img, m.index_axis(ndarray::Axis(0), i)),
+        None => masked_mean(img, Array2::from_elem(img.dim(), true).view()),
+    })
+}
+
 /// Metrics of one frame.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct FrameMetrics {
@@ -284,6 +298,31 @@ mod tests {
         let s = summarize(vec![m]);
         assert_eq!(s.published_category_accuracy, Some(0.0));
         assert!((s.published_aeration_mae.unwrap() - 0.4).abs() < 1e-9);
+    }
+
+    #[test]
+    fn truth_lung_aeration_is_the_masked_mean() {
+        // Lung (column 0) at 0.9, the rest at 0.1 then 0.2.
+        let aeration = ndarray::Array3::from_shape_fn((2, 2, 2), |(f, _, j)| {
+            if j == 0 {
+                0.9f32
+            } else {
+                0.1 + 0.1 * f as f32
+            }
+        });
+        let mask = ndarray::Array3::from_shape_fn((2, 2, 2), |(_, _, j)| j == 0);
+        let mut truth = files::Truth {
+            aeration,
+            lung_mask: Some(mask),
+            grid: crate::grid::Grid::uniform(2, 2, 0.3e-3, 3e-3).unwrap(),
+        };
+        let close = |a: Option<f64>, b: f64| a.is_some_and(|a| (a - b).abs() < 1e-6);
+        assert!(close(truth_lung_aeration(&truth, 0), 0.9));
+        assert!(close(truth_lung_aeration(&truth, 1), 0.9));
+        assert_eq!(truth_lung_aeration(&truth, 2), None);
+        truth.lung_mask = None;
+        assert!(close(truth_lung_aeration(&truth, 0), 0.5));
+        assert!(close(truth_lung_aeration(&truth, 1), 0.55));
     }
 
     #[test]

@@ -1,8 +1,12 @@
 //! The admin HTTP/1.1 server: `GET /metrics` (Prometheus text format), `GET /healthz`
-//! (200 while running, 503 once shutdown began) and `GET /status` (JSON: the counters,
-//! the configuration in force and the last reload's outcome). One request per connection; anything
-//! else gets 404 or 405. Requests are bounded in size and time so a stuck client cannot
-//! hold resources.
+//! (200 while running, 503 once shutdown began), `GET /status` (JSON: the counters,
+//! the configuration in force and the last reload's outcome) and the live view: `GET /`
+//! (a self-contained page, [`LIVE_PAGE`], that polls the rest), `GET /live/state` (JSON:
+//! health, counters and each stream's latest result) and `GET /live/panel/{stream}.png`,
+//! `GET /live/trend/{stream}.png` (figures of [`crate::render`], rendered on request and
+//! cached per result by [`crate::daemon::live::LiveView`]). One request per connection;
+//! anything else gets 404 or 405. Requests are bounded in size and time so a stuck client
+//! cannot hold resources.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -12,14 +16,18 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::Metrics;
+use crate::daemon::live::{Figure, LiveView};
 
 /// Largest request head read, bytes.
 const MAX_REQUEST: usize = 8192;
 /// Time a client has to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// The live view's page: HTML, CSS and JavaScript in one file, nothing loaded from
+/// elsewhere.
+pub const LIVE_PAGE: &str = include_str!("live.html");
 
 /// Serves until the task is aborted or dropped.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, live: Arc<LiveView>) {
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(s) => s,
@@ -30,15 +38,101 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
             }
         };
         let metrics = metrics.clone();
+        let live = live.clone();
         tokio::spawn(async move {
-            if let Err(e) = handle(stream, &metrics).await {
+            if let Err(e) = handle(stream, &metrics, &live).await {
                 tracing::debug!(%peer, error = %e, "admin server: connection failed");
             }
         });
     }
 }
 
-async fn handle(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
+/// A response: status line, content type, body.
+struct Response {
+    status: &'static str,
+    content_type: &'static str,
+    body: Vec<u8>,
+}
+
+impl Response {
+    fn text(status: &'static str, body: &str) -> Self {
+        Response {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    fn json(value: &serde_json::Value) -> Self {
+        Response {
+            status: "200 OK",
+            content_type: "application/json",
+            body: format!("{value}\n").into_bytes(),
+        }
+    }
+}
+
+/// `/live/state`: health, the counters and every stream of the live view.
+fn live_state(metrics: &Metrics, live: &LiveView) -> serde_json::Value {
+    let healthy = metrics.healthy.load(Relaxed);
+    serde_json::json!({
+        "healthy": healthy,
+        "status": metrics.status_json(if healthy { "running" } else { "stopping" }),
+        "streams": live.state_json(),
+    })
+}
+
+/// `/live/{panel,trend}/{stream}.png`.
+async fn figure(live: &LiveView, which: Figure, name: &str) -> Response {
+    let Some(id) = name
+        .strip_suffix(".png")
+        .and_then(|n| n.parse::<u64>().ok())
+    else {
+        return Response::text("404 Not Found", "not found\n");
+    };
+    match live.figure(id, which).await {
+        None => Response::text("404 Not Found", "no such stream\n"),
+        Some(Ok(png)) => Response {
+            status: "200 OK",
+            content_type: "image/png",
+            body: png.to_vec(),
+        },
+        Some(Err(e)) => {
+            tracing::warn!(stream_id = id, error = %e, "live view: cannot render");
+            Response::text("500 Internal Server Error", "cannot render\n")
+        }
+    }
+}
+
+async fn route(path: &str, metrics: &Metrics, live: &LiveView) -> Response {
+    match path {
+        "/" => Response {
+            status: "200 OK",
+            content_type: "text/html; charset=utf-8",
+            body: LIVE_PAGE.as_bytes().to_vec(),
+        },
+        "/metrics" => Response {
+            status: "200 OK",
+            content_type: "text/plain; version=0.0.4; charset=utf-8",
+            body: metrics.render().into_bytes(),
+        },
+        "/healthz" if metrics.healthy.load(Relaxed) => Response::text("200 OK", "ok\n"),
+        "/healthz" => Response::text("503 Service Unavailable", "shutting down\n"),
+        "/status" => Response::json(&metrics.status_report()),
+        "/live/state" => Response::json(&live_state(metrics, live)),
+        _ => {
+            if let Some(name) = path.strip_prefix("/live/panel/") {
+                figure(live, Figure::Panel, name).await
+            } else if let Some(name) = path.strip_prefix("/live/trend/") {
+                figure(live, Figure::Trend, name).await
+            } else {
+                Response::text("404 Not Found", "not found\n")
+            }
+        }
+    }
+}
+
+async fn handle(mut stream: TcpStream, metrics: &Metrics, live: &LiveView) -> std::io::Result<()> {
     let mut buf = Vec::with_capacity(512);
     let head = tokio::time::timeout(REQUEST_TIMEOUT, async {
         let mut chunk = [0u8; 1024];
@@ -61,31 +155,21 @@ async fn handle(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<()>
     let line = String::from_utf8_lossy(&buf);
     let mut words = line.lines().next().unwrap_or("").split_whitespace();
     let (method, path) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
-    let (status, body) = if !complete {
-        ("400 Bad Request", "bad request\n".to_string())
+    let response = if !complete {
+        Response::text("400 Bad Request", "bad request\n")
     } else if method != "GET" {
-        ("405 Method Not Allowed", "only GET\n".to_string())
+        Response::text("405 Method Not Allowed", "only GET\n")
     } else {
-        match path.split('?').next().unwrap_or("") {
-            "/metrics" => ("200 OK", metrics.render()),
-            "/healthz" if metrics.healthy.load(Relaxed) => ("200 OK", "ok\n".to_string()),
-            "/healthz" => ("503 Service Unavailable", "shutting down\n".to_string()),
-            "/status" => ("200 OK", format!("{}\n", metrics.status_report())),
-            _ => ("404 Not Found", "not found\n".to_string()),
-        }
+        route(path.split('?').next().unwrap_or(""), metrics, live).await
     };
-    let content_type = if path.starts_with("/metrics") {
-        "text/plain; version=0.0.4; charset=utf-8"
-    } else if path.starts_with("/status") && status.starts_with("200") {
-        "application/json"
-    } else {
-        "text/plain; charset=utf-8"
-    };
-    let response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
+    let head = format!(
+        "HTTP/1.1 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
+        response.status,
+        response.content_type,
+        response.body.len()
     );
-    stream.write_all(response.as_bytes()).await?;
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(&response.body).await?;
     stream.shutdown().await
 }
 
@@ -108,7 +192,8 @@ mod tests {
         let metrics = Arc::new(Metrics::new());
         metrics.frames_processed.store(7, Relaxed);
         metrics.set_device("cpu");
-        let server = tokio::spawn(serve(listener, metrics.clone()));
+        let live = Arc::new(LiveView::new(4, metrics.clone()));
+        let server = tokio::spawn(serve(listener, metrics.clone(), live));
         let r = get(addr, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await;
         assert!(r.starts_with("HTTP/1.1 200 OK\r\n"), "{r}");
         assert!(r.contains("\npleura_frames_processed_total 7\n"), "{r}");
@@ -149,6 +234,57 @@ mod tests {
         assert!(r.starts_with("HTTP/1.1 404"), "{r}");
         let r = get(addr, "POST /metrics HTTP/1.1\r\n\r\n").await;
         assert!(r.starts_with("HTTP/1.1 405"), "{r}");
+        server.abort();
+    }
+
+    /// The page loads nothing from elsewhere; `/live/state` lists the stream the store
+    /// holds with its counters; its figures are PNGs, other streams' are 404.
+    #[tokio::test]
+    async fn live_view_routes() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let metrics = Arc::new(Metrics::new());
+        metrics.frames_processed.store(3, Relaxed);
+        let live = Arc::new(LiveView::new(4, metrics.clone()));
+        live.result(crate::daemon::live::tests::result(7, 12, 0.7));
+        let server = tokio::spawn(serve(listener, metrics.clone(), live));
+        let r = get(addr, "GET / HTTP/1.1\r\n\r\n").await;
+        assert!(r.contains("Content-Type: text/html"), "{r}");
+        let page = r.split("\r\n\r\n").nth(1).unwrap();
+        assert_eq!(page, LIVE_PAGE);
+        assert!(
+            !page.contains("://") && !page.contains("@import"),
+            "self-contained"
+        );
+        assert!(page.contains("/live/state") && page.contains("/live/panel/"));
+        let r = get(addr, "GET /live/state HTTP/1.1\r\n\r\n").await;
+        let body: serde_json::Value =
+            serde_json::from_str(r.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+        assert_eq!(body["healthy"], true);
+        assert_eq!(body["status"]["frames_processed"], 3);
+        assert_eq!(body["streams"][0]["stream_id"], "7");
+        assert_eq!(body["streams"][0]["sequence"], 12);
+        for path in ["/live/panel/7.png", "/live/trend/7.png"] {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(format!("GET {path}?v=1 HTTP/1.1\r\n\r\n").as_bytes())
+                .await
+                .unwrap();
+            let mut out = Vec::new();
+            s.read_to_end(&mut out).await.unwrap();
+            let split = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+            let head = String::from_utf8_lossy(&out[..split]);
+            assert!(head.starts_with("HTTP/1.1 200 OK"), "{path}: {head}");
+            assert!(head.contains("Content-Type: image/png"), "{head}");
+            assert_eq!(&out[split + 4..split + 12], b"\x89PNG\r\n\x1a\n", "{path}");
+        }
+        for path in [
+            "/live/panel/8.png",
+            "/live/panel/x.png",
+            "/live/other/7.png",
+        ] {
+            let r = get(addr, &format!("GET {path} HTTP/1.1\r\n\r\n")).await;
+            assert!(r.starts_with("HTTP/1.1 404"), "{path}: {r}");
+        }
         server.abort();
     }
 }

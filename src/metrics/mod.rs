@@ -105,13 +105,16 @@ pub enum StateTable {
     Scans,
     /// Measurement operators held by the stage (`max_operators`).
     Operators,
+    /// Streams the live view keeps the latest result and trend of (`max_streams`).
+    LiveStreams,
 }
 
 impl StateTable {
-    pub const ALL: [StateTable; 3] = [
+    pub const ALL: [StateTable; 4] = [
         StateTable::Streams,
         StateTable::Scans,
         StateTable::Operators,
+        StateTable::LiveStreams,
     ];
 
     pub fn label(self) -> &'static str {
@@ -119,6 +122,7 @@ impl StateTable {
             StateTable::Streams => "streams",
             StateTable::Scans => "scans",
             StateTable::Operators => "operators",
+            StateTable::LiveStreams => "live_streams",
         }
     }
 }

@@ -256,6 +256,24 @@ pub fn lines_of(r: impl Read + Send + 'static) -> mpsc::Receiver<String> {
     rx
 }
 
+/// `pleura-bridge` built for this test run.
+pub fn bridge() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_pleura-bridge"))
+}
+
+/// Starts `pleura-bridge play --connect` on `file`.
+pub fn play_file(file: &Path, endpoint: &str, extra: &[&str], log: &Path) -> Child {
+    bridge()
+        .args(["--log", "info", "play"])
+        .arg(file)
+        .args(["--endpoint", endpoint, "--connect"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("start pleura-bridge")
+}
+
 /// Polls `ok` every 20 ms until it holds; panics after `timeout`, naming `what`.
 pub fn wait_for(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
     let t0 = Instant::now();
