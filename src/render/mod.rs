@@ -149,3 +149,15 @@ pub(crate) mod tests {
         assert_eq!(super::category_label(255), "no category");
     }
 }
+
+/// Tick labels with as many decimals as the axis span needs.
+fn tick(v: f64, span: f64) -> String {
+    let v = if v.abs() < 1e-9 { 0.0 } else { v };
+    if span >= 10.0 {
+        format!("{v:.0}")
+    } else if span >= 1.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}

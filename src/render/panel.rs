@@ -10,7 +10,7 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::colormap::Colormap;
-use super::{category_label, draw_png, RenderError, FAMILY};
+use super::{category_label, draw_png, tick, RenderError, FAMILY};
 
 /// B-mode dynamic range, dB.
 pub const BMODE_RANGE_DB: f64 = 40.0;
@@ -270,18 +270,6 @@ struct Axes<'a> {
     z_edges: &'a [f64],
 }
 
-/// Tick labels with as many decimals as the span needs.
-fn tick(v: f64, span: f64) -> String {
-    let v = if v.abs() < 1e-9 { 0.0 } else { v };
-    if span >= 10.0 {
-        format!("{v:.0}")
-    } else if span >= 1.0 {
-        format!("{v:.1}")
-    } else {
-        format!("{v:.2}")
-    }
-}
-
 type Area<'b> = DrawingArea<BitMapBackend<'b>, Shift>;
 
 fn draw_caption(area: &Area<'_>, input: &PanelInput<'_>) -> Result<(), RenderError> {
@@ -512,6 +500,7 @@ mod tests {
         assert_eq!(nice_ceiling(7.0), 10.0);
         assert_eq!(tick(-0.0, 20.0), "0");
         assert_eq!(tick(4.5, 4.8), "4.5");
+        assert_eq!(tick(0.12000000000000001, 0.15), "0.12");
         assert_eq!(tick_bar(0.015, 0.02), "0.015");
         assert_eq!(tick_bar(-20.0, 40.0), "-20");
         assert_eq!(

@@ -127,7 +127,7 @@ fn draw_body(
         // Frame numbers are whole: no labels between them.
         .x_label_formatter(&|v| {
             if !frames {
-                format!("{v}")
+                super::tick(*v, hi - lo)
             } else if (v - v.round()).abs() < 1e-9 {
                 format!("{v:.0}")
             } else {
