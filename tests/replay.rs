@@ -114,12 +114,14 @@ fn replay_writes_every_output_and_marks_bad_frames() {
         assert!(d.iter().all(|v| (0.0..=1.0).contains(v)));
         assert!((d.iter().copied().fold(0.0f32, f32::max) - 1.0).abs() < 1e-6);
     }
-    let sha = f
+    // The attributes are on the results' group (the root's belong to zea).
+    let recon = f.group("pleura/recon").expect("pleura/recon");
+    let sha = recon
         .attr("model_sha256")
         .and_then(|a| a.read_scalar::<hdf5::types::VarLenUnicode>())
         .expect("sha");
     assert_eq!(sha.as_str().len(), 64);
-    let sampler = f
+    let sampler = recon
         .attr("sampler")
         .and_then(|a| a.read_scalar::<hdf5::types::VarLenUnicode>())
         .expect("sampler");
