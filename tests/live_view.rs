@@ -10,7 +10,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -84,26 +84,6 @@ fn get_bytes(addr: &str, path: &str) -> (String, Vec<u8>) {
         .expect("HTTP head");
     let head = String::from_utf8_lossy(&out[..split]).into_owned();
     (head, out[split + 4..].to_vec())
-}
-
-/// (width, height, RGB(A) pixels as RGB) of a PNG file.
-fn decode(path: &Path) -> (u32, u32, Vec<[u8; 3]>) {
-    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut reader = png::Decoder::new(std::io::BufReader::new(file))
-        .read_info()
-        .expect("a PNG");
-    let mut buf = vec![0; reader.output_buffer_size().expect("size")];
-    let info = reader.next_frame(&mut buf).expect("a frame");
-    let step = match info.color_type {
-        png::ColorType::Rgb => 3,
-        png::ColorType::Rgba => 4,
-        other => panic!("screenshot colour type {other:?}"),
-    };
-    let px = buf[..info.buffer_size()]
-        .chunks(step)
-        .map(|p| [p[0], p[1], p[2]])
-        .collect();
-    (info.width, info.height, px)
 }
 
 fn results(d: &Served) -> f64 {
@@ -213,7 +193,7 @@ fn live_view_updates_in_a_real_browser() {
             VIRTUAL,
         ],
     );
-    let (w, h, px) = decode(&shot);
+    let (w, h, px) = common::decode_png(&shot);
     assert_eq!((w, h), (1600, 1300));
     let count = |c: [u8; 3]| px.iter().filter(|p| **p == c).count();
     assert!(count([31, 119, 180]) > 50, "the trend's line is not shown");

@@ -134,11 +134,11 @@ fn replay_writes_every_output_and_marks_bad_frames() {
     // others have no red. Then the trend: the failed frame's red mark and the truth's green
     // line are drawn.
     for i in 0..3 {
-        let (w, h, rgb) = decode_png(&png.join(format!("frame_{i:05}.png")));
+        let (w, h, rgb) = common::decode_png(&png.join(format!("frame_{i:05}.png")));
         assert_eq!((w, h), (1496, 386), "frame {i}");
         assert_eq!(count(&rgb, [200, 30, 30]) > 100, i == 1, "frame {i}");
     }
-    let (w, h, rgb) = decode_png(&png.join("aeration.png"));
+    let (w, h, rgb) = common::decode_png(&png.join("aeration.png"));
     assert_eq!(
         (w, h),
         (pleura::render::trend::WIDTH, pleura::render::trend::HEIGHT)
@@ -150,22 +150,9 @@ fn replay_writes_every_output_and_marks_bad_frames() {
     assert!(count(&rgb, [44, 160, 44]) > 100, "the truth is drawn");
 }
 
-/// (width, height, RGB bytes) of an 8-bit RGB PNG file.
-fn decode_png(path: &Path) -> (u32, u32, Vec<u8>) {
-    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut reader = png::Decoder::new(std::io::BufReader::new(file))
-        .read_info()
-        .expect("a PNG");
-    let mut buf = vec![0; reader.output_buffer_size().expect("size")];
-    let info = reader.next_frame(&mut buf).expect("a frame");
-    assert_eq!(info.color_type, png::ColorType::Rgb, "{}", path.display());
-    buf.truncate(info.buffer_size());
-    (info.width, info.height, buf)
-}
-
-/// Pixels of exactly `color` in RGB bytes.
-fn count(rgb: &[u8], color: [u8; 3]) -> usize {
-    rgb.chunks(3).filter(|p| *p == color).count()
+/// Pixels of exactly `color`.
+fn count(rgb: &[[u8; 3]], color: [u8; 3]) -> usize {
+    rgb.iter().filter(|p| **p == color).count()
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! the field. Accepts what h5py writes (0-d scalars, any integer or float width).
 
 use hdf5::types::{FixedAscii, FixedUnicode, TypeDescriptor, VarLenAscii, VarLenUnicode};
-use hdf5::{Attribute, Dataset, Group, Location};
+use hdf5::{Attribute, Container, Dataset, Group, Location};
 use ndarray::Array2;
 
 use super::error::RecordingError;
@@ -189,31 +189,24 @@ fn open_attr(
     Ok(Some((attr, d)))
 }
 
-/// Reads a string attribute, `None` when absent. Accepts variable- and fixed-length,
-/// ASCII and UTF-8 strings.
-pub fn string_attr(
-    loc: &Location,
-    name: &str,
-    field: &str,
-) -> Result<Option<String>, RecordingError> {
-    let Some((attr, d)) = open_attr(loc, name, field)? else {
-        return Ok(None);
-    };
+/// Reads a scalar string of datatype `d` from an attribute or a dataset. Accepts
+/// variable- and fixed-length, ASCII and UTF-8 strings.
+fn read_string(c: &Container, d: TypeDescriptor, field: &str) -> Result<String, RecordingError> {
     let read_err = |e| RecordingError::hdf5(field, "read", e);
-    let s = match d {
-        TypeDescriptor::VarLenUnicode => attr
+    Ok(match d {
+        TypeDescriptor::VarLenUnicode => c
             .read_scalar::<VarLenUnicode>()
             .map_err(read_err)?
             .to_string(),
-        TypeDescriptor::VarLenAscii => attr
+        TypeDescriptor::VarLenAscii => c
             .read_scalar::<VarLenAscii>()
             .map_err(read_err)?
             .to_string(),
-        TypeDescriptor::FixedAscii(n) if n <= MAX_FIXED_STRING => attr
+        TypeDescriptor::FixedAscii(n) if n <= MAX_FIXED_STRING => c
             .read_scalar::<FixedAscii<MAX_FIXED_STRING>>()
             .map_err(read_err)?
             .to_string(),
-        TypeDescriptor::FixedUnicode(n) if n <= MAX_FIXED_STRING => attr
+        TypeDescriptor::FixedUnicode(n) if n <= MAX_FIXED_STRING => c
             .read_scalar::<FixedUnicode<MAX_FIXED_STRING>>()
             .map_err(read_err)?
             .to_string(),
@@ -224,8 +217,19 @@ pub fn string_attr(
                 expected: "a string",
             })
         }
+    })
+}
+
+/// Reads a string attribute, `None` when absent.
+pub fn string_attr(
+    loc: &Location,
+    name: &str,
+    field: &str,
+) -> Result<Option<String>, RecordingError> {
+    let Some((attr, d)) = open_attr(loc, name, field)? else {
+        return Ok(None);
     };
-    Ok(Some(s))
+    read_string(&attr, d, field).map(Some)
 }
 
 /// Reads a numeric scalar attribute, `None` when absent.
@@ -266,7 +270,7 @@ pub fn write_string_attr(
 }
 
 /// Reads a scalar string dataset (as zea writes `probe/name` and track labels), `None`
-/// when absent. Accepts variable- and fixed-length, ASCII and UTF-8 strings.
+/// when absent.
 pub fn string_dataset(
     parent: &Group,
     name: &str,
@@ -275,33 +279,8 @@ pub fn string_dataset(
     let Some(ds) = dataset_opt(parent, name, field)? else {
         return Ok(None);
     };
-    let read_err = |e| RecordingError::hdf5(field, "read", e);
-    let s = match descriptor(&ds, field)? {
-        TypeDescriptor::VarLenUnicode => ds
-            .read_scalar::<VarLenUnicode>()
-            .map_err(read_err)?
-            .to_string(),
-        TypeDescriptor::VarLenAscii => ds
-            .read_scalar::<VarLenAscii>()
-            .map_err(read_err)?
-            .to_string(),
-        TypeDescriptor::FixedAscii(n) if n <= MAX_FIXED_STRING => ds
-            .read_scalar::<FixedAscii<MAX_FIXED_STRING>>()
-            .map_err(read_err)?
-            .to_string(),
-        TypeDescriptor::FixedUnicode(n) if n <= MAX_FIXED_STRING => ds
-            .read_scalar::<FixedUnicode<MAX_FIXED_STRING>>()
-            .map_err(read_err)?
-            .to_string(),
-        other => {
-            return Err(RecordingError::DataType {
-                field: field.to_string(),
-                found: other.to_string(),
-                expected: "a string",
-            })
-        }
-    };
-    Ok(Some(s))
+    let d = descriptor(&ds, field)?;
+    read_string(&ds, d, field).map(Some)
 }
 
 /// Writes a scalar variable-length UTF-8 string dataset (as h5py writes a `str`).
