@@ -58,5 +58,5 @@ pub mod simulate;
 pub mod train;
 pub mod wire;
 
-/// The wire protocol codec, shared with the scanner side (`firmware-bridge/src/protocol.rs`).
+/// The wire protocol codec, shared with the scanner side (`firmware-bridge/src/protocol/`).
 pub use pleura_bridge::protocol;

@@ -1,5 +1,6 @@
 //! Feeds arbitrary multipart messages to the protocol decoder, with and without a key, and
-//! checks what holds by design (`firmware-bridge/src/protocol.rs`, `docs/protocol.md`):
+//! checks what holds by design (`firmware-bridge/src/protocol/decode.rs`,
+//! `docs/protocol.md`):
 //!
 //! 1. `decode` never panics, and every error has a reason and a message.
 //! 2. Signing does not change meaning: the input with the `SIGNED` flag set and a valid
