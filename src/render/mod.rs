@@ -113,6 +113,18 @@ pub fn category_label(category: u8) -> &'static str {
     }
 }
 
+/// Tick labels with as many decimals as the axis span needs.
+fn tick(v: f64, span: f64) -> String {
+    let v = if v.abs() < 1e-9 { 0.0 } else { v };
+    if span >= 10.0 {
+        format!("{v:.0}")
+    } else if span >= 1.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     /// Decodes a PNG: (width, height, RGB bytes).
@@ -147,17 +159,5 @@ pub(crate) mod tests {
             "hyper-aerated (>= 85 %)"
         );
         assert_eq!(super::category_label(255), "no category");
-    }
-}
-
-/// Tick labels with as many decimals as the axis span needs.
-fn tick(v: f64, span: f64) -> String {
-    let v = if v.abs() < 1e-9 { 0.0 } else { v };
-    if span >= 10.0 {
-        format!("{v:.0}")
-    } else if span >= 1.0 {
-        format!("{v:.1}")
-    } else {
-        format!("{v:.2}")
     }
 }
