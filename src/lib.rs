@@ -14,6 +14,8 @@
 //! - [`grid`]: the reconstruction grid (pixel centres below the probe) aeration lives on.
 //! - [`operator`]: the measurement operator A (first-order Born pulse-echo model) mapping an
 //!   aeration image to channel data, and its adjoint, on candle tensors.
+//! - [`aeration`]: the aeration categories (edges at 60 % and 85 %, their names) and the
+//!   95 % interval's normal quantile, shared by the live path and the offline modules.
 //! - [`simulate`]: simulated linear probe, lung aeration phantoms, simulated recordings.
 //! - [`baseline`]: classical reconstructions (DAS envelope, Tikhonov, total variation).
 //! - [`eval`]: image and aeration metrics of reconstructions against ground truth.
@@ -38,6 +40,7 @@
 //! The scanner side (wire protocol codec, C ABI) is the `pleura_bridge` crate in
 //! `firmware-bridge/`.
 
+pub mod aeration;
 pub mod baseline;
 pub mod beamform;
 pub mod config;

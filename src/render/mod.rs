@@ -103,13 +103,15 @@ pub fn write_png(path: &Path, png: &[u8]) -> Result<(), RenderError> {
     })
 }
 
-/// Category names of [`crate::simulate::phantom::category`], with their ranges.
-pub fn category_label(category: u8) -> &'static str {
-    match category {
-        0 => "poorly aerated (< 60 %)",
-        1 => "normal (60-85 %)",
-        2 => "hyper-aerated (>= 85 %)",
-        _ => "no category",
+/// Tick labels with as many decimals as the axis span needs.
+fn tick(v: f64, span: f64) -> String {
+    let v = if v.abs() < 1e-9 { 0.0 } else { v };
+    if span >= 10.0 {
+        format!("{v:.0}")
+    } else if span >= 1.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
     }
 }
 
@@ -131,33 +133,5 @@ pub(crate) mod tests {
     pub fn pixel(rgb: &[u8], w: u32, x: u32, y: u32) -> [u8; 3] {
         let i = (y as usize * w as usize + x as usize) * 3;
         [rgb[i], rgb[i + 1], rgb[i + 2]]
-    }
-
-    #[test]
-    fn category_labels_name_the_edges() {
-        use crate::simulate::phantom::{category, CATEGORY_EDGES};
-        assert_eq!(CATEGORY_EDGES, [0.60, 0.85]);
-        assert_eq!(
-            super::category_label(category(0.59)),
-            "poorly aerated (< 60 %)"
-        );
-        assert_eq!(super::category_label(category(0.60)), "normal (60-85 %)");
-        assert_eq!(
-            super::category_label(category(0.85)),
-            "hyper-aerated (>= 85 %)"
-        );
-        assert_eq!(super::category_label(255), "no category");
-    }
-}
-
-/// Tick labels with as many decimals as the axis span needs.
-fn tick(v: f64, span: f64) -> String {
-    let v = if v.abs() < 1e-9 { 0.0 } else { v };
-    if span >= 10.0 {
-        format!("{v:.0}")
-    } else if span >= 1.0 {
-        format!("{v:.1}")
-    } else {
-        format!("{v:.2}")
     }
 }
