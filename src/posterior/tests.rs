@@ -12,7 +12,7 @@ use rand_distr::{Distribution, Normal};
 
 use super::frame::{interval, quantile, FrameOutcome, Reconstructor, StartKind};
 use super::problem::{
-    l2, mad_sigma, LinearOperator, Measurement, NoiseSource, NormalizedOperator, MAD_TO_SIGMA,
+    mad_sigma, LinearOperator, Measurement, NoiseSource, NormalizedOperator, MAD_TO_SIGMA,
 };
 use super::sampler::{PosteriorSampler, Start, MAX_GUIDANCE_GAIN, MIN_GUIDED_ABAR};
 use super::*;
@@ -20,7 +20,7 @@ use crate::diffusion::checkpoint::{Model, ModelSpec};
 use crate::diffusion::schedule::{ScheduleConfig, ScheduleKind};
 use crate::diffusion::unet::UNetConfig;
 use crate::grid::Grid;
-use crate::operator::{MeasurementOperator, OperatorOptions};
+use crate::operator::{l2, MeasurementOperator, OperatorOptions};
 use crate::simulate::probe::LinearProbe;
 
 const N: usize = 16;
