@@ -6,6 +6,7 @@
 //! DejaVu Sans, compiled into the binary (`assets/fonts/`), so rendering never depends
 //! on the fonts of the machine. `pleura replay --png` and the daemon's live view
 //! (`crate::daemon::live`) both render through here.
+//! Plain grey images (B-mode frames, phantoms, sample grids) are encoded by [`gray_png`].
 
 pub mod colormap;
 pub mod panel;
@@ -80,11 +81,29 @@ fn draw_png(
         draw(&root)?;
         root.present()?;
     }
+    Ok(encode(width, height, png::ColorType::Rgb, &rgb)?)
+}
+
+/// An 8-bit grey image, `width` x `height` pixels row by row, as PNG bytes: the one
+/// encoder of plain grey images (B-mode frames, phantoms, sample grids).
+pub fn gray_png(width: u32, height: u32, pixels: &[u8]) -> Result<Vec<u8>, png::EncodingError> {
+    encode(width, height, png::ColorType::Grayscale, pixels)
+}
+
+/// 8-bit pixels of `color`, row by row, as PNG bytes.
+fn encode(
+    width: u32,
+    height: u32,
+    color: png::ColorType,
+    pixels: &[u8],
+) -> Result<Vec<u8>, png::EncodingError> {
     let mut out = Vec::new();
     let mut enc = png::Encoder::new(&mut out, width, height);
-    enc.set_color(png::ColorType::Rgb);
+    enc.set_color(color);
     enc.set_depth(png::BitDepth::Eight);
-    enc.write_header()?.write_image_data(&rgb)?;
+    let mut writer = enc.write_header()?;
+    writer.write_image_data(pixels)?;
+    writer.finish()?;
     Ok(out)
 }
 
@@ -133,5 +152,21 @@ pub(crate) mod tests {
     pub fn pixel(rgb: &[u8], w: u32, x: u32, y: u32) -> [u8; 3] {
         let i = (y as usize * w as usize + x as usize) * 3;
         [rgb[i], rgb[i + 1], rgb[i + 2]]
+    }
+
+    #[test]
+    fn gray_png_round_trips() {
+        let pixels: Vec<u8> = (0..12).map(|i| i * 20).collect();
+        let png = super::gray_png(4, 3, &pixels).expect("encode");
+        let mut reader = png::Decoder::new(std::io::Cursor::new(png))
+            .read_info()
+            .expect("a PNG");
+        let mut buf = vec![0; reader.output_buffer_size().expect("size")];
+        let info = reader.next_frame(&mut buf).expect("a frame");
+        assert_eq!(info.color_type, png::ColorType::Grayscale);
+        assert_eq!(info.bit_depth, png::BitDepth::Eight);
+        assert_eq!((info.width, info.height), (4, 3));
+        assert_eq!(&buf[..info.buffer_size()], &pixels[..]);
+        assert!(super::gray_png(4, 3, &pixels[..11]).is_err());
     }
 }
