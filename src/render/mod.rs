@@ -136,16 +136,23 @@ fn tick(v: f64, span: f64) -> String {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    /// Decodes a PNG: (width, height, RGB bytes).
-    pub fn decode(png: &[u8]) -> (u32, u32, Vec<u8>) {
+    /// Decodes an 8-bit PNG: its colour type, width, height and pixel bytes.
+    pub fn decode_any(png: &[u8]) -> (png::ColorType, u32, u32, Vec<u8>) {
         let mut reader = png::Decoder::new(std::io::Cursor::new(png))
             .read_info()
             .expect("a PNG");
         let mut buf = vec![0; reader.output_buffer_size().expect("size")];
         let info = reader.next_frame(&mut buf).expect("a frame");
-        assert_eq!(info.color_type, png::ColorType::Rgb);
+        assert_eq!(info.bit_depth, png::BitDepth::Eight);
         buf.truncate(info.buffer_size());
-        (info.width, info.height, buf)
+        (info.color_type, info.width, info.height, buf)
+    }
+
+    /// Decodes a PNG: (width, height, RGB bytes).
+    pub fn decode(png: &[u8]) -> (u32, u32, Vec<u8>) {
+        let (color, width, height, rgb) = decode_any(png);
+        assert_eq!(color, png::ColorType::Rgb);
+        (width, height, rgb)
     }
 
     /// The colour of pixel (x, y) of a decoded RGB image of width `w`.
@@ -158,15 +165,10 @@ pub(crate) mod tests {
     fn gray_png_round_trips() {
         let pixels: Vec<u8> = (0..12).map(|i| i * 20).collect();
         let png = super::gray_png(4, 3, &pixels).expect("encode");
-        let mut reader = png::Decoder::new(std::io::Cursor::new(png))
-            .read_info()
-            .expect("a PNG");
-        let mut buf = vec![0; reader.output_buffer_size().expect("size")];
-        let info = reader.next_frame(&mut buf).expect("a frame");
-        assert_eq!(info.color_type, png::ColorType::Grayscale);
-        assert_eq!(info.bit_depth, png::BitDepth::Eight);
-        assert_eq!((info.width, info.height), (4, 3));
-        assert_eq!(&buf[..info.buffer_size()], &pixels[..]);
+        assert_eq!(
+            decode_any(&png),
+            (png::ColorType::Grayscale, 4, 3, pixels.clone())
+        );
         assert!(super::gray_png(4, 3, &pixels[..11]).is_err());
     }
 }
