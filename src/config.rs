@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::logging::LogFormat;
+use crate::logging::LogConfig;
 
 /// Errors loading a configuration file.
 #[derive(Debug, thiserror::Error)]
@@ -33,20 +33,11 @@ pub enum ConfigError {
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
+    /// `[log]`: logging.
     pub log: LogConfig,
     pub daemon: DaemonConfig,
     /// `[sampler]`: posterior sampling of each frame.
     pub sampler: crate::posterior::SamplerConfig,
-}
-
-/// `[log]`: logging.
-#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct LogConfig {
-    /// RUST_LOG-style filter; `RUST_LOG` in the environment wins when this is absent.
-    pub filter: Option<String>,
-    /// `text` or `json`.
-    pub format: LogFormat,
 }
 
 /// Where the daemon's ingest socket attaches.
@@ -238,6 +229,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::logging::LogFormat;
 
     #[test]
     fn shipped_config_parses() {

@@ -2,34 +2,46 @@
 //!
 //! # Layout
 //!
-//! One module per concept of the domain; data flows top to bottom:
+//! One module per concept of the domain, in the order a frame flows through them:
 //!
 //! - [`recording`]: zea HDF5 recordings: typed scan parameters, lazy frame reader,
 //!   incremental crash-safe recorder, pleura's additions under `pleura/`.
+//! - [`protocol`] (from `pleura_bridge`) and [`wire`]: the ZeroMQ wire protocol
+//!   (`docs/protocol.md`) and its conversions to pleura's types.
 //! - [`device`]: compute device selection (`cpu`, `cuda:N`, `auto`).
-//! - [`diffusion`]: the diffusion prior over aeration images: noise schedules, U-Net,
-//!   DDPM/DDIM sampling with the per-step pieces posterior sampling uses, memorisation check.
-//! - [`train`]: training of the prior (AdamW, EMA, atomic checkpoints, exact resumption).
 //! - [`beamform`]: delay-and-sum of RF or I/Q channel data to I/Q images, envelope, B-mode.
 //! - [`grid`]: the reconstruction grid (pixel centres below the probe) aeration lives on.
 //! - [`operator`]: the measurement operator A (first-order Born pulse-echo model) mapping an
-//!   aeration image to channel data, and its adjoint, on candle tensors.
-//! - [`simulate`]: simulated linear probe, lung aeration phantoms, simulated recordings.
-//! - [`baseline`]: classical reconstructions (DAS envelope, Tikhonov, total variation).
-//! - [`eval`]: image and aeration metrics of reconstructions against ground truth.
-//! - [`config`]: the daemon's TOML configuration (`config/pleura.toml`), strictly parsed.
-//! - [`logging`]: `tracing` set-up (RUST_LOG-style filters, optional JSON lines).
-//! - [`protocol`] (from `pleura_bridge`) and [`wire`]: the ZeroMQ wire protocol
-//!   (`docs/protocol.md`) and its conversions to pleura's types.
+//!   aeration image to channel data, and its adjoint, on candle tensors; its spectral norm
+//!   by power iteration.
+//! - [`diffusion`]: the diffusion prior over aeration images: noise schedules, U-Net,
+//!   DDPM/DDIM sampling with the per-step pieces posterior sampling uses, memorisation check.
+//! - [`posterior`]: posterior sampling of one frame (DPS, DDS) on the scale-free problem,
+//!   per-frame reconstruction with warm starts, the divergence guard and the lung's mean
+//!   aeration with its 95 % interval.
+//! - [`aeration`]: the aeration categories (edges at 60 % and 85 %, their names) and the
+//!   95 % interval's normal quantile, shared by the live path and the offline modules.
+//! - [`render`]: figures as PNG bytes: a frame's panel (B-mode, reconstruction,
+//!   uncertainty, ground truth, with axes in mm, colour bars and the published aeration)
+//!   and the aeration trend; used by `pleura replay --png` and the daemon's live view;
+//!   the one grey-level PNG encoder.
 //! - [`pipeline`]: the per-frame processing stage shared by replay and the daemon, and
 //!   the caps a scan is sized against before the stage builds anything for it.
 //! - [`daemon`]: `pleura serve`, ZeroMQ in (a ZMTP transport bounded in frame size,
 //!   handshake time and connections: `vendor/zeromq/`) -> validation (per-stream scans,
 //!   epochs and sequence windows in bounded tables) -> worker -> ZeroMQ out;
 //!   [`metrics`]: its counters and the admin HTTP server.
-//! - [`render`]: figures as PNG bytes: a frame's panel (B-mode, reconstruction,
-//!   uncertainty, ground truth, with axes in mm, colour bars and the published aeration)
-//!   and the aeration trend; used by `pleura replay --png` and the daemon's live view.
+//! - [`config`]: the daemon's TOML configuration (`config/pleura.toml`), strictly parsed.
+//! - [`logging`]: `tracing` set-up (RUST_LOG-style filters, optional JSON lines) and its
+//!   `[log]` table, which [`config`] holds.
+//!
+//! Offline, beside the frame path (the modules above import none of them outside their
+//! tests, which use [`simulate`] for fixtures):
+//!
+//! - [`train`]: training of the prior (AdamW, EMA, atomic checkpoints, exact resumption).
+//! - [`simulate`]: simulated linear probe, lung aeration phantoms, simulated recordings.
+//! - [`baseline`]: classical reconstructions (DAS envelope, Tikhonov, total variation).
+//! - [`eval`]: image and aeration metrics of reconstructions against ground truth.
 //! - [`scanner`]: the virtual scanner behind the `pleura-bridge` binary (replays a
 //!   recording through the bridge with injected faults).
 //!
@@ -38,6 +50,7 @@
 //! The scanner side (wire protocol codec, C ABI) is the `pleura_bridge` crate in
 //! `firmware-bridge/`.
 
+pub mod aeration;
 pub mod baseline;
 pub mod beamform;
 pub mod config;

@@ -3,8 +3,6 @@
 
 use tracing_subscriber::{fmt, EnvFilter};
 
-use crate::config::LogConfig;
-
 /// The logging flags every binary takes (`--log`, `--log-format`).
 #[derive(clap::Args, Clone, Debug, Default)]
 pub struct LogArgs {
@@ -31,6 +29,16 @@ impl LogArgs {
             .unwrap_or_default();
         init(filter, format);
     }
+}
+
+/// `[log]` of the daemon's configuration file (`config/pleura.toml`).
+#[derive(Clone, Debug, Default, serde::Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// RUST_LOG-style filter; `RUST_LOG` in the environment wins when this is absent.
+    pub filter: Option<String>,
+    /// `text` or `json`.
+    pub format: LogFormat,
 }
 
 /// Output format of the log lines (on standard error).

@@ -95,7 +95,7 @@ fn replay_writes_every_output_and_marks_bad_frames() {
         // The interval's parts: the samples' spread (times the configured spread_scale,
         // 1.96 x ...) and the lung boundary, joined as a root sum of squares.
         let scale = pleura::posterior::SamplerConfig::default().spread_scale;
-        let half = pleura::eval::Z95 * (scale * aer_sd[f]).hypot(boundary_sd[f]);
+        let half = pleura::aeration::Z95 * (scale * aer_sd[f]).hypot(boundary_sd[f]);
         assert!(aer_sd[f] > 0.0 && boundary_sd[f] >= 0.0, "frame {f}");
         assert!(
             ((ci[[f, 1]] - aer[f]).min(aer[f] - ci[[f, 0]]) - half).abs() < 1e-9,

@@ -18,9 +18,6 @@ pub mod tv;
 use candle_core::{DType, Tensor};
 use ndarray::{Array2, Array4};
 use num_complex::Complex;
-use rand::rngs::StdRng;
-use rand::SeedableRng;
-use rand_distr::{Distribution, StandardNormal};
 use rustfft::FftPlanner;
 
 use crate::operator::{MeasurementOperator, OperatorError};
@@ -114,25 +111,6 @@ fn dot(a: &Tensor, b: &Tensor) -> Result<f64, BaselineError> {
         .sum_all()?
         .to_dtype(DType::F64)?
         .to_scalar::<f64>()?)
-}
-
-/// ||A||^2 (largest eigenvalue of A^T A) by `iters` power iterations from a seeded start.
-pub fn operator_norm_sq(op: &MeasurementOperator, iters: usize) -> Result<f64, BaselineError> {
-    let (nz, nx) = op.image_shape();
-    let mut rng = StdRng::seed_from_u64(0x5eed);
-    let v: Vec<f32> = (0..nz * nx)
-        .map(|_| StandardNormal.sample(&mut rng))
-        .collect();
-    let mut x = Tensor::from_vec(v, (nz, nx), op.device())?;
-    let mut norm = 0.0;
-    for _ in 0..iters {
-        let n = dot(&x, &x)?.sqrt();
-        x = (x / n)?;
-        let w = op.adjoint(&op.forward(&x)?)?;
-        norm = dot(&x, &w)?;
-        x = w;
-    }
-    Ok(norm)
 }
 
 fn to_array(op: &MeasurementOperator, x: &Tensor) -> Result<Array2<f32>, BaselineError> {
@@ -285,6 +263,9 @@ mod tests {
     use crate::simulate::phantom::sequence;
     use crate::simulate::probe::LinearProbe;
     use candle_core::Device;
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+    use rand_distr::{Distribution, StandardNormal};
 
     fn setup() -> (Scan, MeasurementOperator, Array2<f32>, Array4<f32>) {
         let probe = LinearProbe {
@@ -334,7 +315,7 @@ mod tests {
     #[test]
     fn power_iteration_bounds_rayleigh_quotients() {
         let (_, op, x, _) = setup();
-        let l = operator_norm_sq(&op, 30).expect("norm");
+        let l = op.norm_sq(30).expect("norm");
         let xt = op.image_tensor(&x).expect("x");
         let ax = op.forward(&xt).expect("ax");
         let q = dot(&ax, &ax).expect("dot") / dot(&xt, &xt).expect("dot");
@@ -349,7 +330,7 @@ mod tests {
         let (scan, op, x, y) = setup();
         let rms = (y.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / y.len() as f64).sqrt();
         let y = add_noise(&y, 0.1 * rms, 2);
-        let l = operator_norm_sq(&op, 30).expect("norm");
+        let l = op.norm_sq(30).expect("norm");
         let flat = Array2::from_elem(x.dim(), x.mean().unwrap_or(0.0));
         let base = psnr(x.view(), flat.view(), 1.0);
         let tik = tikhonov(&op, &scan, &y, l).expect("tikhonov");

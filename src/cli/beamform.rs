@@ -9,6 +9,7 @@ use pleura::beamform::bmode::{log_compress, max_of};
 use pleura::beamform::{Apodization, BeamformError, Beamformer, DasOptions};
 use pleura::grid::Grid;
 use pleura::recording::Recording;
+use pleura::render::gray_png;
 
 /// Receive apodization names on the command line.
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -76,16 +77,13 @@ fn parse_axis(flag: &str, v: &str) -> Result<(f64, f64, usize)> {
 
 fn write_png(path: &Path, image: &Array2<u8>) -> Result<()> {
     let (h, w) = image.dim();
-    let file =
-        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), w as u32, h as u32);
-    enc.set_color(png::ColorType::Grayscale);
-    enc.set_depth(png::BitDepth::Eight);
-    let mut writer = enc.write_header()?;
     let data = image.as_standard_layout();
-    writer.write_image_data(data.as_slice().context("contiguous image")?)?;
-    writer.finish()?;
-    Ok(())
+    let png = gray_png(
+        w as u32,
+        h as u32,
+        data.as_slice().context("contiguous image")?,
+    )?;
+    std::fs::write(path, png).with_context(|| format!("writing {}", path.display()))
 }
 
 pub fn run(args: Args) -> Result<()> {

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
+use super::CpuTime;
+
 use anyhow::{bail, Context, Result};
 use ndarray::{Array2, Array4};
 use pleura::beamform::sim::{
@@ -88,19 +90,6 @@ struct PleuraTimes {
     /// User CPU time of the process (all threads) per warm frame: on a machine shared
     /// with other jobs it shows the work done, where wall time also shows the waiting.
     warm_frame_cpu_s: f64,
-}
-
-/// User-mode CPU time consumed by this process so far, all threads, s (kernel time, e.g.
-/// page reclaim when the machine is short of memory, is left out).
-fn process_cpu_s() -> f64 {
-    // SAFETY: an all-zero rusage is a valid value of this plain C struct.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: getrusage writes one rusage into the valid, exclusively borrowed `ru`.
-    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
-    if rc != 0 {
-        return f64::NAN;
-    }
-    ru.ru_utime.tv_sec as f64 + ru.ru_utime.tv_usec as f64 * 1e-6
 }
 
 /// Timings of PyMUST on one case, as its script reports them.
@@ -235,12 +224,12 @@ fn time_pleura(case: &Case, repeats: usize) -> Result<PleuraTimes> {
         }
         let cold_s = t.elapsed().as_secs_f64();
         let t = Instant::now();
-        let cpu = process_cpu_s();
+        let cpu = CpuTime::now().user_s;
         for f in &case.frames {
             bf.envelope_into(f.view(), env.view_mut())?;
         }
         let warm_frame_s = t.elapsed().as_secs_f64() / case.frames.len() as f64;
-        let warm_frame_cpu_s = (process_cpu_s() - cpu) / case.frames.len() as f64;
+        let warm_frame_cpu_s = (CpuTime::now().user_s - cpu) / case.frames.len() as f64;
         let run = PleuraTimes {
             plan_s,
             cold_s,

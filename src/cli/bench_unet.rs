@@ -4,6 +4,8 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
+use super::CpuTime;
+
 use candle_core::{DType, Tensor, Var};
 use pleura::diffusion::checkpoint::{Model, ModelSpec};
 use pleura::diffusion::sampler::NoiseRng;
@@ -25,29 +27,20 @@ pub struct UnetArgs {
     pub device: String,
 }
 
-/// CPU time (user + system) of this process so far, in seconds.
-fn cpu_seconds() -> f64 {
-    // SAFETY: getrusage writes into the zeroed struct we own.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
-    if rc != 0 {
-        return f64::NAN;
-    }
-    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
-    tv(ru.ru_utime) + tv(ru.ru_stime)
-}
-
 /// Mean wall-clock and CPU seconds of `f` over `iters` runs after one warm-up. On a
 /// shared machine the CPU time shows the work when the wall time is inflated by waiting.
 fn time(iters: usize, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<(f64, f64)> {
     f()?;
     let t = Instant::now();
-    let c = cpu_seconds();
+    let c = CpuTime::now().total_s();
     for _ in 0..iters {
         f()?;
     }
     let n = iters.max(1) as f64;
-    Ok((t.elapsed().as_secs_f64() / n, (cpu_seconds() - c) / n))
+    Ok((
+        t.elapsed().as_secs_f64() / n,
+        (CpuTime::now().total_s() - c) / n,
+    ))
 }
 
 /// U-Net forward and forward+backward time per image and AdamW training steps per second

@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use candle_core::Device;
 use ndarray::{Array1, Array3};
 use pleura::baseline::das::DasBaseline;
-use pleura::baseline::{operator_norm_sq, tikhonov, total_variation};
+use pleura::baseline::{tikhonov, total_variation};
 use pleura::eval::files::Recon;
 use pleura::grid::Grid;
 use pleura::operator::{MeasurementOperator, OperatorOptions};
@@ -70,7 +70,7 @@ pub fn run(args: Args) -> Result<()> {
         Method::Tikhonov | Method::Tv => {
             let op =
                 MeasurementOperator::new(&scan, &grid, OperatorOptions::default(), &Device::Cpu)?;
-            let norm_sq = operator_norm_sq(&op, 30)?;
+            let norm_sq = op.norm_sq(30)?;
             for i in 0..n {
                 let t0 = std::time::Instant::now();
                 let f = rec.read_frame(i)?;

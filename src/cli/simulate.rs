@@ -4,10 +4,10 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
+use pleura::aeration::category;
 use pleura::grid::{Grid, DEFAULT_PITCH, DEFAULT_SIZE, DEFAULT_Z_MIN};
 use pleura::recording::Layout;
 use pleura::simulate::output::{write_images, write_png, write_recording, SimulationSpec};
-use pleura::simulate::phantom::category;
 use pleura::simulate::probe::LinearProbe;
 
 /// Arguments of `pleura simulate`.

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use ndarray::ArrayView2;
 
+use crate::aeration;
 use crate::metrics::{Metrics, StateTable};
 use crate::protocol::{FieldData, ResultMessage};
 use crate::render::{self, Estimate, FrameLabel, PanelInput, Reconstruction, RenderError};
@@ -264,7 +265,7 @@ impl LiveView {
                             j["aeration_ci"] = serde_json::json!(ci);
                         }
                         if let Some(c) = scalar(r, "category") {
-                            j["category"] = render::category_label(c as u8).into();
+                            j["category"] = aeration::category_label(c as u8).into();
                         }
                         j["latency_ms"] = (r.latency_ns as f64 * 1e-6).into();
                     }

@@ -166,18 +166,13 @@ impl ImageSet {
                 }
             }
         }
-        let file = std::fs::File::create(path).map_err(DiffusionError::io(path))?;
-        let mut enc = png::Encoder::new(std::io::BufWriter::new(file), gw as u32, gh as u32);
-        enc.set_color(png::ColorType::Grayscale);
-        enc.set_depth(png::BitDepth::Eight);
-        let png_err = |e: png::EncodingError| DiffusionError::Data {
-            path: path.to_path_buf(),
-            reason: format!("PNG encoding failed: {e}"),
-        };
-        let mut w = enc.write_header().map_err(png_err)?;
-        w.write_image_data(&px).map_err(png_err)?;
-        w.finish().map_err(png_err)?;
-        Ok(())
+        let png = crate::render::gray_png(gw as u32, gh as u32, &px).map_err(|e| {
+            DiffusionError::Data {
+                path: path.to_path_buf(),
+                reason: format!("PNG encoding failed: {e}"),
+            }
+        })?;
+        std::fs::write(path, png).map_err(DiffusionError::io(path))
     }
 }
 

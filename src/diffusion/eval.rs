@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use super::data::ImageSet;
 use super::DiffusionError;
-use crate::simulate::phantom::category;
+use crate::aeration::category;
 
 /// Category names, in index order.
 pub const CATEGORIES: [&str; 3] = ["0-60%", "60-85%", "85-100%"];

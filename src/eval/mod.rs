@@ -4,7 +4,7 @@ pub mod files;
 
 use ndarray::{Array2, ArrayView2};
 
-use crate::simulate::phantom::category;
+use crate::aeration::{category, Z95};
 
 /// SSIM constants of Wang, Bovik, Sheikh & Simoncelli (2004), "Image quality assessment:
 /// from error visibility to structural similarity", IEEE TIP 13(4): K1 = 0.01, K2 = 0.03,
@@ -178,9 +178,6 @@ pub struct FrameInput<'a> {
     /// Milliseconds the frame took.
     pub latency_ms: Option<f64>,
 }
-
-/// z of the two-sided 95 % normal interval.
-pub const Z95: f64 = 1.959_963_984_540_054;
 
 pub fn evaluate_frame(frame: usize, f: &FrameInput) -> FrameMetrics {
     let mt = masked_mean(f.truth, f.lung_mask);

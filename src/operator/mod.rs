@@ -43,6 +43,9 @@ use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Device, Tensor};
 use ndarray::{Array2, Array3, Array4};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use rand_distr::{Distribution, StandardNormal};
 use rayon::prelude::*;
 
 use crate::grid::Grid;
@@ -663,6 +666,54 @@ impl MeasurementOperator {
             what: "adjoint output",
         })
     }
+
+    /// `||A||_2^2` by `iterations` power iterations on `A^T A` ([`power_iteration`]).
+    pub fn norm_sq(&self, iterations: usize) -> Result<f64, OperatorError> {
+        power_iteration(&[self.nz, self.nx], &self.device, iterations, |x| {
+            self.adjoint(&self.forward(x)?)
+        })
+    }
+}
+
+/// Seed of the power iteration's start vector (any fixed value: the estimate converges
+/// to the same norm from almost every start).
+const POWER_ITERATION_SEED: u64 = 0x5eed;
+
+/// The largest eigenvalue of a symmetric positive semi-definite map `normal` (`A^T A`,
+/// so `||A||_2^2`) by `iterations` (at least one) power iterations from a seeded
+/// standard-normal start of `shape` on `device` (deterministic): `||normal(v)||` of the
+/// last unit-norm iterate `v`. 0 when `normal` maps an iterate to zero.
+pub fn power_iteration<E: From<candle_core::Error>>(
+    shape: &[usize],
+    device: &Device,
+    iterations: usize,
+    mut normal: impl FnMut(&Tensor) -> Result<Tensor, E>,
+) -> Result<f64, E> {
+    let mut rng = StdRng::seed_from_u64(POWER_ITERATION_SEED);
+    let n: usize = shape.iter().product();
+    let start: Vec<f32> = (0..n).map(|_| StandardNormal.sample(&mut rng)).collect();
+    let mut v = Tensor::from_vec(start, shape, &Device::Cpu)?.to_device(device)?;
+    let mut norm_sq = 0.0;
+    for _ in 0..iterations.max(1) {
+        let n = l2(&v)?;
+        if n == 0.0 {
+            return Ok(0.0);
+        }
+        v = (v / n)?;
+        let w = normal(&v)?;
+        norm_sq = l2(&w)?;
+        v = w;
+    }
+    Ok(norm_sq)
+}
+
+/// The l2 norm of a whole tensor.
+pub fn l2(t: &Tensor) -> candle_core::Result<f64> {
+    Ok(t.sqr()?
+        .sum_all()?
+        .to_dtype(DType::F64)?
+        .to_scalar::<f64>()?
+        .sqrt())
 }
 
 /// Tensor (b, nz, nx) -> array, for callers working with ndarray.

@@ -37,8 +37,7 @@ use super::lung::LungRegion;
 use super::problem::{Measurement, NoiseSource, NormalizedOperator};
 use super::sampler::{PosteriorSampler, Start};
 use super::{PosteriorError, SamplerConfig};
-use crate::eval::Z95;
-use crate::simulate::phantom::category;
+use crate::aeration::{category, Z95};
 
 /// K from which the interval is the empirical quantiles instead of mean +- 1.96 sd.
 pub const QUANTILE_MIN_SAMPLES: usize = 40;

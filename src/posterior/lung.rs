@@ -184,8 +184,9 @@ fn centre_row(col: &[f32], p: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aeration::category;
     use crate::grid::Grid;
-    use crate::simulate::phantom::{category, sequence};
+    use crate::simulate::phantom::sequence;
 
     /// On the simulator's phantoms (their true aeration maps), the estimated lung region
     /// agrees with the simulator's lung mask on nearly every pixel, and the lung's mean

@@ -13,8 +13,7 @@ use candle_core::{DType, Device, Tensor};
 use ndarray::Array4;
 
 use super::PosteriorError;
-use crate::diffusion::sampler::NoiseRng;
-use crate::operator::MeasurementOperator;
+use crate::operator::{l2, power_iteration, MeasurementOperator};
 
 /// A linear map from aeration images (b, nz, nx) to data (b, ...), with its adjoint.
 /// Implementations must be differentiable by candle autograd in `forward` (DPS
@@ -92,10 +91,6 @@ impl LinearOperator for MeasurementOperator {
     }
 }
 
-/// Seed of the power iteration's start vector (any fixed value: the estimate converges
-/// to the same norm from almost every start).
-const POWER_ITERATION_SEED: u64 = 0x5eed;
-
 /// An operator divided by its spectral norm, with its echo-free samples.
 pub struct NormalizedOperator {
     op: Arc<dyn LinearOperator>,
@@ -112,19 +107,9 @@ impl NormalizedOperator {
         device: &Device,
     ) -> Result<Self, PosteriorError> {
         let (nz, nx) = op.image_shape();
-        let mut rng = NoiseRng::new(POWER_ITERATION_SEED);
-        let mut v = rng.normal(&[1, nz, nx], device, DType::F32)?;
-        let mut norm2 = 0.0;
-        for _ in 0..iterations.max(1) {
-            let n = l2(&v)?;
-            if n == 0.0 {
-                return Err(PosteriorError::ZeroOperator);
-            }
-            v = (v / n)?;
-            let w = op.apply_adjoint(&op.apply(&v)?)?;
-            norm2 = l2(&w)?;
-            v = w;
-        }
+        let norm2 = power_iteration(&[1, nz, nx], device, iterations, |v| {
+            op.apply_adjoint(&op.apply(v)?)
+        })?;
         if !(norm2.is_finite() && norm2 > 0.0) {
             return Err(PosteriorError::ZeroOperator);
         }
@@ -314,13 +299,4 @@ impl Measurement {
         let n = r.sqr()?.flatten_from(1)?.sum(1)?.sqrt()?.to_vec1::<f32>()?;
         Ok(n.iter().map(|v| *v as f64 / self.y_norm).collect())
     }
-}
-
-/// The l2 norm of a whole tensor.
-pub fn l2(t: &Tensor) -> Result<f64, PosteriorError> {
-    Ok(t.sqr()?
-        .sum_all()?
-        .to_dtype(DType::F64)?
-        .to_scalar::<f64>()?
-        .sqrt())
 }

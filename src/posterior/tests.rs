@@ -12,7 +12,7 @@ use rand_distr::{Distribution, Normal};
 
 use super::frame::{interval, quantile, FrameOutcome, Reconstructor, StartKind};
 use super::problem::{
-    l2, mad_sigma, LinearOperator, Measurement, NoiseSource, NormalizedOperator, MAD_TO_SIGMA,
+    mad_sigma, LinearOperator, Measurement, NoiseSource, NormalizedOperator, MAD_TO_SIGMA,
 };
 use super::sampler::{PosteriorSampler, Start, MAX_GUIDANCE_GAIN, MIN_GUIDED_ABAR};
 use super::*;
@@ -20,7 +20,7 @@ use crate::diffusion::checkpoint::{Model, ModelSpec};
 use crate::diffusion::schedule::{ScheduleConfig, ScheduleKind};
 use crate::diffusion::unet::UNetConfig;
 use crate::grid::Grid;
-use crate::operator::{MeasurementOperator, OperatorOptions};
+use crate::operator::{l2, MeasurementOperator, OperatorOptions};
 use crate::simulate::probe::LinearProbe;
 
 const N: usize = 16;
@@ -172,8 +172,8 @@ fn interval_rules() {
     let (m, ci) = interval(&v, 1.0, 0.0);
     let sd = 0.129_099_444_873_580_56;
     assert!((m - 0.65).abs() < 1e-12);
-    assert!((ci[0] - (0.65 - crate::eval::Z95 * sd)).abs() < 1e-12);
-    assert!((ci[1] - (0.65 + crate::eval::Z95 * sd)).abs() < 1e-12);
+    assert!((ci[0] - (0.65 - crate::aeration::Z95 * sd)).abs() < 1e-12);
+    assert!((ci[1] - (0.65 + crate::aeration::Z95 * sd)).abs() < 1e-12);
     // K = 41: empirical quantiles (numpy: np.quantile(np.arange(41) / 100, [.025, .975])
     // = [0.01, 0.39]).
     let v: Vec<f64> = (0..41).map(|i| i as f64 / 100.0).collect();
@@ -195,16 +195,16 @@ fn interval_rules() {
     );
     // Both: each side the root sum of squares, 1.96 x sqrt(sd^2 + 0.01^2).
     let (_, ci) = interval(&[0.5, 0.6, 0.7, 0.8], 1.0, 0.01);
-    let half = crate::eval::Z95 * (sd * sd + 0.01 * 0.01).sqrt();
+    let half = crate::aeration::Z95 * (sd * sd + 0.01 * 0.01).sqrt();
     assert!((ci[1] - (0.65 + half)).abs() < 1e-12, "{ci:?}");
     // The spread scale multiplies the samples' part only: 1.96 x sqrt((2 sd)^2 + 0.01^2).
     let (_, ci) = interval(&[0.5, 0.6, 0.7, 0.8], 2.0, 0.01);
-    let half = crate::eval::Z95 * (4.0 * sd * sd + 0.01 * 0.01).sqrt();
+    let half = crate::aeration::Z95 * (4.0 * sd * sd + 0.01 * 0.01).sqrt();
     assert!((ci[0] - (0.65 - half)).abs() < 1e-12, "{ci:?}");
     // Quantiles: each side joined on its own (sides 0.19 below, 0.19 above the mean 0.2).
     let v: Vec<f64> = (0..41).map(|i| i as f64 / 100.0).collect();
     let (_, ci) = interval(&v, 1.0, 0.02);
-    let side = 0.19f64.hypot(crate::eval::Z95 * 0.02);
+    let side = 0.19f64.hypot(crate::aeration::Z95 * 0.02);
     assert!(
         (ci[0] - (0.2 - side)).abs() < 1e-9 && (ci[1] - (0.2 + side)).abs() < 1e-9,
         "{ci:?}"
@@ -239,7 +239,7 @@ fn summary_scales_the_spread_and_adds_the_boundary() {
     );
     let sd = 0.04 / 2f64.sqrt();
     assert!((frame::sd(&st.sample_aerations) - sd).abs() < 1e-6);
-    let half = crate::eval::Z95 * (3.0 * sd).hypot(boundary);
+    let half = crate::aeration::Z95 * (3.0 * sd).hypot(boundary);
     assert!((st.ci[1] - 0.7 - half).abs() < 1e-6, "{:?}", st.ci);
     assert!((st.std[[5, 0]] as f64 - 3.0 * sd).abs() < 1e-6);
     assert_eq!(st.std[[0, 0]], 0.0);

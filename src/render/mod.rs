@@ -6,6 +6,7 @@
 //! DejaVu Sans, compiled into the binary (`assets/fonts/`), so rendering never depends
 //! on the fonts of the machine. `pleura replay --png` and the daemon's live view
 //! (`crate::daemon::live`) both render through here.
+//! Plain grey images (B-mode frames, phantoms, sample grids) are encoded by [`gray_png`].
 
 pub mod colormap;
 pub mod panel;
@@ -80,11 +81,29 @@ fn draw_png(
         draw(&root)?;
         root.present()?;
     }
+    Ok(encode(width, height, png::ColorType::Rgb, &rgb)?)
+}
+
+/// An 8-bit grey image, `width` x `height` pixels row by row, as PNG bytes: the one
+/// encoder of plain grey images (B-mode frames, phantoms, sample grids).
+pub fn gray_png(width: u32, height: u32, pixels: &[u8]) -> Result<Vec<u8>, png::EncodingError> {
+    encode(width, height, png::ColorType::Grayscale, pixels)
+}
+
+/// 8-bit pixels of `color`, row by row, as PNG bytes.
+fn encode(
+    width: u32,
+    height: u32,
+    color: png::ColorType,
+    pixels: &[u8],
+) -> Result<Vec<u8>, png::EncodingError> {
     let mut out = Vec::new();
     let mut enc = png::Encoder::new(&mut out, width, height);
-    enc.set_color(png::ColorType::Rgb);
+    enc.set_color(color);
     enc.set_depth(png::BitDepth::Eight);
-    enc.write_header()?.write_image_data(&rgb)?;
+    let mut writer = enc.write_header()?;
+    writer.write_image_data(pixels)?;
+    writer.finish()?;
     Ok(out)
 }
 
@@ -103,16 +122,6 @@ pub fn write_png(path: &Path, png: &[u8]) -> Result<(), RenderError> {
     })
 }
 
-/// Category names of [`crate::simulate::phantom::category`], with their ranges.
-pub fn category_label(category: u8) -> &'static str {
-    match category {
-        0 => "poorly aerated (< 60 %)",
-        1 => "normal (60-85 %)",
-        2 => "hyper-aerated (>= 85 %)",
-        _ => "no category",
-    }
-}
-
 /// Tick labels with as many decimals as the axis span needs.
 fn tick(v: f64, span: f64) -> String {
     let v = if v.abs() < 1e-9 { 0.0 } else { v };
@@ -127,16 +136,23 @@ fn tick(v: f64, span: f64) -> String {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    /// Decodes a PNG: (width, height, RGB bytes).
-    pub fn decode(png: &[u8]) -> (u32, u32, Vec<u8>) {
+    /// Decodes an 8-bit PNG: its colour type, width, height and pixel bytes.
+    pub fn decode_any(png: &[u8]) -> (png::ColorType, u32, u32, Vec<u8>) {
         let mut reader = png::Decoder::new(std::io::Cursor::new(png))
             .read_info()
             .expect("a PNG");
         let mut buf = vec![0; reader.output_buffer_size().expect("size")];
         let info = reader.next_frame(&mut buf).expect("a frame");
-        assert_eq!(info.color_type, png::ColorType::Rgb);
+        assert_eq!(info.bit_depth, png::BitDepth::Eight);
         buf.truncate(info.buffer_size());
-        (info.width, info.height, buf)
+        (info.color_type, info.width, info.height, buf)
+    }
+
+    /// Decodes a PNG: (width, height, RGB bytes).
+    pub fn decode(png: &[u8]) -> (u32, u32, Vec<u8>) {
+        let (color, width, height, rgb) = decode_any(png);
+        assert_eq!(color, png::ColorType::Rgb);
+        (width, height, rgb)
     }
 
     /// The colour of pixel (x, y) of a decoded RGB image of width `w`.
@@ -146,18 +162,13 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn category_labels_name_the_edges() {
-        use crate::simulate::phantom::{category, CATEGORY_EDGES};
-        assert_eq!(CATEGORY_EDGES, [0.60, 0.85]);
+    fn gray_png_round_trips() {
+        let pixels: Vec<u8> = (0..12).map(|i| i * 20).collect();
+        let png = super::gray_png(4, 3, &pixels).expect("encode");
         assert_eq!(
-            super::category_label(category(0.59)),
-            "poorly aerated (< 60 %)"
+            decode_any(&png),
+            (png::ColorType::Grayscale, 4, 3, pixels.clone())
         );
-        assert_eq!(super::category_label(category(0.60)), "normal (60-85 %)");
-        assert_eq!(
-            super::category_label(category(0.85)),
-            "hyper-aerated (>= 85 %)"
-        );
-        assert_eq!(super::category_label(255), "no category");
+        assert!(super::gray_png(4, 3, &pixels[..11]).is_err());
     }
 }

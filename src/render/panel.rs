@@ -10,7 +10,8 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::colormap::Colormap;
-use super::{category_label, draw_png, tick, RenderError, FAMILY};
+use super::{draw_png, tick, RenderError, FAMILY};
+use crate::aeration::category_label;
 
 /// B-mode dynamic range, dB.
 pub const BMODE_RANGE_DB: f64 = 40.0;
@@ -41,7 +42,7 @@ pub struct Estimate<'a> {
     /// The lung's mean aeration and its 95 % interval.
     pub aeration: f64,
     pub ci: [f64; 2],
-    /// 0, 1 or 2 ([`crate::simulate::phantom::category`]).
+    /// 0, 1 or 2 ([`crate::aeration::category`]).
     pub category: u8,
 }
 

@@ -7,7 +7,7 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::{draw_png, RenderError, FAMILY};
-use crate::simulate::phantom::CATEGORY_EDGES;
+use crate::aeration::CATEGORY_EDGES;
 
 pub const WIDTH: u32 = 980;
 pub const HEIGHT: u32 = 440;

@@ -1,7 +1,6 @@
 //! Writing simulated sequences: zea recordings with ground truth, image sets for training
 //! the prior, and PNG pictures.
 
-use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -297,11 +296,6 @@ pub fn write_png(path: &Path, img: &Array2<f32>, scale: usize) -> Result<(), Sim
         path: path.to_path_buf(),
         source,
     };
-    let file = std::fs::File::create(path).map_err(io)?;
-    let mut enc = png::Encoder::new(BufWriter::new(file), w as u32, h as u32);
-    enc.set_color(png::ColorType::Grayscale);
-    enc.set_depth(png::BitDepth::Eight);
-    let mut writer = enc.write_header().map_err(pngerr)?;
-    writer.write_image_data(&buf).map_err(pngerr)?;
-    writer.finish().map_err(pngerr)
+    let png = crate::render::gray_png(w as u32, h as u32, &buf).map_err(pngerr)?;
+    std::fs::write(path, png).map_err(io)
 }

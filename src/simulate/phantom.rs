@@ -19,21 +19,6 @@ use rand_distr::{Distribution, StandardNormal};
 
 use crate::grid::Grid;
 
-/// Aeration category boundaries (fractions): normal lung is 60-85 %.
-pub const CATEGORY_EDGES: [f64; 2] = [0.60, 0.85];
-
-/// Category of a mean aeration: 0 (< 60 %, poorly aerated), 1 (60-85 %, normal),
-/// 2 (>= 85 %, hyper-aerated).
-pub fn category(mean_aeration: f64) -> u8 {
-    if mean_aeration < CATEGORY_EDGES[0] {
-        0
-    } else if mean_aeration < CATEGORY_EDGES[1] {
-        1
-    } else {
-        2
-    }
-}
-
 /// A smooth random field: white Gaussian noise blurred by a Gaussian of `sigma` samples,
 /// scaled to unit variance, on a regular world grid (spacing `step`, origin `x0`, `z0`).
 #[derive(Clone, Debug)]
@@ -316,6 +301,7 @@ pub fn sequence(seed: u64, grid: &Grid, n_frames: usize) -> (Phantom, Vec<Phanto
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aeration::category;
 
     #[test]
     fn deterministic_for_a_seed_and_in_range() {
@@ -343,13 +329,5 @@ mod tests {
             seen[category(f[0].mean_aeration) as usize] += 1;
         }
         assert!(seen.iter().all(|n| *n >= 3), "category counts {seen:?}");
-    }
-
-    #[test]
-    fn category_edges() {
-        assert_eq!(category(0.599), 0);
-        assert_eq!(category(0.60), 1);
-        assert_eq!(category(0.849), 1);
-        assert_eq!(category(0.85), 2);
     }
 }
