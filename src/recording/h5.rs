@@ -253,6 +253,13 @@ pub fn f64_attr(loc: &Location, name: &str, field: &str) -> Result<Option<f64>, 
     Ok(Some(v[0]))
 }
 
+/// A string as HDF5's variable-length UTF-8 type.
+fn varlen(value: &str, field: &str) -> Result<VarLenUnicode, RecordingError> {
+    value
+        .parse()
+        .map_err(|_| RecordingError::value(field, format!("{value:?}"), "must not contain NUL"))
+}
+
 /// Writes a variable-length UTF-8 string attribute (as h5py writes `str`).
 pub fn write_string_attr(
     loc: &Location,
@@ -260,9 +267,7 @@ pub fn write_string_attr(
     value: &str,
     field: &str,
 ) -> Result<(), RecordingError> {
-    let v: VarLenUnicode = value
-        .parse()
-        .map_err(|_| RecordingError::value(field, format!("{value:?}"), "must not contain NUL"))?;
+    let v = varlen(value, field)?;
     loc.new_attr::<VarLenUnicode>()
         .create(name)
         .and_then(|a| a.write_scalar(&v))
@@ -290,12 +295,39 @@ pub fn write_string_dataset(
     value: &str,
     field: &str,
 ) -> Result<(), RecordingError> {
-    let v: VarLenUnicode = value
-        .parse()
-        .map_err(|_| RecordingError::value(field, format!("{value:?}"), "must not contain NUL"))?;
+    let v = varlen(value, field)?;
     parent
         .new_dataset::<VarLenUnicode>()
         .create(name)
         .and_then(|d| d.write_scalar(&v))
+        .map_err(|e| RecordingError::hdf5(field, "write", e))
+}
+
+/// Writes a float64 scalar dataset (0-d, as h5py writes a Python float).
+pub fn write_f64(parent: &Group, name: &str, field: &str, v: f64) -> Result<(), RecordingError> {
+    parent
+        .new_dataset::<f64>()
+        .create(name)
+        .and_then(|d| d.write_scalar(&v))
+        .map_err(|e| RecordingError::hdf5(field, "write", e))
+}
+
+/// Writes an array dataset.
+pub fn write_array<'a, A, T, D>(
+    parent: &Group,
+    name: &str,
+    field: &str,
+    a: A,
+) -> Result<(), RecordingError>
+where
+    A: Into<ndarray::ArrayView<'a, T, D>>,
+    T: hdf5::H5Type + 'a,
+    D: ndarray::Dimension,
+{
+    parent
+        .new_dataset_builder()
+        .with_data(a)
+        .create(name)
+        .map(drop)
         .map_err(|e| RecordingError::hdf5(field, "write", e))
 }

@@ -411,56 +411,62 @@ impl Scan {
         Ok(s)
     }
 
-    /// Writes the fixed part of the `scan` group (everything but `n_frames` and
+    /// Writes what both zea layouts keep in the scan group at `path` alike: the
+    /// frequencies, the sound speed and the per-transmit arrays.
+    pub(crate) fn write_transmits(&self, scan: &Group, path: &str) -> Result<(), RecordingError> {
+        let field = |name: &str| format!("{path}/{name}");
+        for (name, v) in [
+            ("sampling_frequency", self.sampling_frequency),
+            ("center_frequency", self.center_frequency),
+            ("demodulation_frequency", self.demodulation_frequency),
+            ("sound_speed", self.sound_speed),
+        ] {
+            h5::write_f64(scan, name, &field(name), v)?;
+        }
+        for (name, v) in [
+            ("initial_times", &self.initial_times),
+            ("polar_angles", &self.polar_angles),
+            ("azimuth_angles", &self.azimuth_angles),
+            ("focus_distances", &self.focus_distances),
+        ] {
+            h5::write_array(scan, name, &field(name), &ndarray::ArrayView1::from(v))?;
+        }
+        for (name, a) in [
+            ("t0_delays", &self.t0_delays),
+            ("tx_apodizations", &self.tx_apodizations),
+            ("transmit_origins", &self.transmit_origins),
+        ] {
+            h5::write_array(scan, name, &field(name), a)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the fixed part of a legacy `scan` group (everything but `n_frames` and
     /// `time_to_next_transmit`, which grow with the recording) into `scan`.
     pub(crate) fn write_fixed(&self, scan: &Group) -> Result<(), RecordingError> {
-        let f64_scalar = |name: &str, v: f64| {
-            scan.new_dataset::<f64>()
-                .create(name)
-                .and_then(|d| d.write_scalar(&v))
-                .map_err(|e| RecordingError::hdf5(format!("scan/{name}"), "write", e))
-        };
-        let i64_scalar = |name: &str, v: usize| {
-            let v = i64::try_from(v)
-                .map_err(|_| RecordingError::value(format!("scan/{name}"), v, "too large"))?;
+        self.write_transmits(scan, "scan")?;
+        h5::write_array(
+            scan,
+            "probe_geometry",
+            "scan/probe_geometry",
+            &self.probe_geometry,
+        )?;
+        if let Some(w) = self.element_width {
+            h5::write_f64(scan, "element_width", "scan/element_width", w)?;
+        }
+        for (name, v) in [
+            ("n_ax", self.n_ax),
+            ("n_ch", self.n_ch),
+            ("n_el", self.n_el()),
+            ("n_tx", self.n_tx()),
+        ] {
+            let field = format!("scan/{name}");
+            let v = i64::try_from(v).map_err(|_| RecordingError::value(&field, v, "too large"))?;
             scan.new_dataset::<i64>()
                 .create(name)
                 .and_then(|d| d.write_scalar(&v))
-                .map_err(|e| RecordingError::hdf5(format!("scan/{name}"), "write", e))
-        };
-        let array2 = |name: &str, a: &Array2<f64>| {
-            scan.new_dataset_builder()
-                .with_data(a)
-                .create(name)
-                .map(drop)
-                .map_err(|e| RecordingError::hdf5(format!("scan/{name}"), "write", e))
-        };
-        let vec1 = |name: &str, v: &[f64]| {
-            scan.new_dataset_builder()
-                .with_data(v)
-                .create(name)
-                .map(drop)
-                .map_err(|e| RecordingError::hdf5(format!("scan/{name}"), "write", e))
-        };
-        array2("probe_geometry", &self.probe_geometry)?;
-        f64_scalar("sampling_frequency", self.sampling_frequency)?;
-        f64_scalar("center_frequency", self.center_frequency)?;
-        f64_scalar("demodulation_frequency", self.demodulation_frequency)?;
-        f64_scalar("sound_speed", self.sound_speed)?;
-        if let Some(w) = self.element_width {
-            f64_scalar("element_width", w)?;
+                .map_err(|e| RecordingError::hdf5(field, "write", e))?;
         }
-        i64_scalar("n_ax", self.n_ax)?;
-        i64_scalar("n_ch", self.n_ch)?;
-        i64_scalar("n_el", self.n_el())?;
-        i64_scalar("n_tx", self.n_tx())?;
-        vec1("initial_times", &self.initial_times)?;
-        array2("t0_delays", &self.t0_delays)?;
-        array2("tx_apodizations", &self.tx_apodizations)?;
-        vec1("polar_angles", &self.polar_angles)?;
-        vec1("azimuth_angles", &self.azimuth_angles)?;
-        vec1("focus_distances", &self.focus_distances)?;
-        array2("transmit_origins", &self.transmit_origins)?;
         if let Some(b) = self.fractional_bandwidth {
             scan.new_attr::<f64>()
                 .create("fractional_bandwidth_percent")

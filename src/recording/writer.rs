@@ -198,7 +198,7 @@ impl Recorder {
             let g = file
                 .create_group("tracks/track_0/scan")
                 .map_err(|e| RecordingError::hdf5("tracks/track_0/scan", "create group", e))?;
-            zea::write_scan_fixed(&g, "tracks/track_0/scan", scan)?;
+            scan.write_transmits(&g, "tracks/track_0/scan")?;
             (g, "tracks/track_0/scan", "tracks/track_0/data")
         };
         h5::write_string_attr(&file, "us_machine", &options.us_machine, "@us_machine")?;

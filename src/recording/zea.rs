@@ -450,16 +450,17 @@ pub(crate) fn write_probe(root: &Group, scan: &Scan, name: &str) -> Result<(), R
         .create_group("probe")
         .map_err(|e| RecordingError::hdf5("probe", "create group", e))?;
     h5::write_string_dataset(&probe, "name", name, "probe/name")?;
-    probe
-        .new_dataset_builder()
-        .with_data(&scan.probe_geometry)
-        .create("probe_geometry")
-        .map_err(|e| RecordingError::hdf5("probe/probe_geometry", "write", e))?;
+    h5::write_array(
+        &probe,
+        "probe_geometry",
+        "probe/probe_geometry",
+        &scan.probe_geometry,
+    )?;
     if let Some(w) = scan.element_width {
-        write_scalar(&probe, "element_width", "probe/element_width", w)?;
+        h5::write_f64(&probe, "element_width", "probe/element_width", w)?;
     }
     if let Some(b) = scan.fractional_bandwidth {
-        write_scalar(
+        h5::write_f64(
             &probe,
             "probe_bandwidth_percent",
             "probe/probe_bandwidth_percent",
@@ -467,46 +468,4 @@ pub(crate) fn write_probe(root: &Group, scan: &Scan, name: &str) -> Result<(), R
         )?;
     }
     Ok(())
-}
-
-fn write_scalar(g: &Group, name: &str, field: &str, v: f64) -> Result<(), RecordingError> {
-    g.new_dataset::<f64>()
-        .create(name)
-        .and_then(|d| d.write_scalar(&v))
-        .map_err(|e| RecordingError::hdf5(field, "write", e))
-}
-
-/// Writes the fixed fields of a zea 0.1.x scan group at `path` (everything but
-/// `time_to_next_transmit`, which grows with the recording).
-pub(crate) fn write_scan_fixed(g: &Group, path: &str, scan: &Scan) -> Result<(), RecordingError> {
-    let f = |name: &str| format!("{path}/{name}");
-    for (name, v) in [
-        ("sampling_frequency", scan.sampling_frequency),
-        ("center_frequency", scan.center_frequency),
-        ("demodulation_frequency", scan.demodulation_frequency),
-        ("sound_speed", scan.sound_speed),
-    ] {
-        write_scalar(g, name, &f(name), v)?;
-    }
-    let vec1 = |name: &str, v: &[f64]| {
-        g.new_dataset_builder()
-            .with_data(v)
-            .create(name)
-            .map(drop)
-            .map_err(|e| RecordingError::hdf5(f(name), "write", e))
-    };
-    let array2 = |name: &str, a: &Array2<f64>| {
-        g.new_dataset_builder()
-            .with_data(a)
-            .create(name)
-            .map(drop)
-            .map_err(|e| RecordingError::hdf5(f(name), "write", e))
-    };
-    vec1("initial_times", &scan.initial_times)?;
-    array2("t0_delays", &scan.t0_delays)?;
-    array2("tx_apodizations", &scan.tx_apodizations)?;
-    vec1("focus_distances", &scan.focus_distances)?;
-    array2("transmit_origins", &scan.transmit_origins)?;
-    vec1("polar_angles", &scan.polar_angles)?;
-    vec1("azimuth_angles", &scan.azimuth_angles)
 }
