@@ -32,14 +32,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use hdf5::types::VarLenUnicode;
 use ndarray::{Array1, Array2, Array3};
 use sha2::{Digest, Sha256};
 
 use pleura::beamform::DasOptions;
 use pleura::config::Config;
 use pleura::diffusion::checkpoint::{self, Model};
-use pleura::eval::files::{write_zea_view, Truth, RECON_GROUP};
+use pleura::eval::files::{ReconWriter, Truth};
 use pleura::grid::Grid;
 use pleura::pipeline::posterior::{model_grid, PosteriorStage};
 use pleura::pipeline::FrameInput;
@@ -383,65 +382,29 @@ impl Output {
     }
 
     fn write(&self, path: &Path, grid: &Grid, attrs: &Attrs) -> anyhow::Result<()> {
-        let f = hdf5::File::create(path)?;
-        let g = f.create_group(RECON_GROUP)?;
-        g.new_dataset_builder()
-            .with_data(&self.mean)
-            .create("mean")?;
-        g.new_dataset_builder().with_data(&self.std).create("std")?;
-        g.new_dataset_builder().with_data(&self.das).create("das")?;
-        g.new_dataset_builder()
-            .with_data(&self.aeration)
-            .create("aeration")?;
-        g.new_dataset_builder()
-            .with_data(&self.ci)
-            .create("aeration_ci")?;
-        g.new_dataset_builder()
-            .with_data(&self.lung_fraction)
-            .create("lung_fraction")?;
-        g.new_dataset_builder()
-            .with_data(&self.aeration_sd)
-            .create("aeration_sd")?;
-        g.new_dataset_builder()
-            .with_data(&self.boundary_sd)
-            .create("boundary_sd")?;
-        g.new_dataset_builder()
-            .with_data(&self.category)
-            .create("category")?;
-        g.new_dataset_builder()
-            .with_data(&self.latency_ms)
-            .create("latency_ms")?;
-        g.new_dataset_builder()
-            .with_data(&self.residual)
-            .create("residual")?;
-        g.new_dataset_builder()
-            .with_data(&self.noise_sigma)
-            .create("noise_sigma")?;
-        g.new_dataset_builder().with_data(&self.nfe).create("nfe")?;
-        g.new_dataset_builder()
-            .with_data(&self.restarts)
-            .create("restarts")?;
-        g.new_dataset_builder()
-            .with_data(&self.zeta)
-            .create("zeta")?;
-        g.new_dataset_builder()
-            .with_data(&self.failed)
-            .create("failed")?;
-        for (name, v) in [("start", &self.start), ("failed_reason", &self.reason)] {
-            let s: Vec<VarLenUnicode> = v
-                .iter()
-                .map(|x| x.parse::<VarLenUnicode>())
-                .collect::<Result<_, _>>()?;
-            g.new_dataset_builder()
-                .with_data(&Array1::from(s))
-                .create(name)?;
+        let w = ReconWriter::create(path)?;
+        w.dataset("mean", &self.mean)?;
+        w.dataset("std", &self.std)?;
+        w.dataset("das", &self.das)?;
+        w.dataset("aeration_ci", &self.ci)?;
+        for (name, v) in [
+            ("aeration", &self.aeration),
+            ("lung_fraction", &self.lung_fraction),
+            ("aeration_sd", &self.aeration_sd),
+            ("boundary_sd", &self.boundary_sd),
+            ("latency_ms", &self.latency_ms),
+            ("residual", &self.residual),
+            ("noise_sigma", &self.noise_sigma),
+            ("zeta", &self.zeta),
+        ] {
+            w.dataset(name, v)?;
         }
-        g.new_dataset_builder()
-            .with_data(&Array1::from(grid.x.clone()))
-            .create("grid_x")?;
-        g.new_dataset_builder()
-            .with_data(&Array1::from(grid.z.clone()))
-            .create("grid_z")?;
+        w.dataset("category", &self.category)?;
+        w.dataset("failed", &self.failed)?;
+        w.dataset("nfe", &self.nfe)?;
+        w.dataset("restarts", &self.restarts)?;
+        w.strings("start", &self.start)?;
+        w.strings("failed_reason", &self.reason)?;
         for (name, value) in [
             ("method", &attrs.method),
             ("source", &attrs.source),
@@ -450,15 +413,10 @@ impl Output {
             ("sampler", &attrs.sampler),
             ("device", &attrs.device),
         ] {
-            let v: VarLenUnicode = value.parse()?;
-            g.new_attr::<VarLenUnicode>()
-                .create(name)?
-                .write_scalar(&v)?;
+            w.attr(name, value)?;
         }
-        g.new_attr::<f64>()
-            .create("operator_norm")?
-            .write_scalar(&attrs.operator_norm)?;
-        write_zea_view(path, &f, grid, &self.mean, Some(&self.das), &attrs.method)?;
+        w.attr_f64("operator_norm", attrs.operator_norm)?;
+        w.finish(grid, &self.mean, Some(&self.das), &attrs.method)?;
         Ok(())
     }
 }

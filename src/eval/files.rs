@@ -11,7 +11,7 @@
 //! - `grid_x` (nx), `grid_z` (nz) float64, m;
 //! - group attributes `method` (what made it) and `source` (the recording it came from).
 //!
-//! It is also a zea 0.1.x file ([`write_zea_view`]): the root attribute `zea_version`, the
+//! It is also a zea 0.1.x file ([`ReconWriter::finish`]): the root attribute `zea_version`, the
 //! mean as zea's `image` (uint8, 0-255 for aeration 0-1) with its pixel coordinates in
 //! `tracks/track_0/data/image/`, and the DAS envelope as `envelope_data` where there is
 //! one, so `zea.File` opens it and shows the reconstruction.
@@ -91,7 +91,7 @@ const OLD_RECON_GROUP: &str = "recon";
 /// zea requires `image` values to be dB at most 0 or uint8; aeration is neither a level
 /// nor in dB, so the image is its 8-bit rendering and the full-precision values stay in
 /// [`RECON_GROUP`].
-pub fn write_zea_view(
+fn write_zea_view(
     path: &Path,
     f: &hdf5::File,
     grid: &Grid,
@@ -167,6 +167,89 @@ pub fn write_zea_view(
     Ok(())
 }
 
+/// Writes a reconstruction file, the one way there is: pleura's results as datasets and
+/// attributes of [`RECON_GROUP`], then [`finish`](Self::finish) adds the grid and the zea
+/// view. `pleura replay` and [`Recon::write`] both write through it.
+pub struct ReconWriter {
+    path: PathBuf,
+    file: hdf5::File,
+    group: hdf5::Group,
+}
+
+impl ReconWriter {
+    /// Creates the file at `path` (replacing any file there).
+    pub fn create(path: &Path) -> Result<Self, EvalFileError> {
+        let file = h5(path, "create", hdf5::File::create(path))?;
+        let group = h5(path, RECON_GROUP, file.create_group(RECON_GROUP))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            file,
+            group,
+        })
+    }
+
+    /// Writes the dataset `name` of the results.
+    pub fn dataset<'a, A, T, D>(&self, name: &str, data: A) -> Result<(), EvalFileError>
+    where
+        A: Into<ndarray::ArrayView<'a, T, D>>,
+        T: hdf5::H5Type + 'a,
+        D: ndarray::Dimension,
+    {
+        h5(
+            &self.path,
+            &format!("{RECON_GROUP}/{name}"),
+            self.group
+                .new_dataset_builder()
+                .with_data(data)
+                .create(name)
+                .map(drop),
+        )
+    }
+
+    /// Writes the dataset `name` of variable-length UTF-8 strings.
+    pub fn strings(&self, name: &str, values: &[String]) -> Result<(), EvalFileError> {
+        let v: Vec<VarLenUnicode> = values
+            .iter()
+            .map(|x| x.parse::<VarLenUnicode>())
+            .collect::<Result<_, _>>()
+            .map_err(|_| EvalFileError::Invalid {
+                path: self.path.clone(),
+                what: format!("{RECON_GROUP}/{name} holds text that is not valid"),
+            })?;
+        self.dataset(name, &Array1::from(v))
+    }
+
+    /// Writes the text attribute `name` of the results.
+    pub fn attr(&self, name: &str, value: &str) -> Result<(), EvalFileError> {
+        write_attr_string(&self.path, &self.group, name, value)
+    }
+
+    /// Writes the numeric attribute `name` of the results.
+    pub fn attr_f64(&self, name: &str, value: f64) -> Result<(), EvalFileError> {
+        h5(
+            &self.path,
+            &format!("{RECON_GROUP}@{name}"),
+            self.group
+                .new_attr::<f64>()
+                .create(name)
+                .and_then(|a| a.write_scalar(&value)),
+        )
+    }
+
+    /// Writes the grid and the zea view (`write_zea_view`) and closes the file.
+    pub fn finish(
+        self,
+        grid: &Grid,
+        mean: &Array3<f32>,
+        das: Option<&Array3<f32>>,
+        description: &str,
+    ) -> Result<(), EvalFileError> {
+        self.dataset("grid_x", &Array1::from(grid.x.clone()))?;
+        self.dataset("grid_z", &Array1::from(grid.z.clone()))?;
+        write_zea_view(&self.path, &self.file, grid, mean, das, description)
+    }
+}
+
 fn read_grid(path: &Path, f: &hdf5::Group, prefix: &str) -> Result<Grid, EvalFileError> {
     let x: Array1<f64> = h5(
         path,
@@ -216,77 +299,26 @@ fn write_attr_string(
 impl Recon {
     /// Writes the reconstruction file (replacing an existing one).
     pub fn write(&self, path: &Path) -> Result<(), EvalFileError> {
-        let f = h5(path, "create", hdf5::File::create(path))?;
-        let g = h5(path, RECON_GROUP, f.create_group(RECON_GROUP))?;
-        h5(
-            path,
-            "recon/mean",
-            g.new_dataset_builder()
-                .with_data(&self.mean)
-                .create("mean")
-                .map(|_| ()),
-        )?;
+        let w = ReconWriter::create(path)?;
+        w.dataset("mean", &self.mean)?;
         if let Some(s) = &self.std {
-            h5(
-                path,
-                "recon/std",
-                g.new_dataset_builder()
-                    .with_data(s)
-                    .create("std")
-                    .map(|_| ()),
-            )?;
+            w.dataset("std", s)?;
         }
         if let Some(ci) = &self.aeration_ci {
-            h5(
-                path,
-                "recon/aeration_ci",
-                g.new_dataset_builder()
-                    .with_data(ci)
-                    .create("aeration_ci")
-                    .map(|_| ()),
-            )?;
+            w.dataset("aeration_ci", ci)?;
+        }
+        if let Some(a) = &self.aeration {
+            w.dataset("aeration", a)?;
         }
         if let Some(n) = &self.nfe {
-            h5(
-                path,
-                "recon/nfe",
-                g.new_dataset_builder()
-                    .with_data(n)
-                    .create("nfe")
-                    .map(|_| ()),
-            )?;
+            w.dataset("nfe", n)?;
         }
         if let Some(l) = &self.latency_ms {
-            h5(
-                path,
-                "recon/latency_ms",
-                g.new_dataset_builder()
-                    .with_data(l)
-                    .create("latency_ms")
-                    .map(|_| ()),
-            )?;
+            w.dataset("latency_ms", l)?;
         }
-        let gx = Array1::from(self.grid.x.clone());
-        let gz = Array1::from(self.grid.z.clone());
-        h5(
-            path,
-            "recon/grid_x",
-            g.new_dataset_builder()
-                .with_data(&gx)
-                .create("grid_x")
-                .map(|_| ()),
-        )?;
-        h5(
-            path,
-            "recon/grid_z",
-            g.new_dataset_builder()
-                .with_data(&gz)
-                .create("grid_z")
-                .map(|_| ()),
-        )?;
-        write_attr_string(path, &g, "method", &self.method)?;
-        write_attr_string(path, &g, "source", &self.source)?;
-        write_zea_view(path, &f, &self.grid, &self.mean, None, &self.method)
+        w.attr("method", &self.method)?;
+        w.attr("source", &self.source)?;
+        w.finish(&self.grid, &self.mean, None, &self.method)
     }
 
     /// Reads a reconstruction file.
