@@ -192,23 +192,28 @@ pub(crate) fn locate(
                 ),
             })?,
         Some(TrackChoice::Index(i)) if *i < tracks.len() => *i,
-        Some(TrackChoice::Label(l)) if tracks.iter().any(|t| t.label.as_ref() == Some(l)) => tracks
-            .iter()
-            .position(|t| t.label.as_ref() == Some(l))
-            .unwrap_or_default(),
         Some(c) => {
-            let known: Vec<String> = tracks
-                .iter()
-                .map(|t| match &t.label {
-                    Some(l) => format!("{} ({l:?})", t.index),
-                    None => t.index.to_string(),
-                })
-                .collect();
-            return Err(RecordingError::value(
-                "track",
-                c,
-                format!("no such track; the file has {}", known.join(", ")),
-            ));
+            let by_label = match c {
+                TrackChoice::Label(l) => tracks.iter().position(|t| t.label.as_ref() == Some(l)),
+                TrackChoice::Index(_) => None,
+            };
+            match by_label {
+                Some(i) => i,
+                None => {
+                    let known: Vec<String> = tracks
+                        .iter()
+                        .map(|t| match &t.label {
+                            Some(l) => format!("{} ({l:?})", t.index),
+                            None => t.index.to_string(),
+                        })
+                        .collect();
+                    return Err(RecordingError::value(
+                        "track",
+                        c,
+                        format!("no such track; the file has {}", known.join(", ")),
+                    ));
+                }
+            }
         }
     };
     let path = format!("tracks/track_{track}");
