@@ -27,7 +27,7 @@
 use std::path::{Path, PathBuf};
 
 use hdf5::types::VarLenUnicode;
-use ndarray::{Array1, Array2, Array3, Ix1, Ix2, Ix3};
+use ndarray::{Array1, Array2, Array3, Ix1, Ix3};
 
 use crate::grid::{Grid, GridError};
 
@@ -250,6 +250,32 @@ impl ReconWriter {
     }
 }
 
+/// Reads the dataset `name` of the group `g` at `at`.
+fn read_dataset<T: hdf5::H5Type, D: ndarray::Dimension>(
+    path: &Path,
+    g: &hdf5::Group,
+    at: &str,
+    name: &str,
+) -> Result<ndarray::Array<T, D>, EvalFileError> {
+    h5(
+        path,
+        &format!("{at}/{name}"),
+        g.dataset(name).and_then(|d| d.read::<T, D>()),
+    )
+}
+
+/// Reads the dataset `name` of the group `g` at `at`, `None` when absent.
+fn read_optional<T: hdf5::H5Type, D: ndarray::Dimension>(
+    path: &Path,
+    g: &hdf5::Group,
+    at: &str,
+    name: &str,
+) -> Result<Option<ndarray::Array<T, D>>, EvalFileError> {
+    g.link_exists(name)
+        .then(|| read_dataset(path, g, at, name))
+        .transpose()
+}
+
 fn read_grid(path: &Path, f: &hdf5::Group, prefix: &str) -> Result<Grid, EvalFileError> {
     let x: Array1<f64> = h5(
         path,
@@ -331,45 +357,12 @@ impl Recon {
         };
         let g = h5(path, at, f.group(at))?;
         let name = |n: &str| format!("{at}/{n}");
-        let optional = |n: &str| g.link_exists(n).then(|| g.dataset(n));
-        let mean: Array3<f32> = h5(
-            path,
-            &name("mean"),
-            g.dataset("mean").and_then(|d| d.read::<f32, Ix3>()),
-        )?;
-        let std = optional("std")
-            .map(|d| h5(path, &name("std"), d.and_then(|d| d.read::<f32, Ix3>())))
-            .transpose()?;
-        let aeration_ci = optional("aeration_ci")
-            .map(|d| {
-                h5(
-                    path,
-                    &name("aeration_ci"),
-                    d.and_then(|d| d.read::<f64, Ix2>()),
-                )
-            })
-            .transpose()?;
-        let aeration = optional("aeration")
-            .map(|d| {
-                h5(
-                    path,
-                    &name("aeration"),
-                    d.and_then(|d| d.read::<f64, Ix1>()),
-                )
-            })
-            .transpose()?;
-        let nfe = optional("nfe")
-            .map(|d| h5(path, &name("nfe"), d.and_then(|d| d.read::<u32, Ix1>())))
-            .transpose()?;
-        let latency_ms = optional("latency_ms")
-            .map(|d| {
-                h5(
-                    path,
-                    &name("latency_ms"),
-                    d.and_then(|d| d.read::<f64, Ix1>()),
-                )
-            })
-            .transpose()?;
+        let mean: Array3<f32> = read_dataset(path, &g, at, "mean")?;
+        let std = read_optional(path, &g, at, "std")?;
+        let aeration_ci = read_optional(path, &g, at, "aeration_ci")?;
+        let aeration = read_optional(path, &g, at, "aeration")?;
+        let nfe = read_optional(path, &g, at, "nfe")?;
+        let latency_ms = read_optional(path, &g, at, "latency_ms")?;
         let grid = read_grid(path, &f, at)?;
         let (n, nz, nx) = mean.dim();
         for (field, len) in [
