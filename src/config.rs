@@ -191,6 +191,19 @@ impl DaemonConfig {
                 return Err(value(key, v.to_string(), "must be at least 1"));
             }
         }
+        let set =
+            |a: &Option<(f64, f64, usize)>| a.map_or("unset".to_string(), |v| format!("{v:?}"));
+        if self.das_grid_x.is_some() != self.das_grid_z.is_some() {
+            return Err(value(
+                "das_grid_x",
+                format!(
+                    "{} with das_grid_z {}",
+                    set(&self.das_grid_x),
+                    set(&self.das_grid_z)
+                ),
+                "das_grid_x and das_grid_z go together",
+            ));
+        }
         if self.status_interval_ms < MIN_STATUS_INTERVAL_MS {
             return Err(value(
                 "status_interval_ms",

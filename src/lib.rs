@@ -7,7 +7,9 @@
 //! - [`recording`]: zea HDF5 recordings: typed scan parameters, lazy frame reader,
 //!   incremental crash-safe recorder, pleura's additions under `pleura/`.
 //! - [`protocol`] (from `pleura_bridge`) and [`wire`]: the ZeroMQ wire protocol
-//!   (`docs/protocol.md`) and its conversions to pleura's types.
+//!   (`docs/protocol.md`) and its conversions to pleura's types: scan messages to a
+//!   [`recording::Scan`], frame payloads to RF arrays, a stage's output (or a failed
+//!   frame's reason) to result fields; nothing else builds protocol fields.
 //! - [`device`]: compute device selection (`cpu`, `cuda:N`, `auto`).
 //! - [`beamform`]: delay-and-sum of RF or I/Q channel data to I/Q images, envelope, B-mode.
 //! - [`grid`]: the reconstruction grid (pixel centres below the probe) aeration lives on.
@@ -25,15 +27,38 @@
 //!   uncertainty, ground truth, with axes in mm, colour bars and the published aeration)
 //!   and the aeration trend; used by `pleura replay --png` and the daemon's live view;
 //!   the one grey-level PNG encoder.
-//! - [`pipeline`]: the per-frame processing stage shared by replay and the daemon, and
-//!   the caps a scan is sized against before the stage builds anything for it.
+//! - [`pipeline`]: the per-frame stage, built one way ([`pipeline::build`] from a
+//!   [`pipeline::StageSpec`]) for `serve`, `replay` and `beamform`: DAS
+//!   ([`pipeline::DasStage`]) or posterior sampling ([`pipeline::posterior`]), each frame
+//!   to a typed [`pipeline::Output`] or a typed [`pipeline::PipelineError`]; and the caps a
+//!   scan is sized against before the stage builds anything for it.
 //! - [`daemon`]: `pleura serve`, ZeroMQ in (a ZMTP transport bounded in frame size,
 //!   handshake time and connections: `vendor/zeromq/`) -> validation (per-stream scans,
-//!   epochs and sequence windows in bounded tables) -> worker -> ZeroMQ out;
+//!   epochs and sequence windows in bounded tables) -> worker (payload -> stage ->
+//!   [`wire`] result fields) -> ZeroMQ out;
 //!   [`metrics`]: its counters and the admin HTTP server.
 //! - [`config`]: the daemon's TOML configuration (`config/pleura.toml`), strictly parsed.
 //! - [`logging`]: `tracing` set-up (RUST_LOG-style filters, optional JSON lines) and its
 //!   `[log]` table, which [`config`] holds.
+//!
+//! # One frame's road
+//!
+//! Live, from the socket to the published result:
+//! 1. `daemon` (ingest task): the ZeroMQ message is checked by `daemon::validate`
+//!    (protocol decode, [`wire::scan_from_fields`] for scans, per-stream tables) and the
+//!    accepted frame, with its payload as received, goes on the bounded latest-frame queue
+//!    (`daemon::queue`), and to the recorder (`daemon::record`) when recording.
+//! 2. `daemon` (worker thread): [`wire::payload_to_array`], then [`pipeline::Stage::process`]
+//!    of the stage [`pipeline::build`] made: [`beamform`] on the [`grid`], and for the
+//!    posterior stage the [`operator`] (cached per scan) and [`posterior`] sampling with the
+//!    [`diffusion`] prior, summarised with [`aeration`]'s categories.
+//! 3. [`wire::result_fields`] (or [`wire::failure_fields`] with [`pipeline::report`]'s
+//!    reason) -> the sink task publishes the result message and hands it to the live view
+//!    (`daemon::live`, drawn by [`render`]); [`metrics`] count every step.
+//!
+//! Offline, `replay` and `beamform` read frames with [`recording::Recording`] and run the
+//! same stage, built by the same [`pipeline::build`], writing each [`pipeline::Output`]
+//! (or failed row) to HDF5.
 //!
 //! Offline, beside the frame path (the modules above import none of them outside their
 //! tests, which use [`simulate`] for fixtures):

@@ -1,9 +1,14 @@
 //! Conversions between pleura's types and the wire protocol ([`crate::protocol`]):
-//! [`Scan`] <-> scan-message fields, and frame payloads <-> RF arrays.
+//! [`Scan`] <-> scan-message fields, frame payloads <-> RF arrays, and a stage's
+//! [`Output`] (or the reason a frame failed) -> result-message fields. Nothing else in
+//! pleura builds protocol fields.
 
 use ndarray::{Array2, Array4};
 
-use crate::protocol::{Dtype, Field};
+use crate::grid::Grid;
+use crate::pipeline::Output;
+use crate::posterior::frame::{FrameOutcome, StartKind};
+use crate::protocol::{Dtype, Field, FieldData};
 use crate::recording::Scan;
 
 /// A scan message whose fields do not make a valid [`Scan`].
@@ -296,6 +301,114 @@ pub fn array_to_payload(data: &Array4<f32>) -> Vec<u8> {
         out.extend_from_slice(&v.to_le_bytes());
     }
     out
+}
+
+/// The result fields of a stage's output (docs/protocol.md, "Result message").
+///
+/// - [`Output::Header`] gives none.
+/// - [`Output::Das`] gives `envelope` (float32, nz x nx), `bmode` (uint8, nz x nx), `grid_x`,
+///   `grid_z` (float64, m).
+/// - [`Output::Posterior`] gives `mean`, `std` (float32, nz x nx), `aeration` (float64
+///   scalar), `aeration_ci` (float64 \[2\]), `lung_fraction`, `category` (uint8 scalar),
+///   `das` (float32, nz x nx, in [0, 1]), `residual`, `noise_sigma`, `nfe` (float64
+///   scalars), `start` (uint8 scalar: 0 cold, 1 warm, 2 scene change), `grid_x`,
+///   `grid_z`. A frame whose sampling failed: [`failure_fields`], then `das`, `grid_x`,
+///   `grid_z`.
+pub fn result_fields(output: &Output) -> Vec<Field> {
+    match output {
+        Output::Header => Vec::new(),
+        Output::Das(d) => {
+            let mut fields = vec![
+                image_f32("envelope", &d.envelope),
+                Field {
+                    name: "bmode".into(),
+                    shape: image_shape(d.bmode.dim()),
+                    data: FieldData::U8(d.bmode.iter().copied().collect()),
+                },
+            ];
+            fields.extend(grid_fields(&d.grid));
+            fields
+        }
+        Output::Posterior(p) => {
+            let mut fields = match &p.outcome {
+                FrameOutcome::Done(e) => vec![
+                    image_f32("mean", &e.mean),
+                    image_f32("std", &e.std),
+                    Field::scalar("aeration", e.aeration),
+                    Field::f64("aeration_ci", vec![2], e.aeration_ci.to_vec()),
+                    Field::scalar("lung_fraction", e.lung_fraction),
+                    u8_scalar("category", e.category),
+                    image_f32("das", &p.das),
+                    Field::scalar("residual", e.residual),
+                    Field::scalar("noise_sigma", e.noise_sigma),
+                    Field::scalar("nfe", e.nfe as f64),
+                    u8_scalar(
+                        "start",
+                        match e.start {
+                            StartKind::Cold => 0,
+                            StartKind::Warm => 1,
+                            StartKind::SceneChange => 2,
+                        },
+                    ),
+                ],
+                FrameOutcome::Failed { reason, .. } => {
+                    let mut f = failure_fields(reason);
+                    f.push(image_f32("das", &p.das));
+                    f
+                }
+            };
+            fields.extend(grid_fields(&p.grid));
+            fields
+        }
+    }
+}
+
+/// The fields of a result for a frame the stage failed on: `failed` (uint8 scalar, 1) and
+/// `failed_reason` (uint8 \[n\], the reason as UTF-8 text).
+pub fn failure_fields(reason: &str) -> Vec<Field> {
+    vec![
+        u8_scalar("failed", 1),
+        Field {
+            name: "failed_reason".into(),
+            shape: vec![reason.len() as u32],
+            data: FieldData::U8(reason.as_bytes().to_vec()),
+        },
+    ]
+}
+
+/// Why the frame of a result failed (its `failed_reason`), when it did.
+pub fn result_failure(fields: &[Field]) -> Option<String> {
+    match &field(fields, "failed_reason")?.data {
+        FieldData::U8(bytes) => Some(String::from_utf8_lossy(bytes).into_owned()),
+        _ => None,
+    }
+}
+
+fn image_shape((nz, nx): (usize, usize)) -> Vec<u32> {
+    vec![nz as u32, nx as u32]
+}
+
+fn image_f32(name: &str, image: &Array2<f32>) -> Field {
+    Field {
+        name: name.into(),
+        shape: image_shape(image.dim()),
+        data: FieldData::F32(image.iter().copied().collect()),
+    }
+}
+
+fn u8_scalar(name: &str, value: u8) -> Field {
+    Field {
+        name: name.into(),
+        shape: Vec::new(),
+        data: FieldData::U8(vec![value]),
+    }
+}
+
+fn grid_fields(grid: &Grid) -> [Field; 2] {
+    [
+        Field::f64("grid_x", vec![grid.nx() as u32], grid.x.clone()),
+        Field::f64("grid_z", vec![grid.nz() as u32], grid.z.clone()),
+    ]
 }
 
 #[cfg(test)]

@@ -196,7 +196,8 @@ fn play(endpoint: &str, extra: &[&str], log: &Path) -> Child {
 const DAS_GRID: &str = "das_grid_x = [-0.0125, 0.0125, 101]\ndas_grid_z = [0.010, 0.035, 101]";
 
 /// A Python SUB consumer, started before the frames flow: prints "ready", then one JSON
-/// line per result (sequence, field shapes, B-mode maximum) until `last` is seen.
+/// line per result (sequence, field shapes, B-mode maximum, the posterior's scalars, their
+/// and the mean's bytes in hex, a failed frame's reason) until `last` is seen.
 const CONSUMER: &str = r#"
 import zmq
 endpoint, last = sys.argv[1], int(sys.argv[2])
@@ -220,7 +221,11 @@ while True:
                       "bmode_max": int(f["bmode"].max()) if "bmode" in f else None,
                       "values": {k: f[k].tolist() for k in
                                  ("aeration", "aeration_ci", "category", "start", "nfe")
-                                 if k in f}}), flush=True)
+                                 if k in f},
+                      "exact": {k: f[k].tobytes().hex() for k in ("mean", "aeration", "aeration_ci")
+                                if k in f},
+                      "failed_reason": f["failed_reason"].tobytes().decode()
+                                       if "failed_reason" in f else None}), flush=True)
     if m["sequence"] >= last:
         break
 "#;
@@ -347,9 +352,10 @@ fn posterior_stage_matches_replay_and_reloads_its_model() {
     let g = lung::grid();
     let model = dir.path().join("model");
     lung::write_model(&model, &g, 1);
-    let frames = 4u64;
+    let frames = 5u64;
+    // Frame 2 holds a NaN: both roads fail on it, for the same reason.
     let input = dir.path().join("lung.zea.h5");
-    lung::write_recording(&input, &g, &g, frames as usize, None);
+    lung::write_recording(&input, &g, &g, frames as usize, Some(2));
     let config = write_config(
         dir.path(),
         &format!(
@@ -359,7 +365,15 @@ fn posterior_stage_matches_replay_and_reloads_its_model() {
         "[sampler]\nmethod = \"dds\"\nsteps = 10\nsamples = 3\nseed = 7",
     );
 
-    // (aeration, interval, category) per frame of `pleura replay` with the model on disk.
+    // What `pleura replay` writes per frame with the model on disk.
+    struct Replayed {
+        aeration: Vec<f64>,
+        ci: Vec<f64>,
+        category: Vec<u8>,
+        mean: Vec<f32>,
+        start: Vec<String>,
+        failed_reason: Vec<String>,
+    }
     let replay = |name: &str| {
         let out = dir.path().join(name);
         let run = common::pleura()
@@ -385,20 +399,34 @@ fn posterior_stage_matches_replay_and_reloads_its_model() {
                 .and_then(|d| d.read_raw::<f64>())
                 .unwrap_or_else(|e| panic!("{name}: {e}"))
         };
-        let category = f
-            .dataset("pleura/recon/category")
-            .and_then(|d| d.read_raw::<u8>())
-            .unwrap();
-        (
-            read("pleura/recon/aeration"),
-            read("pleura/recon/aeration_ci"),
-            category,
-        )
+        let strings = |name: &str| -> Vec<String> {
+            f.dataset(name)
+                .and_then(|d| d.read_raw::<hdf5::types::VarLenUnicode>())
+                .unwrap_or_else(|e| panic!("{name}: {e}"))
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+        };
+        Replayed {
+            aeration: read("pleura/recon/aeration"),
+            ci: read("pleura/recon/aeration_ci"),
+            category: f
+                .dataset("pleura/recon/category")
+                .and_then(|d| d.read_raw::<u8>())
+                .unwrap(),
+            mean: f
+                .dataset("pleura/recon/mean")
+                .and_then(|d| d.read_raw::<f32>())
+                .unwrap(),
+            start: strings("pleura/recon/start"),
+            failed_reason: strings("pleura/recon/failed_reason"),
+        }
     };
-    // Plays the recording once and checks every published frame against `expected`.
-    let stream = |d: &Served, expected: &(Vec<f64>, Vec<f64>, Vec<u8>), log: &str| {
-        let (aeration, ci, category) = expected;
-        assert_eq!(aeration.len(), frames as usize);
+    // Plays the recording once and checks every published frame against `expected`:
+    // the same posterior mean, aeration, interval, category and start, bit for bit, and
+    // for the failed frame a result with the same reason.
+    let stream = |d: &Served, expected: &Replayed, log: &str| {
+        assert_eq!(expected.aeration.len(), frames as usize);
         let (consumer, results) = start_consumer(&d.publish, frames - 1, None);
         let mut scanner = play_file(&input, &d.ingest, &["--fps", "5"], &dir.path().join(log));
         assert!(scanner.wait().unwrap().success());
@@ -406,41 +434,53 @@ fn posterior_stage_matches_replay_and_reloads_its_model() {
         assert_eq!(
             seqs,
             (0..frames).collect::<Vec<_>>(),
-            "every frame, in order"
+            "every frame, the failed one included, in order"
         );
+        let n = lung::N;
         for (i, l) in lines.iter().enumerate() {
-            let n = lung::N as u64;
-            assert_eq!(l["shapes"]["mean"], serde_json::json!([n, n]), "{l}");
-            assert_eq!(l["shapes"]["std"], serde_json::json!([n, n]), "{l}");
-            assert_eq!(l["shapes"]["das"], serde_json::json!([n, n]), "{l}");
-            let v = &l["values"];
-            let a = v["aeration"].as_f64().unwrap();
-            assert!(
-                (a - aeration[i]).abs() < 1e-6,
-                "frame {i}: daemon {a}, replay {}",
-                aeration[i]
-            );
-            for k in 0..2 {
-                let c = v["aeration_ci"][k].as_f64().unwrap();
-                assert!((c - ci[2 * i + k]).abs() < 1e-6, "frame {i}: {v}");
+            let reason = &expected.failed_reason[i];
+            if !reason.is_empty() {
+                assert_eq!(i, 2, "only the NaN frame fails");
+                assert!(reason.contains("NaN"), "{reason}");
+                assert_eq!(l["failed_reason"].as_str(), Some(reason.as_str()), "{l}");
+                assert!(l["values"].get("aeration").is_none(), "{l}");
+                continue;
             }
-            assert_eq!(v["category"].as_u64().unwrap(), category[i] as u64);
-            // First frame cold, then warm starts (the scene barely moves).
-            assert_eq!(v["start"].as_u64().unwrap(), u64::from(i > 0), "frame {i}");
+            assert!(l["failed_reason"].is_null(), "frame {i}: {l}");
+            for name in ["mean", "std", "das"] {
+                assert_eq!(l["shapes"][name], serde_json::json!([n, n]), "{l}");
+            }
+            // Bit for bit: the little-endian bytes the daemon published.
+            let exact = |name: &str| l["exact"][name].as_str().unwrap().to_string();
+            let hex = |bytes: Vec<u8>| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+            let mean = &expected.mean[i * n * n..(i + 1) * n * n];
+            let mean = hex(mean.iter().flat_map(|v| v.to_le_bytes()).collect());
+            assert_eq!(exact("mean"), mean, "frame {i}: posterior mean");
+            let aeration = hex(expected.aeration[i].to_le_bytes().to_vec());
+            assert_eq!(exact("aeration"), aeration, "frame {i}: aeration");
+            let ci = &expected.ci[2 * i..2 * i + 2];
+            let ci = hex(ci.iter().flat_map(|v| v.to_le_bytes()).collect());
+            assert_eq!(exact("aeration_ci"), ci, "frame {i}: interval");
+            let v = &l["values"];
+            assert_eq!(v["category"].as_u64().unwrap(), expected.category[i] as u64);
+            let start = ["cold", "warm", "scene-change"][v["start"].as_u64().unwrap() as usize];
+            assert_eq!(start, expected.start[i], "frame {i}");
         }
     };
 
     let first = replay("replay-1.h5");
+    // Warm starts follow a good frame; the frame after the failed one starts cold.
+    assert_eq!(first.start, ["cold", "warm", "", "cold", "warm"]);
     let d = serve_with(dir.path(), &config);
     stream(&d, &first, "bridge-1.log");
 
     lung::write_model(&model, &g, 2);
     let second = replay("replay-2.h5");
     assert!(
-        (second.0[0] - first.0[0]).abs() > 1e-6,
+        (second.aeration[0] - first.aeration[0]).abs() > 1e-6,
         "another model gives another reconstruction: {} {}",
-        first.0[0],
-        second.0[0]
+        first.aeration[0],
+        second.aeration[0]
     );
     d.signal(libc::SIGHUP);
     wait_for("the rebuilt stage", Duration::from_secs(30), || {
@@ -448,7 +488,12 @@ fn posterior_stage_matches_replay_and_reloads_its_model() {
     });
     stream(&d, &second, "bridge-2.log");
     let m = d.metrics();
-    assert_eq!(m["pleura_frames_processed_total"], 2.0 * frames as f64);
+    assert_eq!(
+        m["pleura_frames_processed_total"],
+        2.0 * (frames - 1) as f64
+    );
+    assert_eq!(m["pleura_frames_failed_total"], 2.0);
+    assert_eq!(m["pleura_results_published_total"], 2.0 * frames as f64);
     assert_eq!(m["pleura_frames_dropped_total"], 0.0);
     assert_eq!(m["pleura_device_info{device=\"cpu\"}"], 1.0);
     let (status, _, _, log) = d.terminate();

@@ -1,13 +1,20 @@
-//! `pleura beamform`: delay-and-sum every frame of a recording to envelope and B-mode.
+//! `pleura beamform`: delay-and-sum every frame of a recording to envelope and B-mode,
+//! with the daemon's DAS stage ([`pleura::pipeline::DasStage`], built by
+//! [`pleura::pipeline::build`]): each frame's B-mode is log-compressed against its own
+//! maximum, as the daemon publishes it. A frame the stage fails on (non-finite samples)
+//! is a failed row (`failed`, `failed_reason`) with a zero image.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
+use hdf5::types::VarLenUnicode;
 use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::{s, Array2};
-use pleura::beamform::bmode::{log_compress, max_of};
-use pleura::beamform::{Apodization, BeamformError, Beamformer, DasOptions};
+use pleura::beamform::{Apodization, BeamformError, DasOptions};
+use pleura::config::{Config, StageKind};
 use pleura::grid::Grid;
+use pleura::pipeline::{self, FrameInput, Output, PipelineError, StageSpec};
 use pleura::recording::Recording;
 use pleura::render::gray_png;
 
@@ -29,7 +36,7 @@ pub struct Args {
     /// channel data).
     #[arg(long)]
     pub track: Option<pleura::recording::TrackChoice>,
-    /// Output HDF5: envelope, bmode, grid_x, grid_z, failed.
+    /// Output HDF5: envelope, bmode, grid_x, grid_z, failed, failed_reason.
     #[arg(long)]
     pub out: PathBuf,
     /// Lateral grid MIN,MAX,N in metres (default: across the array, half-wavelength step).
@@ -89,39 +96,48 @@ fn write_png(path: &Path, image: &Array2<u8>) -> Result<()> {
 pub fn run(args: Args) -> Result<()> {
     let rec = Recording::open_track(&args.input, args.track.as_ref())
         .with_context(|| format!("opening {}", args.input.display()))?;
-    let scan = rec.scan().clone();
-    let default = Grid::default_for(&scan)?;
-    let x = match &args.grid_x {
-        Some(v) => parse_axis("--grid-x", v)?,
-        None => (default.x[0], default.x[default.nx() - 1], default.nx()),
-    };
-    let z = match &args.grid_z {
-        Some(v) => parse_axis("--grid-z", v)?,
-        None => (default.z[0], default.z[default.nz() - 1], default.nz()),
-    };
-    let grid = Grid::linspace(x, z)?;
-    let options = DasOptions {
-        f_number: args.f_number,
-        apodization: match args.apodization {
-            ApodizationArg::Hann => Apodization::Hann,
-            ApodizationArg::Tukey => Apodization::Tukey(0.5),
-            ApodizationArg::Rect => Apodization::Rect,
-        },
+    let scan = Arc::new(rec.scan().clone());
+    // A grid flag replaces that axis of the scan's default grid.
+    let das_grid = match (&args.grid_x, &args.grid_z) {
+        (None, None) => None,
+        (x, z) => {
+            let default = Grid::default_for(&scan)?;
+            let x = match x {
+                Some(v) => parse_axis("--grid-x", v)?,
+                None => (default.x[0], default.x[default.nx() - 1], default.nx()),
+            };
+            let z = match z {
+                Some(v) => parse_axis("--grid-z", v)?,
+                None => (default.z[0], default.z[default.nz() - 1], default.nz()),
+            };
+            Some(Grid::linspace(x, z)?)
+        }
     };
     if !(args.dynamic_range.is_finite() && args.dynamic_range > 0.0) {
-        return Err(BeamformError::DynamicRange(args.dynamic_range).into());
+        return Err(BeamformError::DynamicRange(args.dynamic_range)).context("--dynamic-range");
     }
-    let mut bf = Beamformer::new(&scan, &grid, &options)?;
+    // The daemon's DAS stage, built by the same builder, with this command's settings.
+    let spec = StageSpec {
+        kind: StageKind::Das,
+        das: DasOptions {
+            f_number: args.f_number,
+            apodization: match args.apodization {
+                ApodizationArg::Hann => Apodization::Hann,
+                ApodizationArg::Tukey => Apodization::Tukey(0.5),
+                ApodizationArg::Rect => Apodization::Rect,
+            },
+        },
+        das_grid,
+        dynamic_range_db: args.dynamic_range,
+        ..StageSpec::offline(&Config::default())?
+    };
+    let mut stage = pipeline::build(&spec)?;
+    stage.prepare(0, &scan)?;
+    let grid = stage
+        .grid()
+        .context("the DAS stage has a grid once prepared")?;
     let (nz, nx, n_frames) = (grid.nz(), grid.nx(), rec.n_frames());
-    tracing::info!(
-        input = %args.input.display(),
-        n_frames,
-        nx,
-        nz,
-        taps = bf.plan().n_taps(),
-        table_mib = bf.plan().table_bytes() as f64 / (1 << 20) as f64,
-        "beamforming"
-    );
+    tracing::info!(input = %args.input.display(), n_frames, nx, nz, "beamforming");
 
     let out = hdf5::File::create(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
@@ -141,6 +157,9 @@ pub fn run(args: Args) -> Result<()> {
         .shape([nz])
         .create("grid_z")?
         .write_raw(&grid.z)?;
+    if let Some(dir) = &args.png {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
 
     let bar = ProgressBar::new(n_frames as u64);
     bar.set_style(
@@ -148,23 +167,41 @@ pub fn run(args: Args) -> Result<()> {
             .progress_chars("=> "),
     );
     bar.set_message("beamforming");
-    let mut env = Array2::<f32>::zeros((nz, nx));
     let mut failed = vec![0u8; n_frames];
-    let mut global_max = 0.0f32;
-    for (i, failed_i) in failed.iter_mut().enumerate() {
+    let mut reasons = vec![String::new(); n_frames];
+    for i in 0..n_frames {
         let frame = rec
             .read_frame(i)
             .with_context(|| format!("reading frame {i}"))?;
-        match bf.envelope_into(frame.data.view(), env.view_mut()) {
-            Ok(()) => global_max = global_max.max(max_of(env.view())),
-            Err(e @ BeamformError::NonFinite { .. }) => {
-                bar.suspend(|| tracing::warn!("frame {i} skipped: {e}"));
-                *failed_i = 1;
-                env.fill(0.0);
+        let output = stage.process(&FrameInput {
+            scan_id: 0,
+            scan: &scan,
+            sequence: frame.sequence_number,
+            timestamp_ns: frame.timestamp_ns,
+            data: &frame.data,
+        });
+        let image = match output {
+            Ok(Output::Das(image)) => Some(image),
+            Ok(other) => bail!("the DAS stage gave {other:?}"),
+            // What the daemon publishes as the reason; the frame's row stays zero.
+            Err(e @ PipelineError::Frame { .. }) => {
+                let reason = pipeline::report(&e);
+                bar.suspend(|| tracing::warn!("frame {i} skipped: {reason}"));
+                failed[i] = 1;
+                reasons[i] = reason;
+                None
             }
             Err(e) => return Err(e).with_context(|| format!("frame {i}")),
+        };
+        if let Some(image) = &image {
+            env_ds.write_slice(&image.envelope, s![i, .., ..])?;
+            bmode_ds.write_slice(&image.bmode, s![i, .., ..])?;
         }
-        env_ds.write_slice(&env, s![i, .., ..])?;
+        if let Some(dir) = &args.png {
+            let black = Array2::<u8>::zeros((nz, nx));
+            let b = image.as_ref().map_or(&black, |d| &d.bmode);
+            write_png(&dir.join(format!("frame_{i:05}.png")), b)?;
+        }
         bar.inc(1);
     }
     bar.finish_and_clear();
@@ -172,29 +209,25 @@ pub fn run(args: Args) -> Result<()> {
         .shape([n_frames])
         .create("failed")?
         .write_raw(failed.as_slice())?;
+    let reasons: Vec<VarLenUnicode> = reasons
+        .iter()
+        .map(|r| r.parse::<VarLenUnicode>())
+        .collect::<Result<_, _>>()
+        .context("a failure reason is not valid HDF5 text")?;
+    out.new_dataset::<VarLenUnicode>()
+        .shape([n_frames])
+        .create("failed_reason")?
+        .write_raw(&reasons)?;
     let n_failed = failed.iter().filter(|&&f| f != 0).count();
     if n_failed == n_frames {
         bail!("all {n_frames} frames failed (non-finite samples); no B-mode written");
-    }
-
-    if let Some(dir) = &args.png {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    for i in 0..n_frames {
-        let e: Array2<f32> = env_ds.read_slice_2d(s![i, .., ..])?;
-        let b = log_compress(e.view(), global_max, args.dynamic_range)?;
-        bmode_ds.write_slice(&b, s![i, .., ..])?;
-        if let Some(dir) = &args.png {
-            write_png(&dir.join(format!("frame_{i:05}.png")), &b)?;
-        }
     }
     let attr = |name: &str, v: f64| -> Result<()> {
         out.new_attr::<f64>().create(name)?.write_scalar(&v)?;
         Ok(())
     };
-    attr("f_number", options.f_number)?;
+    attr("f_number", args.f_number)?;
     attr("dynamic_range_db", args.dynamic_range)?;
-    attr("reference_max", global_max as f64)?;
     println!(
         "{}: {n_frames} frames ({n_failed} failed) beamformed on {nx} x {nz} pixels -> {}",
         args.input.display(),

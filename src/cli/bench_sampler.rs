@@ -42,7 +42,7 @@ use pleura::diffusion::unet::{param_count, UNet, UNetConfig};
 use pleura::grid::{Grid, DEFAULT_PITCH, DEFAULT_SIZE, DEFAULT_Z_MIN};
 use pleura::operator::{MeasurementOperator, OperatorOptions};
 use pleura::pipeline::posterior::PosteriorStage;
-use pleura::pipeline::FrameInput;
+use pleura::pipeline::{FrameInput, Stage};
 use pleura::posterior::frame::{quantile, FrameOutcome};
 use pleura::posterior::problem::{LinearOperator, Measurement, NormalizedOperator};
 use pleura::posterior::sampler::{PosteriorSampler, Start};

@@ -63,7 +63,7 @@ pub fn run(args: Args) -> Result<()> {
                 let t0 = std::time::Instant::now();
                 let f = rec.read_frame(i)?;
                 out.index_axis_mut(ndarray::Axis(0), i)
-                    .assign(&das.reconstruct(f.data.view())?);
+                    .assign(&das.reconstruct(f.sequence_number, &f.data)?);
                 latency_ms[i] = t0.elapsed().as_secs_f64() * 1e3;
             }
         }

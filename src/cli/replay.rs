@@ -2,10 +2,12 @@
 //! and write the results (and optionally one PNG panel per frame and the aeration trend,
 //! rendered by [`pleura::render`]).
 //!
-//! Each frame goes through [`pleura::pipeline::posterior::PosteriorStage`], the code the
-//! daemon's `posterior` stage runs: DAS beamforming onto the reconstruction grid (shown
-//! as B-mode and stored as `recon/das`), posterior sampling (`pleura::posterior`),
-//! summary statistics. The DAS f-number is `[daemon] das_f_number`.
+//! The stage is the daemon's `posterior` stage, built by the same [`pleura::pipeline::build`]
+//! from the configuration's `[daemon]` and `[sampler]` (this command's flags override the
+//! model, device and sampler settings): DAS beamforming onto the model's grid (shown as
+//! B-mode and stored as `recon/das`), posterior sampling (`pleura::posterior`), summary
+//! statistics. A frame the stage fails on is a failed row with the reason the daemon
+//! publishes for it.
 //! Output datasets (F frames, nz x nx grid), under `pleura/` (`recon/` below stands for
 //! `pleura/recon/`):
 //! `recon/mean`, `recon/std` (F, nz, nx) float32 (NaN for failed frames);
@@ -35,13 +37,11 @@ use anyhow::Context;
 use ndarray::{Array1, Array2, Array3};
 use sha2::{Digest, Sha256};
 
-use pleura::beamform::DasOptions;
-use pleura::config::Config;
-use pleura::diffusion::checkpoint::{self, Model};
+use pleura::config::{Config, StageKind};
+use pleura::diffusion::checkpoint;
 use pleura::eval::files::{ReconWriter, Truth};
 use pleura::grid::Grid;
-use pleura::pipeline::posterior::{model_grid, PosteriorStage};
-use pleura::pipeline::FrameInput;
+use pleura::pipeline::{self, FrameInput, StageSpec};
 use pleura::posterior::frame::FrameOutcome;
 use pleura::posterior::Method;
 use pleura::recording::Recording;
@@ -99,7 +99,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         tracing::warn!(path = %args.config.display(), "no configuration file, using defaults");
         Config::default()
     };
-    let mut cfg = config.sampler;
+    let mut cfg = config.sampler.clone();
     if let Some(m) = args.sampler {
         cfg.method = m;
     }
@@ -114,33 +114,25 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     cfg.validate()?;
 
-    let device = pleura::device::select(&args.device)?;
-    let model = Model::load(&args.model, &device)
-        .with_context(|| format!("cannot load model {}", args.model.display()))?;
     let model_hash = model_sha256(&args.model)?;
     let rec = Recording::open_track(&args.input, args.track.as_ref())
         .with_context(|| format!("cannot open recording {}", args.input.display()))?;
-    // The model's training grid; without one, the recording's ground-truth grid when it
-    // has the model's size, else the stage's default.
-    let n = model.spec.model.image_size;
-    let grid = match model_grid(&model)? {
-        Some(_) => None,
-        None => rec
-            .ground_truth_grid()
-            .filter(|(x, z)| (z.len(), x.len()) == (n, n))
-            .map(|(x, z)| Grid::new(x.to_vec(), z.to_vec()))
-            .transpose()?,
+    let spec = StageSpec {
+        kind: StageKind::Posterior,
+        model: args.model.clone(),
+        device: args.device.clone(),
+        sampler: cfg.clone(),
+        ..StageSpec::offline(&config)?
     };
-    let das_options = DasOptions {
-        f_number: config.daemon.das_f_number,
-        ..DasOptions::default()
-    };
-    let mut stage = PosteriorStage::new(&model, cfg.clone(), grid, das_options, &device)?;
+    let mut stage = pipeline::build(&spec)?;
     let scan = Arc::new(rec.scan().clone());
     stage
         .prepare(0, &scan)
         .with_context(|| format!("{} does not fit the model's grid", args.input.display()))?;
-    let grid = stage.grid().clone();
+    let grid = stage
+        .grid()
+        .context("the posterior stage images on the model's grid")?;
+    let mut operator_norm = f64::NAN;
 
     let truth_ok = rec
         .ground_truth_grid()
@@ -177,18 +169,35 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     for f in 0..n {
         let t0 = Instant::now();
         let frame = rec.read_frame(f)?;
-        let result = stage.reconstruct(&FrameInput {
+        let output = stage.process(&FrameInput {
             scan_id: 0,
             scan: &scan,
             sequence: frame.sequence_number,
             timestamp_ns: frame.timestamp_ns,
             data: &frame.data,
-        })?;
+        });
+        let result = match output {
+            Ok(pipeline::Output::Posterior(p)) => p,
+            Ok(other) => anyhow::bail!("the posterior stage gave {other:?}"),
+            // What the daemon publishes as the reason (the stage's typed error, whole).
+            Err(e) => pleura::pipeline::posterior::PosteriorFrame {
+                das: Array2::zeros((nz, nx)),
+                outcome: FrameOutcome::Failed {
+                    reason: pipeline::report(&e),
+                    attempts: 0,
+                },
+                grid: grid.clone(),
+                operator_norm: f64::NAN,
+            },
+        };
         let latency = t0.elapsed().as_secs_f64() * 1e3;
         out.das
             .index_axis_mut(ndarray::Axis(0), f)
             .assign(&result.das);
         out.latency_ms[f] = latency;
+        if result.operator_norm.is_finite() {
+            operator_norm = result.operator_norm;
+        }
         match &result.outcome {
             FrameOutcome::Done(e) => {
                 out.mean.index_axis_mut(ndarray::Axis(0), f).assign(&e.mean);
@@ -242,7 +251,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     },
                 ),
                 FrameOutcome::Failed { reason, .. } => {
-                    (Reconstruction::Failed(reason), TrendValue::Failed)
+                    (Reconstruction::Failed(reason.as_str()), TrendValue::Failed)
                 }
             };
             let png = render::panel_png(&PanelInput {
@@ -283,8 +292,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         model: args.model.display().to_string(),
         model_sha256: model_hash,
         sampler: serde_json::to_string(&cfg)?,
-        operator_norm: stage.operator_norm().unwrap_or(f64::NAN),
-        device: pleura::device::describe(&device),
+        operator_norm,
+        device: stage.device(),
     };
     out.write(&args.out, &grid, &attrs)
         .with_context(|| format!("cannot write {}", args.out.display()))?;

@@ -225,20 +225,20 @@ impl LiveView {
         self.evict(&mut s);
     }
 
-    /// Records a published result (the sink, after publishing it).
+    /// Records a published result (the sink, after publishing it): an estimate, or a
+    /// frame the stage failed on with its reason.
     pub fn result(&self, result: Arc<ResultMessage>) {
+        if let Some(reason) = crate::wire::result_failure(&result.fields) {
+            let latest = Latest::Failed {
+                sequence: result.sequence,
+                timestamp_ns: result.timestamp_ns,
+                reason,
+            };
+            self.record(result.stream_id, latest, Some(TrendValue::Failed));
+            return;
+        }
         let value = published(&result).map(|(aeration, ci)| TrendValue::Estimate { aeration, ci });
         self.record(result.stream_id, Latest::Result(result), value);
-    }
-
-    /// Records a frame the stage failed on (the worker).
-    pub fn failure(&self, stream_id: u64, sequence: u64, timestamp_ns: u64, reason: &str) {
-        let latest = Latest::Failed {
-            sequence,
-            timestamp_ns,
-            reason: reason.to_string(),
-        };
-        self.record(stream_id, latest, Some(TrendValue::Failed));
     }
 
     /// The streams as `/live/state` lists them, most recently updated first.
@@ -461,6 +461,14 @@ pub(crate) mod tests {
         })
     }
 
+    /// The result published for a frame the stage failed on, with `reason`.
+    fn failed(stream_id: u64, sequence: u64, reason: &str) -> Arc<ResultMessage> {
+        Arc::new(ResultMessage {
+            fields: crate::wire::failure_fields(reason),
+            ..(*result(stream_id, sequence, 0.0)).clone()
+        })
+    }
+
     /// Streams are bounded, least recently updated evicted first and counted; each
     /// stream's trend is bounded; a failure is the stream's latest with its reason.
     #[test]
@@ -488,7 +496,7 @@ pub(crate) mod tests {
         assert_eq!(one["category"], "normal (60-85 %)");
         assert!((one["time_s"].as_f64().unwrap() - 0.1).abs() < 1e-9);
 
-        live.failure(3, 1, 1_100_000_000, "non-finite samples");
+        live.result(failed(3, 1, "non-finite samples"));
         let three = &live.state_json()[0];
         assert_eq!(three["failed"], 1);
         assert_eq!(three["failed_reason"], "non-finite samples");
@@ -526,7 +534,7 @@ pub(crate) mod tests {
         live.result(result(9, 1, 0.75));
         let c = live.figure(9, Figure::Panel).await.unwrap().unwrap();
         assert!(!Arc::ptr_eq(&a, &c) && a != c, "a new result, a new panel");
-        live.failure(9, 2, 1_200_000_000, "diverged");
+        live.result(failed(9, 2, "diverged"));
         let f = live.figure(9, Figure::Panel).await.unwrap().unwrap();
         assert_eq!(&f[1..4], b"PNG");
         assert_ne!(f, c);

@@ -6,15 +6,17 @@
 //!   always drains the socket: it validates every message ([`validate`]), counts every
 //!   rejection by reason and pushes accepted frames onto a bounded latest-frame queue
 //!   ([`queue`]) that drops its oldest frame when full. It never waits on the worker.
-//! - **worker** (dedicated thread): pops frames and runs the configured
-//!   [`crate::pipeline::Stage`] on them, one at a time.
+//! - **worker** (dedicated thread): pops frames, decodes their payload and runs the
+//!   [`crate::pipeline::Stage`] built by [`crate::pipeline::build`] on them, one at a
+//!   time; [`crate::wire`] turns each output, or the reason a frame failed, into the
+//!   result's fields.
 //! - **sink** (task): a PUB socket publishing each frame's result (sequence number,
-//!   timestamps, latency acquisition -> publish, the stage's fields) and a periodic
-//!   status message.
+//!   timestamps, latency acquisition -> publish, the stage's fields or the failure's
+//!   reason) and a periodic status message.
 //! - **admin** (task): HTTP `/metrics`, `/healthz`, `/status` and the live view at `/`
-//!   ([`crate::metrics::http`]); the sink and the worker record each result and failure
-//!   in the live view's bounded store ([`live`]), whose figures are rendered only when the
-//!   page asks for them, off the frame path.
+//!   ([`crate::metrics::http`]); the sink records each published result, failed frames
+//!   included, in the live view's bounded store ([`live`]), whose figures are rendered
+//!   only when the page asks for them, off the frame path.
 //!
 //! [`Daemon::start`] binds everything and reports the resolved endpoints (port 0 picks a
 //! free port); [`Daemon::run`] runs until the `shutdown` future completes, then stops
@@ -52,8 +54,8 @@ use zeromq::{PubSocket, Socket, SocketRecv, SocketSend, SubSocket, ZmqMessage};
 
 use crate::config::{Config, ConfigError, DaemonConfig, IngestMode};
 use crate::metrics::{http, Metrics, StateTable};
-use crate::pipeline::{self, FrameInput, ScanCheck, ScanLimits};
-use crate::protocol::{self, Field, Key, ResultMessage, StatusMessage};
+use crate::pipeline::{self, FrameInput, PipelineError, ScanCheck, ScanLimits, StageSpec};
+use crate::protocol::{self, Key, ResultMessage, StatusMessage};
 use crate::wire;
 use live::LiveView;
 use queue::LatestQueue;
@@ -312,7 +314,7 @@ impl Daemon {
         warn_exposed(&config, key.as_ref());
         let stage = {
             let full = full.clone();
-            tokio::task::spawn_blocking(move || pipeline::build(&full))
+            tokio::task::spawn_blocking(move || pipeline::build(&StageSpec::serve(&full)?))
                 .await
                 .map_err(|_| DaemonError::Task("stage build"))??
         };
@@ -446,10 +448,9 @@ impl Daemon {
         let worker = {
             let queue = queue.clone();
             let metrics = metrics.clone();
-            let live = live.clone();
             std::thread::Builder::new()
                 .name("pleura-worker".into())
-                .spawn(move || worker_loop(stage, stage_rx, &queue, &metrics, &live, result_tx))
+                .spawn(move || worker_loop(stage, stage_rx, &queue, &metrics, result_tx))
                 .map_err(DaemonError::Thread)?
         };
         let reloader = tokio::spawn(reload_task(
@@ -638,7 +639,7 @@ async fn prepare(
     config.daemon.validate()?;
     let key = load_key(&config.daemon)?;
     let build = config.clone();
-    let stage = tokio::task::spawn_blocking(move || pipeline::build(&build))
+    let stage = tokio::task::spawn_blocking(move || pipeline::build(&StageSpec::serve(&build)?))
         .await
         .map_err(|_| ReloadError::Panicked)??;
     Ok((InForce::new(config.daemon, key, stage.as_ref()), stage))
@@ -697,7 +698,7 @@ async fn reload_task(
                 }
             }
             Err(e) => {
-                metrics.reload_refused(&e.to_string());
+                metrics.reload_refused(&pipeline::report(&e));
                 tracing::error!(
                     error = %e,
                     stage = current.stage,
@@ -981,7 +982,6 @@ fn worker_loop(
     stages: std::sync::mpsc::Receiver<Box<dyn pipeline::Stage>>,
     queue: &LatestQueue<AcceptedFrame>,
     metrics: &Metrics,
-    live: &LiveView,
     results: mpsc::Sender<ResultMessage>,
 ) {
     // Operator evictions of the stage in use already counted.
@@ -996,33 +996,45 @@ fn worker_loop(
         }
         let started = Instant::now();
         let outcome = wire::payload_to_array(&frame.payload, frame.dtype, frame.shape)
-            .map_err(|e| e.to_string())
+            .map_err(|e| PipelineError::Frame {
+                sequence: frame.sequence,
+                stage: stage.name(),
+                source: e.into(),
+            })
             .and_then(|data| {
-                stage
-                    .process(&FrameInput {
-                        scan_id: frame.scan_id,
-                        scan: &frame.scan,
-                        sequence: frame.sequence,
-                        timestamp_ns: frame.timestamp_ns,
-                        data: &data,
-                    })
-                    .map_err(|e| e.to_string())
+                stage.process(&FrameInput {
+                    scan_id: frame.scan_id,
+                    scan: &frame.scan,
+                    sequence: frame.sequence,
+                    timestamp_ns: frame.timestamp_ns,
+                    data: &data,
+                })
             });
         metrics.processing.observe(started.elapsed());
         let cache = stage.operator_cache();
         metrics.set_entries(StateTable::Operators, cache.len as u64);
         metrics.evicted(StateTable::Operators, cache.evictions - counted);
         counted = cache.evictions;
-        let fields: Vec<Field> = match outcome {
-            Ok(fields) => fields,
+        // A failed frame is published too, with its reason (docs/protocol.md).
+        let (fields, failure) = match outcome {
+            Ok(output) => (
+                wire::result_fields(&output),
+                output.failure().map(str::to_string),
+            ),
             Err(e) => {
-                metrics.frames_failed.fetch_add(1, Relaxed);
-                tracing::warn!(sequence = frame.sequence, error = %e, "frame not processed");
-                live.failure(frame.stream_id, frame.sequence, frame.timestamp_ns, &e);
-                continue;
+                let reason = pipeline::report(&e);
+                (wire::failure_fields(&reason), Some(reason))
             }
         };
-        metrics.frames_processed.fetch_add(1, Relaxed);
+        match failure {
+            Some(reason) => {
+                metrics.frames_failed.fetch_add(1, Relaxed);
+                tracing::warn!(sequence = frame.sequence, %reason, "frame failed");
+            }
+            None => {
+                metrics.frames_processed.fetch_add(1, Relaxed);
+            }
+        }
         let result = ResultMessage {
             stream_id: frame.stream_id,
             scan_id: frame.scan_id,

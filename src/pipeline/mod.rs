@@ -1,55 +1,111 @@
-//! The per-frame processing pipeline shared by the live daemon (`pleura serve`) and
-//! offline replay: a [`Stage`] turns one RF frame of a scan into named result fields.
+//! The per-frame processing stage: one RF frame of a scan in, one typed [`Output`] out.
+//! `pleura serve`, `pleura replay` and `pleura beamform` build their stage with the one
+//! builder here, [`build`], from a [`StageSpec`], and run every frame through
+//! [`Stage::process`]; only [`crate::wire`] turns an output into protocol fields.
 //!
-//! A stage keeps whatever it precomputes per scan (a beamforming plan, a model on a
-//! device) and rebuilds it when the scan changes; the daemon's worker owns one stage and
-//! calls it on a blocking thread, one frame at a time. Results are
-//! [`crate::protocol::Field`]s so they go on the wire as they are.
+//! A stage keeps whatever it precomputes per scan (a beamforming plan, a measurement
+//! operator) and rebuilds it when the scan changes; the daemon's worker owns one stage and
+//! calls it on a blocking thread, one frame at a time.
 //!
 //! Stages (chosen by `[daemon] stage`):
-//! - [`StageKind::Das`] ([`DasStage`]): delay-and-sum beamforming on the configured grid
-//!   or the scan's default one ([`crate::grid::Grid::default_for`]); results `envelope`
-//!   (float32, nz x nx), `bmode` (uint8, nz x nx, log-compressed against the frame's
-//!   maximum), `grid_x` and `grid_z` (float64, m).
-//! - [`StageKind::Posterior`] ([`posterior::PosteriorStage`]): posterior sampling of the
-//!   aeration image on the model's grid, the same code `pleura replay` runs; results
-//!   `mean`, `std`, `aeration`, `aeration_ci`, `category`, `das`, ... (see its
-//!   [`Stage::process`]).
-//! - [`StageKind::None`]: no processing; results carry only the header (sequence number,
-//!   timestamps, latency). Used to relay and to benchmark ingest.
+//! - [`StageKind::Das`] ([`das::DasStage`]): delay-and-sum beamforming on the configured
+//!   grid or the scan's default one ([`crate::grid::Grid::default_for`]): the envelope and
+//!   its B-mode, log-compressed against the frame's maximum ([`Output::Das`]).
+//! - [`StageKind::Posterior`] ([`posterior::PosteriorStage`]): DAS for display and
+//!   posterior sampling of the aeration image on the model's grid ([`Output::Posterior`]).
+//! - [`StageKind::None`]: no processing ([`Output::Header`]); used to relay and to
+//!   benchmark ingest.
 //!
-//! Nothing in the daemon depends on which stage runs.
+//! A frame a stage fails on is reported the same way on every road: a failed row in
+//! replay's and beamform's files, a result message with the reason over the wire
+//! ([`Output::failure`], or a [`PipelineError`] whose whole chain, [`report`], is the
+//! reason). Nothing in the daemon depends on which stage runs.
 
+pub mod das;
 pub mod posterior;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use ndarray::{Array2, Array4};
 
-use crate::beamform::{bmode, Beamformer, DasOptions, DasPlan};
+use crate::beamform::{BeamformError, DasOptions, DasPlan};
 use crate::config::{Config, DaemonConfig, StageKind};
 use crate::grid::{Grid, GridError, GridExtent};
 use crate::operator::{OperatorError, OperatorOptions};
-use crate::protocol::{Field, FieldData};
+use crate::posterior::{PosteriorError, SamplerConfig};
 use crate::recording::Scan;
+use crate::wire::WireError;
 
-/// Errors of a processing stage, naming the scan or frame they concern.
+pub use das::DasStage;
+
+/// Errors of a processing stage, naming the setting, scan or frame they concern; the
+/// cause is the error's [`std::error::Error::source`] ([`report`] prints the chain).
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
+    /// A setting the stage cannot be built with.
     #[error("[daemon] {message}")]
     Config { message: String },
-    #[error("scan {scan_id}: the {stage} stage cannot process it: {message}")]
+    /// The model named by `[daemon] model` cannot be used.
+    #[error("[daemon] model = \"{}\"", path.display())]
+    Model {
+        path: PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("scan {scan_id}: the {stage} stage cannot process it")]
     Scan {
         scan_id: u64,
         stage: &'static str,
-        message: String,
+        #[source]
+        source: ScanError,
     },
-    #[error("frame {sequence}: the {stage} stage failed: {message}")]
+    #[error("frame {sequence}: the {stage} stage failed")]
     Frame {
         sequence: u64,
         stage: &'static str,
-        message: String,
+        #[source]
+        source: FrameError,
     },
+}
+
+/// Why a stage cannot process a scan: nothing is built for it, and its frames fail.
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    #[error(transparent)]
+    Refused(#[from] ScanRefused),
+    #[error(transparent)]
+    Fit(#[from] posterior::FitError),
+    #[error("its grid")]
+    Grid(#[from] GridError),
+    #[error("its DAS plan")]
+    Plan(#[from] BeamformError),
+    #[error("its measurement operator")]
+    Operator(#[from] OperatorError),
+    #[error("its measurement operator")]
+    Normalisation(#[from] PosteriorError),
+}
+
+/// Why a stage failed on one frame of a scan it can process.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("its payload")]
+    Payload(#[from] WireError),
+    #[error("beamforming")]
+    Beamform(#[from] BeamformError),
+}
+
+/// `error` and its sources, outermost first, joined by ": " (what the daemon logs and
+/// publishes as a failed frame's reason).
+pub fn report(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut next = error.source();
+    while let Some(e) = next {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        next = e.source();
+    }
+    text
 }
 
 /// One frame handed to a stage.
@@ -65,6 +121,37 @@ pub struct FrameInput<'a> {
     pub data: &'a Array4<f32>,
 }
 
+/// What a stage made of one frame.
+#[derive(Clone, Debug)]
+pub enum Output {
+    /// The `none` stage: the result is its header alone.
+    Header,
+    Das(DasImage),
+    Posterior(posterior::PosteriorFrame),
+}
+
+impl Output {
+    /// Why the frame failed, when the stage gave an output for a failed frame (the
+    /// posterior stage keeps the DAS image of a frame whose sampling failed).
+    pub fn failure(&self) -> Option<&str> {
+        match self {
+            Output::Posterior(p) => p.failure(),
+            Output::Header | Output::Das(_) => None,
+        }
+    }
+}
+
+/// A delay-and-sum image of one frame.
+#[derive(Clone, Debug)]
+pub struct DasImage {
+    /// Envelope, data units, (nz, nx).
+    pub envelope: Array2<f32>,
+    /// The envelope log-compressed to the stage's dynamic range against its own maximum
+    /// (a frame without signal is black), (nz, nx).
+    pub bmode: Array2<u8>,
+    pub grid: Arc<Grid>,
+}
+
 /// A per-frame processor.
 pub trait Stage: Send {
     /// Short name (`das`, `none`, ...), used in logs and errors.
@@ -73,8 +160,20 @@ pub trait Stage: Send {
     /// Where the stage computes (`cpu`, `cuda:0`, ...), reported in `/metrics`.
     fn device(&self) -> String;
 
-    /// Processes one frame; the fields are published as the frame's result.
-    fn process(&mut self, frame: &FrameInput<'_>) -> Result<Vec<Field>, PipelineError>;
+    /// Builds (or fetches) what the stage needs for `scan`, so that a scan it cannot
+    /// process is refused before its first frame; [`Stage::process`] does it too.
+    fn prepare(&mut self, _scan_id: u64, _scan: &Arc<Scan>) -> Result<(), PipelineError> {
+        Ok(())
+    }
+
+    /// The image grid of the scan last prepared (the posterior stage's is fixed); None
+    /// before any scan, or for a stage that makes no image.
+    fn grid(&self) -> Option<Arc<Grid>> {
+        None
+    }
+
+    /// Processes one frame.
+    fn process(&mut self, frame: &FrameInput<'_>) -> Result<Output, PipelineError>;
 
     /// What the stage builds for a scan, so that a scan can be sized under `limits`
     /// before any frame of it reaches the stage (the daemon's validator checks it).
@@ -87,6 +186,114 @@ pub trait Stage: Send {
     fn operator_cache(&self) -> CacheCount {
         CacheCount::default()
     }
+}
+
+/// Everything a stage is built from: `[daemon]`'s stage settings and `[sampler]`, which
+/// the offline commands adjust from their flags before calling [`build`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct StageSpec {
+    pub kind: StageKind,
+    /// Receive beamforming (`[daemon] das_f_number`; Hann apodization unless changed).
+    pub das: DasOptions,
+    /// The DAS stage's fixed grid (`das_grid_x`, `das_grid_z`); None: each scan's default.
+    pub das_grid: Option<Grid>,
+    /// B-mode dynamic range of the DAS stage, dB.
+    pub dynamic_range_db: f64,
+    /// Model directory of the posterior stage.
+    pub model: PathBuf,
+    /// Compute device of the posterior stage: `cpu`, `cuda:N` or `auto`.
+    pub device: String,
+    pub sampler: SamplerConfig,
+    /// Measurement operators the posterior stage keeps for scans seen before.
+    pub max_operators: usize,
+    /// Caps every scan is sized against before anything is built for it (the daemon's);
+    /// None: none (offline commands, on files the user chose).
+    pub limits: Option<ScanLimits>,
+}
+
+impl StageSpec {
+    /// The stage `pleura serve` runs with `config`, its caps included.
+    pub fn serve(config: &Config) -> Result<Self, PipelineError> {
+        Ok(StageSpec {
+            limits: Some(ScanLimits::from_config(&config.daemon)),
+            ..Self::offline(config)?
+        })
+    }
+
+    /// The stage `config` describes, without the daemon's caps; an error names a grid
+    /// setting that makes no grid.
+    pub fn offline(config: &Config) -> Result<Self, PipelineError> {
+        let d = &config.daemon;
+        let das_grid = match (d.das_grid_x, d.das_grid_z) {
+            (Some(x), Some(z)) => {
+                Some(Grid::linspace(x, z).map_err(|e| PipelineError::Config {
+                    message: format!("das_grid_x/das_grid_z: {e}"),
+                })?)
+            }
+            _ => None,
+        };
+        Ok(StageSpec {
+            kind: d.stage,
+            das: DasOptions {
+                f_number: d.das_f_number,
+                ..DasOptions::default()
+            },
+            das_grid,
+            dynamic_range_db: d.bmode_dynamic_range_db,
+            model: d.model.clone(),
+            device: d.device.clone(),
+            sampler: config.sampler.clone(),
+            max_operators: d.max_operators,
+            limits: None,
+        })
+    }
+}
+
+/// Builds the stage `spec` describes (loading the model for `posterior`): the one road
+/// from settings to a stage for the daemon and the offline commands. Errors name the
+/// setting at fault.
+pub fn build(spec: &StageSpec) -> Result<Box<dyn Stage>, PipelineError> {
+    let setting = |message: String| PipelineError::Config { message };
+    if !(spec.das.f_number.is_finite() && spec.das.f_number > 0.0) {
+        return Err(setting(format!(
+            "das_f_number = {} must be positive",
+            spec.das.f_number
+        )));
+    }
+    let stage: Box<dyn Stage> = match spec.kind {
+        StageKind::Das => {
+            if let Some(g) = &spec.das_grid {
+                let pixels = g.nx().saturating_mul(g.nz());
+                if let Some(l) = spec.limits.filter(|l| pixels as u64 > l.max_grid_pixels) {
+                    return Err(setting(format!(
+                        "das_grid_x/das_grid_z: {} x {} pixels, over max_grid_pixels = {}",
+                        g.nx(),
+                        g.nz(),
+                        l.max_grid_pixels
+                    )));
+                }
+            }
+            if !(spec.dynamic_range_db.is_finite() && spec.dynamic_range_db > 0.0) {
+                return Err(setting(format!(
+                    "bmode_dynamic_range_db = {} must be positive",
+                    spec.dynamic_range_db
+                )));
+            }
+            Box::new(DasStage::new(
+                spec.das,
+                spec.das_grid.clone(),
+                spec.dynamic_range_db,
+                spec.limits,
+            ))
+        }
+        StageKind::Posterior => {
+            let device = crate::device::select(&spec.device)
+                .map_err(|e| setting(format!("device = \"{}\": {e}", spec.device)))?;
+            Box::new(posterior::PosteriorStage::load(spec, &device)?)
+        }
+        StageKind::None => Box::new(NoStage),
+    };
+    Ok(stage)
 }
 
 /// Entries of a bounded per-scan table and its evictions.
@@ -287,187 +494,8 @@ impl Stage for NoStage {
         "cpu".into()
     }
 
-    fn process(&mut self, _frame: &FrameInput<'_>) -> Result<Vec<Field>, PipelineError> {
-        Ok(Vec::new())
-    }
-}
-
-/// A fixed image grid: ((x_min, x_max, nx), (z_min, z_max, nz)), metres.
-pub type GridSpec = ((f64, f64, usize), (f64, f64, usize));
-
-/// Delay-and-sum beamforming: envelope and B-mode of every frame.
-pub struct DasStage {
-    options: DasOptions,
-    /// Fixed grid; None: the scan's default.
-    grid: Option<GridSpec>,
-    dynamic_range_db: f64,
-    /// Caps checked before a plan is built (None: none, offline).
-    limits: Option<ScanLimits>,
-    /// The scan the beamformer was planned for, the beamformer, its grid as fields.
-    planned: Option<(Arc<Scan>, Beamformer, Field, Field)>,
-}
-
-impl DasStage {
-    /// A stage with these beamforming options, grid (None: each scan's default grid) and
-    /// B-mode dynamic range (dB).
-    pub fn new(options: DasOptions, grid: Option<GridSpec>, dynamic_range_db: f64) -> Self {
-        DasStage {
-            options,
-            grid,
-            dynamic_range_db,
-            limits: None,
-            planned: None,
-        }
-    }
-
-    /// Refuses, before building anything, a scan whose plan would exceed `limits` (the
-    /// daemon's validator checks scans too; this holds for frames queued across a reload).
-    pub fn with_limits(mut self, limits: ScanLimits) -> Self {
-        self.limits = Some(limits);
-        self
-    }
-
-    fn plan(&mut self, scan_id: u64, scan: &Arc<Scan>) -> Result<(), PipelineError> {
-        let current =
-            matches!(&self.planned, Some((s, ..)) if Arc::ptr_eq(s, scan) || **s == **scan);
-        if current {
-            return Ok(());
-        }
-        let err = |e: crate::beamform::BeamformError| PipelineError::Scan {
-            scan_id,
-            stage: "das",
-            message: e.to_string(),
-        };
-        if let Some(limits) = self.limits {
-            self.scan_check(limits)
-                .check(scan)
-                .map_err(|e| PipelineError::Scan {
-                    scan_id,
-                    stage: "das",
-                    message: e.to_string(),
-                })?;
-        }
-        let grid = match self.grid {
-            Some((x, z)) => Grid::linspace(x, z),
-            None => Grid::default_for(scan),
-        }
-        .map_err(|e| err(e.into()))?;
-        let bf = Beamformer::new(scan, &grid, &self.options).map_err(err)?;
-        tracing::info!(scan_id, nx = grid.nx(), nz = grid.nz(), "DAS plan built");
-        let gx = Field::f64("grid_x", vec![grid.nx() as u32], grid.x.clone());
-        let gz = Field::f64("grid_z", vec![grid.nz() as u32], grid.z.clone());
-        self.planned = Some((scan.clone(), bf, gx, gz));
-        Ok(())
-    }
-}
-
-impl Stage for DasStage {
-    fn name(&self) -> &'static str {
-        "das"
-    }
-
-    fn scan_check(&self, limits: ScanLimits) -> ScanCheck {
-        let grid = self.grid.map(|(x, z)| GridExtent {
-            x: (x.0, x.1, x.2 as f64),
-            z: (z.0, z.1, z.2 as f64),
-        });
-        ScanCheck::imaging(limits, grid, self.options, false)
-    }
-
-    fn device(&self) -> String {
-        "cpu".into()
-    }
-
-    fn process(&mut self, frame: &FrameInput<'_>) -> Result<Vec<Field>, PipelineError> {
-        self.plan(frame.scan_id, frame.scan)?;
-        let Some((_, bf, gx, gz)) = self.planned.as_mut() else {
-            unreachable!("plan() leaves a beamformer")
-        };
-        let err = |e: crate::beamform::BeamformError| PipelineError::Frame {
-            sequence: frame.sequence,
-            stage: "das",
-            message: e.to_string(),
-        };
-        let (nz, nx) = (gz.shape[0] as usize, gx.shape[0] as usize);
-        let mut envelope = Array2::<f32>::zeros((nz, nx));
-        bf.envelope_into(frame.data.view(), envelope.view_mut())
-            .map_err(err)?;
-        // A frame without signal has a zero envelope: shown black rather than rejected.
-        let max = bmode::max_of(envelope.view());
-        let reference = if max > 0.0 { max } else { 1.0 };
-        let image =
-            bmode::log_compress(envelope.view(), reference, self.dynamic_range_db).map_err(err)?;
-        let shape = vec![nz as u32, nx as u32];
-        Ok(vec![
-            Field {
-                name: "envelope".into(),
-                shape: shape.clone(),
-                data: FieldData::F32(envelope.iter().copied().collect()),
-            },
-            Field {
-                name: "bmode".into(),
-                shape,
-                data: FieldData::U8(image.iter().copied().collect()),
-            },
-            gx.clone(),
-            gz.clone(),
-        ])
-    }
-}
-
-/// Builds the stage `[daemon] stage` names (loading the model for `posterior`); errors
-/// name the inconsistent setting.
-pub fn build(full: &Config) -> Result<Box<dyn Stage>, PipelineError> {
-    let config = &full.daemon;
-    let setting = |message: String| PipelineError::Config { message };
-    if !(config.das_f_number.is_finite() && config.das_f_number > 0.0) {
-        return Err(setting(format!(
-            "das_f_number = {} must be positive",
-            config.das_f_number
-        )));
-    }
-    let das = DasOptions {
-        f_number: config.das_f_number,
-        ..DasOptions::default()
-    };
-    match config.stage {
-        StageKind::Das => {
-            let grid = match (config.das_grid_x, config.das_grid_z) {
-                (Some(x), Some(z)) => {
-                    if x.2.saturating_mul(z.2) > config.max_grid_pixels {
-                        return Err(setting(format!(
-                            "das_grid_x/das_grid_z: {} x {} pixels, over max_grid_pixels = {}",
-                            x.2, z.2, config.max_grid_pixels
-                        )));
-                    }
-                    Grid::linspace(x, z)
-                        .map_err(|e| setting(format!("das_grid_x/das_grid_z: {e}")))?;
-                    Some((x, z))
-                }
-                (None, None) => None,
-                _ => return Err(setting("das_grid_x and das_grid_z go together".into())),
-            };
-            if !(config.bmode_dynamic_range_db.is_finite() && config.bmode_dynamic_range_db > 0.0) {
-                return Err(setting(format!(
-                    "bmode_dynamic_range_db = {} must be positive",
-                    config.bmode_dynamic_range_db
-                )));
-            }
-            Ok(Box::new(
-                DasStage::new(das, grid, config.bmode_dynamic_range_db)
-                    .with_limits(ScanLimits::from_config(config)),
-            ))
-        }
-        StageKind::Posterior => {
-            let device = crate::device::select(&config.device)
-                .map_err(|e| setting(format!("device = \"{}\": {e}", config.device)))?;
-            Ok(Box::new(
-                posterior::PosteriorStage::load(&config.model, full.sampler.clone(), das, &device)?
-                    .with_max_operators(config.max_operators)
-                    .with_limits(ScanLimits::from_config(config)),
-            ))
-        }
-        StageKind::None => Ok(Box::new(NoStage)),
+    fn process(&mut self, _frame: &FrameInput<'_>) -> Result<Output, PipelineError> {
+        Ok(Output::Header)
     }
 }
 
@@ -531,9 +559,9 @@ mod tests {
             },
             ..Config::default()
         };
-        let mut stage = build(&config).unwrap();
+        let mut stage = build(&StageSpec::serve(&config).unwrap()).unwrap();
         assert_eq!(stage.name(), "das");
-        let fields = stage
+        let output = stage
             .process(&FrameInput {
                 scan_id: 1,
                 scan: &scan,
@@ -542,10 +570,11 @@ mod tests {
                 data: &rf,
             })
             .unwrap();
+        let fields = crate::wire::result_fields(&output);
         let names: Vec<&str> = fields.iter().map(|f| f.name.as_str()).collect();
         assert_eq!(names, ["envelope", "bmode", "grid_x", "grid_z"]);
         assert_eq!(fields[1].shape, vec![81, 41]);
-        let FieldData::U8(b) = &fields[1].data else {
+        let crate::protocol::FieldData::U8(b) = &fields[1].data else {
             panic!("bmode is not uint8")
         };
         let peak = b
@@ -564,8 +593,11 @@ mod tests {
         // An inconsistent grid setting is named.
         let mut bad = config.clone();
         bad.daemon.das_grid_z = None;
-        let err = build(&bad).err().unwrap().to_string();
-        assert!(err.contains("das_grid_x and das_grid_z"), "{err}");
+        let err = bad.daemon.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("das_grid_x and das_grid_z go together"),
+            "{err}"
+        );
     }
 
     /// Each cap refuses a scan over it, naming itself: the frame message, the grid, the
@@ -633,7 +665,7 @@ mod tests {
             ..array32()
         };
         let scan = plane_wave(&array);
-        let mut stage = build(&Config::default()).unwrap();
+        let mut stage = build(&StageSpec::serve(&Config::default()).unwrap()).unwrap();
         let data = Array4::<f32>::zeros((1, 64, 2, 1));
         let err = stage
             .process(&FrameInput {
@@ -643,8 +675,8 @@ mod tests {
                 timestamp_ns: 0,
                 data: &data,
             })
-            .unwrap_err()
-            .to_string();
+            .unwrap_err();
+        let err = report(&err);
         assert!(
             err.contains("scan 9") && err.contains("max_grid_pixels = 1048576"),
             "{err}"
