@@ -1049,3 +1049,32 @@ fn raw_frames_are_written_as_received() {
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
     assert_eq!(bits(&back), bits(&floats));
 }
+
+/// What the daemon logs when a frame is not recorded: its own line, then each cause down
+/// to HDF5's message (`logging::Chain`), none of them lost to a string.
+#[test]
+fn recorder_errors_are_logged_with_their_causes() {
+    use pleura::daemon::record::RecordError;
+    use pleura::logging::Chain;
+    use pleura::recording::RecordingError;
+    let e = RecordError::Append {
+        stream_id: 0x2a,
+        scan_id: 5,
+        sequence: 3,
+        source: RecordingError::Hdf5 {
+            field: "tracks/track_0/data/raw_data[3]".into(),
+            op: "write",
+            source: hdf5::Error::from("no space left on device"),
+        },
+    };
+    assert_eq!(
+        Chain(&e).to_string(),
+        "frame 3 of stream 0x2a, scan 5, not recorded: tracks/track_0/data/raw_data[3]: \
+         write failed: no space left on device"
+    );
+    let inner = std::error::Error::source(&e).expect("the recording error");
+    assert!(matches!(
+        inner.downcast_ref::<RecordingError>(),
+        Some(RecordingError::Hdf5 { op: "write", .. })
+    ));
+}
