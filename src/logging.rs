@@ -65,3 +65,19 @@ pub fn init(filter: Option<&str>, format: LogFormat) {
         LogFormat::Json => builder.json().try_init(),
     };
 }
+
+/// An error with its chain of sources, for a log field: `error: cause: root cause`. (The
+/// JSON format writes only an error's own message, so the chain goes in the text.)
+pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(e) = source {
+            write!(f, ": {e}")?;
+            source = e.source();
+        }
+        Ok(())
+    }
+}

@@ -558,7 +558,7 @@ fn bridge_killed_and_restarted() {
 }
 
 /// SIGTERM while recording: exit 0 within the deadline, and the zea file (read by h5py)
-/// holds exactly the frames the daemon accepted, bit-identical to the played ones.
+/// holds exactly the frames the daemon accepted, int16 and byte for byte the played ones.
 #[test]
 fn sigterm_during_recording() {
     let dir = common::tempdir();
@@ -599,8 +599,9 @@ with h5py.File(rec, "r") as f, h5py.File(src, "r") as g:
     seq = f["pleura/sequence_number"][()]
     assert len(seq) == n and np.all(np.diff(seq.astype(np.int64)) > 0), seq
     ref = g["data/raw_data"]
+    assert raw.dtype == ref.dtype == np.dtype("<i2"), (raw.dtype, ref.dtype)
     for k in range(n):
-        assert np.array_equal(raw[k], ref[int(seq[k]) % ref.shape[0]]), k
+        assert raw[k].tobytes() == ref[int(seq[k]) % ref.shape[0]].tobytes(), k
     print(n)
 "#,
         &[rec.to_str().unwrap(), data_file().to_str().unwrap()],
@@ -1101,4 +1102,196 @@ wait_metric(admin, "pleura_ingest_errors_total", 2)
     assert!(log.contains("not compatible"), "{log}");
     let (status, _, _, log) = d.terminate();
     assert!(status.success(), "{log}");
+}
+
+/// Issue 21: 10,000 distinct scan ids, each announced and followed by a frame of it, to a
+/// daemon with small bounds. Three streams keep announcing (a new epoch each time) and
+/// every tenth scan comes from a new stream (a restarted publisher), so every table fed
+/// from the wire churns: the validator's streams (`max_streams` = 4) and scans
+/// (`max_scans_per_stream` = 8 each), the live view's streams (`max_streams`), and the DAS
+/// stage's plan (one; consecutive scans differ in sound speed, so it is rebuilt for every
+/// frame). Each scan carries 12 kB of `time_to_next_transmit`, so that keeping them would
+/// show in the resident memory. The sender waits for the worker between batches smaller
+/// than the queue, so no frame is dropped and the stage sees every scan. (The posterior
+/// stage's operator cache, `max_operators`, is left to `operator::tests`: that stage costs
+/// seconds a frame.) Every table stays within its bound with each eviction counted, the
+/// resident memory grows less than the budget, the scan log stays throttled, and the
+/// daemon exits 0 on SIGTERM.
+#[test]
+fn ten_thousand_scan_ids_stay_within_the_bounds() {
+    const SCANS: u64 = 10_000;
+    let (max_streams, max_scans) = (4.0, 8.0);
+    let dir = common::tempdir();
+    let d = serve(
+        dir.path(),
+        "stage = \"das\"\ndas_grid_x = [-0.001, 0.001, 8]\ndas_grid_z = [0.001, 0.004, 16]\n\
+         queue_capacity = 64\nmax_message_bytes = 65536\nmax_connections = 4\npublish_queue = 4\n\
+         max_streams = 4\nmax_scans_per_stream = 8\nmax_scan_bytes = 16384\n\
+         max_grid_pixels = 4096\nmax_das_taps = 1048576\nmax_operators = 1\n\
+         max_operator_bytes = 1048576\nreject_log_interval_ms = 5000",
+    );
+    let pid = d.child.id();
+    let script = python_script(
+        r#"
+import zmq
+ingest, admin, total = sys.argv[1], sys.argv[2], int(sys.argv[3])
+n_el, n_ax = 8, 128
+geo = np.zeros((n_el, 3)); geo[:, 0] = (np.arange(n_el) - (n_el - 1) / 2) * 3e-4
+def fields(c):
+    return {"probe_geometry": geo, "sampling_frequency": np.asarray(20e6),
+            "center_frequency": np.asarray(5e6), "demodulation_frequency": np.asarray(0.0),
+            "sound_speed": np.asarray(c), "n_ax": np.asarray(float(n_ax)), "n_ch": np.asarray(1.0),
+            "initial_times": np.zeros(1), "t0_delays": np.zeros((1, n_el)),
+            "tx_apodizations": np.ones((1, n_el)), "polar_angles": np.zeros(1),
+            "azimuth_angles": np.zeros(1), "focus_distances": np.full(1, np.inf),
+            "transmit_origins": np.zeros((1, 3)), "element_width": np.asarray(2.7e-4),
+            "time_to_next_transmit": np.full((1500, 1), 1e-4)}
+# Two parameter sets, alternating: the bodies and their CRCs are computed once.
+bodies = [b"".join(field(k, v) for k, v in fields(c).items()) for c in (1540.0, 1480.0)]
+bodies = [(b, crc32c(b)) for b in bodies]
+frame = ((np.arange(n_ax * n_el) * 37) % 401 - 200).astype("<i2").reshape(1, n_ax, n_el, 1)
+fcrc = crc32c(frame.tobytes())
+epochs, seqs, streams = {}, {}, set()
+def pair(i):
+    s = 1_000_000 + i if i % 10 == 9 else (1, 2, 3)[i % 3]
+    streams.add(s)
+    e = epochs[s] = epochs.get(s, -1) + 1
+    q = seqs[s] = seqs.get(s, -1) + 1
+    body, crc = bodies[i % 2]
+    scan = [prefix(SCAN) + struct.pack("<QQQII", s, i, len(body), crc, e), body]
+    return scan, frame_message(s, i, q, frame, crc=fcrc)
+def caught_up(n):
+    t = time.time()
+    while True:
+        m = metrics(admin)
+        done = sum(m.get("pleura_frames_%s_total" % k, 0) for k in ("processed", "failed", "dropped"))
+        if done >= n:
+            return
+        assert time.time() - t < 20, "the worker is at %d of %d frames: %s" % (done, n, m)
+        time.sleep(0.002)
+ctx = zmq.Context()
+pub = ctx.socket(zmq.PUB)
+pub.setsockopt(zmq.SNDHWM, 0)   # queue, never drop
+pub.setsockopt(zmq.LINGER, 0)
+pub.connect(ingest)
+scan, frame0 = pair(0)
+t0 = time.time()
+while metrics(admin).get("pleura_scans_accepted_total", 0) < 1:
+    pub.send_multipart(scan); time.sleep(0.05)     # the same announcement until subscribed
+    assert time.time() - t0 < 20, "scan never accepted"
+pub.send_multipart(frame0)
+caught_up(1)
+batch = 50   # below queue_capacity: no frame is dropped
+for start in range(1, total, batch):
+    end = min(start + batch, total)
+    for i in range(start, end):
+        for msg in pair(i):
+            pub.send_multipart(msg)
+    caught_up(end)
+print(json.dumps({"streams": len(streams), "seconds": time.time() - t0}))
+"#,
+    );
+    let rss_start = vm_kib(pid, "VmRSS:");
+    let t0 = Instant::now();
+    let mut py = Command::new(common::python())
+        .arg("-c")
+        .arg(&script)
+        .args([&d.ingest, &d.admin, &SCANS.to_string()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the publisher");
+    let mut rss_max = rss_start;
+    while py.try_wait().unwrap().is_none() {
+        rss_max = rss_max.max(vm_kib(pid, "VmRSS:"));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut out = String::new();
+    py.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    assert!(
+        py.wait().unwrap().success(),
+        "publisher failed; log tail:\n{}",
+        tail(&d.log_text(), 40)
+    );
+    let took = t0.elapsed();
+    let run: serde_json::Value = serde_json::from_str(out.trim()).expect("summary line");
+    let streams = run["streams"].as_f64().unwrap();
+    // The sink hands each result to the live view after the worker counted it processed.
+    let live = |m: &std::collections::HashMap<String, f64>| {
+        m["pleura_state_entries{table=\"live_streams\"}"]
+            + m["pleura_state_evictions_total{table=\"live_streams\"}"]
+    };
+    wait_for("the last results", Duration::from_secs(10), || {
+        live(&d.metrics()) >= streams
+    });
+    let m = d.metrics();
+    let budget_kib = m["pleura_memory_budget_bytes"] / 1024.0;
+    eprintln!(
+        "{SCANS} scans on {streams} streams in {took:?} (sender {} s): RSS {rss_start} -> max \
+         {rss_max} KiB, budget {budget_kib} KiB",
+        run["seconds"]
+    );
+    let state = |what: &str, table: &str| m[&format!("pleura_state_{what}{{table=\"{table}\"}}")];
+    for table in ["streams", "scans", "live_streams"] {
+        eprintln!(
+            "{table}: {} entries, {} evicted",
+            state("entries", table),
+            state("evictions_total", table)
+        );
+    }
+    // 1000 new streams and the three long-lived ones.
+    assert_eq!(streams, 1003.0);
+    let n = SCANS as f64;
+    assert_eq!(m["pleura_frames_accepted_total"], n, "{m:?}");
+    assert_eq!(m["pleura_frames_processed_total"], n, "{m:?}");
+    assert_eq!(m["pleura_frames_dropped_total"], 0.0);
+    assert_eq!(m["pleura_frames_failed_total"], 0.0);
+    let rejected: Vec<(&String, &f64)> = m
+        .iter()
+        .filter(|(k, v)| k.starts_with("pleura_messages_rejected_total") && **v > 0.0)
+        .collect();
+    assert!(rejected.is_empty(), "{rejected:?}");
+    // Every scan was remembered, then forgotten to make room (and counted), or is still
+    // there; the same for the streams, in the validator and in the live view.
+    let scans = state("entries", "scans");
+    assert!(scans <= max_streams * max_scans, "{scans} scans");
+    assert!(
+        scans >= 3.0 * max_scans,
+        "the long-lived streams keep their 8 latest"
+    );
+    assert!(state("evictions_total", "scans") >= n - max_streams * max_scans);
+    assert_eq!(scans + state("evictions_total", "scans"), n);
+    for table in ["streams", "live_streams"] {
+        let entries = state("entries", table);
+        assert!((1.0..=max_streams).contains(&entries), "{table}: {entries}");
+        assert_eq!(
+            entries + state("evictions_total", table),
+            streams,
+            "{table}"
+        );
+    }
+    assert!(
+        ((rss_max - rss_start) as f64) < budget_kib,
+        "RSS grew {rss_start} -> {rss_max} KiB, over the budget of {budget_kib} KiB"
+    );
+    // 10,000 new scans, logged at most once per reject_log_interval_ms (5 s).
+    let log = d.log_text();
+    let logged = log.matches("scan parameters received").count() as u64;
+    assert!(
+        logged <= 2 + took.as_secs() / 5,
+        "{logged} scan lines in {took:?}"
+    );
+    let (status, _, summary, log) = d.terminate();
+    assert!(
+        status.success(),
+        "exit {status}; log tail:\n{}",
+        tail(&log, 40)
+    );
+    assert_eq!(summary["frames_processed"], SCANS, "{summary}");
+    assert_eq!(summary["results_published"], SCANS, "{summary}");
+}
+
+/// The last `n` lines of `text`.
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }

@@ -928,3 +928,153 @@ fn info_prints_a_summary_and_json() {
         "{err}"
     );
 }
+
+/// Little-endian bytes of `values`, as a scanner sends a frame.
+fn le_bytes<T: Copy, const N: usize>(values: &[T], to_le: fn(T) -> [u8; N]) -> Vec<u8> {
+    values.iter().flat_map(|&v| to_le(v)).collect()
+}
+
+/// `append_raw` writes a received frame's samples as they are: int16 to the int16 dataset
+/// (no float32 round trip), float32 to the float32 one, bit for bit; a frame whose byte
+/// count or sample type does not match the recording is refused naming the field.
+#[test]
+fn raw_frames_are_written_as_received() {
+    let dir = common::tempdir();
+    let scan = small_scan(2, 1);
+    let n = 2 * 16 * 8;
+    // The extremes, odd values, and a pattern over the rest.
+    let mut ints: Vec<i16> = vec![i16::MIN, i16::MAX, -1, 1, 0, -32767, 32765, -12345, 77];
+    ints.extend((ints.len()..n).map(|k| (k as i32 * 7919 % 65536 - 32768) as i16));
+    let mut floats: Vec<f32> = vec![
+        -0.0,
+        f32::MIN_POSITIVE / 2.0, // subnormal
+        f32::MAX,
+        f32::MIN,
+        0.1,
+        -3.5e-20,
+    ];
+    floats.extend((floats.len()..n).map(|k| (k as f32).sin() * 1e4));
+    for layout in [Layout::Zea, Layout::Legacy] {
+        let path = dir.path().join(format!("raw_{layout:?}.h5"));
+        let opts = RecorderOptions {
+            layout,
+            ..options(SampleType::Int16, None)
+        };
+        let mut rec = Recorder::create(&path, &scan, opts).unwrap();
+        let first = le_bytes(&ints, i16::to_le_bytes);
+        let reversed: Vec<i16> = ints.iter().rev().copied().collect();
+        rec.append_raw(SampleType::Int16, &first, 7, 70).unwrap();
+        rec.append_raw(
+            SampleType::Int16,
+            &le_bytes(&reversed, i16::to_le_bytes),
+            9,
+            90,
+        )
+        .unwrap();
+        assert_eq!(rec.finish().unwrap(), 2);
+        let raw_path = match layout {
+            Layout::Zea => "tracks/track_0/data/raw_data",
+            Layout::Legacy => "data/raw_data",
+        };
+        let file = hdf5::File::open(&path).unwrap();
+        let ds = file.dataset(raw_path).unwrap();
+        assert_eq!(
+            ds.dtype().unwrap().to_descriptor().unwrap(),
+            hdf5::types::TypeDescriptor::Integer(hdf5::types::IntSize::U2)
+        );
+        let back: Vec<i16> = ds.read_raw().unwrap();
+        assert_eq!(back[..n], ints[..], "{layout:?}: frame 0");
+        assert_eq!(back[n..], reversed[..], "{layout:?}: frame 1");
+        let rec = Recording::open(&path).unwrap();
+        assert_eq!(rec.n_frames(), 2);
+        let f1 = rec.read_frame(1).unwrap();
+        assert_eq!((f1.sequence_number, f1.timestamp_ns), (9, 90));
+        assert_eq!(f1.data[[0, 0, 0, 0]], f32::from(reversed[0]));
+    }
+
+    let path = dir.path().join("raw_f32.h5");
+    let mut rec = Recorder::create(&path, &scan, options(SampleType::Float32, None)).unwrap();
+    rec.append_raw(
+        SampleType::Float32,
+        &le_bytes(&floats, f32::to_le_bytes),
+        1,
+        10,
+    )
+    .unwrap();
+    // Refused, naming the field and what does not match; nothing is appended.
+    let err = rec
+        .append_raw(SampleType::Int16, &le_bytes(&ints, i16::to_le_bytes), 2, 20)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("tracks/track_0/data/raw_data[1]")
+            && err.contains("int16")
+            && err.contains("float32"),
+        "{err}"
+    );
+    let short = le_bytes(&floats[..n - 1], f32::to_le_bytes);
+    let err = rec
+        .append_raw(SampleType::Float32, &short, 2, 20)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("tracks/track_0/data/raw_data[1]")
+            && err.contains(&format!("{} bytes", 4 * (n - 1)))
+            && err.contains(&format!("{}", 4 * n))
+            && err.contains("[2, 16, 8, 1]"),
+        "{err}"
+    );
+    let mut bad = floats.clone();
+    bad[2 * 16 * 8 - 1] = f32::NAN;
+    let err = rec
+        .append_raw(
+            SampleType::Float32,
+            &le_bytes(&bad, f32::to_le_bytes),
+            2,
+            20,
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("tracks/track_0/data/raw_data[1, 1, 15, 7, 0]") && err.contains("NaN"),
+        "{err}"
+    );
+    assert_eq!(rec.finish().unwrap(), 1);
+    let file = hdf5::File::open(&path).unwrap();
+    let back: Vec<f32> = file
+        .dataset("tracks/track_0/data/raw_data")
+        .unwrap()
+        .read_raw()
+        .unwrap();
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
+    assert_eq!(bits(&back), bits(&floats));
+}
+
+/// What the daemon logs when a frame is not recorded: its own line, then each cause down
+/// to HDF5's message (`logging::Chain`), none of them lost to a string.
+#[test]
+fn recorder_errors_are_logged_with_their_causes() {
+    use pleura::daemon::record::RecordError;
+    use pleura::logging::Chain;
+    use pleura::recording::RecordingError;
+    let e = RecordError::Append {
+        stream_id: 0x2a,
+        scan_id: 5,
+        sequence: 3,
+        source: RecordingError::Hdf5 {
+            field: "tracks/track_0/data/raw_data[3]".into(),
+            op: "write",
+            source: hdf5::Error::from("no space left on device"),
+        },
+    };
+    assert_eq!(
+        Chain(&e).to_string(),
+        "frame 3 of stream 0x2a, scan 5, not recorded: tracks/track_0/data/raw_data[3]: \
+         write failed: no space left on device"
+    );
+    let inner = std::error::Error::source(&e).expect("the recording error");
+    assert!(matches!(
+        inner.downcast_ref::<RecordingError>(),
+        Some(RecordingError::Hdf5 { op: "write", .. })
+    ));
+}

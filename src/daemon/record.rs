@@ -2,6 +2,10 @@
 //! HDF5 writes never hold up ingest. The ingest task offers each accepted frame without
 //! waiting ([`RecordSink::offer`]); frames that do not fit the bounded queue are counted
 //! as not recorded. At shutdown the queue is drained, the file flushed and closed.
+//!
+//! Each frame is written as it was received: its little-endian payload goes into the
+//! recording's `raw_data` without being decoded to float32 first (int16 samples stay
+//! int16, bit for bit). The recording takes the sample type of the first recorded frame.
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
@@ -9,12 +13,59 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use crate::logging::Chain;
 use crate::metrics::Metrics;
 use crate::protocol::Dtype;
-use crate::recording::{Frame, Layout, Recorder, RecorderOptions, RecordingError, SampleType};
-use crate::wire;
+use crate::recording::{Layout, Recorder, RecorderOptions, RecordingError, SampleType};
 
 use super::validate::AcceptedFrame;
+
+/// Why the recorder did not record a frame, or could not create or close its file.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("cannot create the recording {path}")]
+    Create {
+        path: PathBuf,
+        #[source]
+        source: RecordingError,
+    },
+    #[error(
+        "frame {sequence} of stream {stream_id:#x}: {dtype} samples, a recording holds int16 or float32"
+    )]
+    Dtype {
+        stream_id: u64,
+        sequence: u64,
+        dtype: &'static str,
+    },
+    #[error("frame {sequence} of stream {stream_id:#x}, scan {scan_id}, not recorded")]
+    Append {
+        stream_id: u64,
+        scan_id: u64,
+        sequence: u64,
+        #[source]
+        source: RecordingError,
+    },
+    #[error("cannot close the recording {path}")]
+    Finish {
+        path: PathBuf,
+        #[source]
+        source: RecordingError,
+    },
+}
+
+/// The recording's sample type for a frame's dtype: the payload's own (the protocol
+/// carries int16 or float32 frames; the decoder refuses others).
+fn sample_type(frame: &AcceptedFrame) -> Result<SampleType, RecordError> {
+    match frame.dtype {
+        Dtype::I16 => Ok(SampleType::Int16),
+        Dtype::F32 => Ok(SampleType::Float32),
+        other => Err(RecordError::Dtype {
+            stream_id: frame.stream_id,
+            sequence: frame.sequence,
+            dtype: other.name(),
+        }),
+    }
+}
 
 /// The ingest side of the recorder.
 pub struct RecordSink {
@@ -60,12 +111,17 @@ fn recorder_loop(path: PathBuf, layout: Layout, rx: Receiver<AcceptedFrame>, met
             metrics.frames_not_recorded.fetch_add(1, Relaxed);
             continue;
         }
+        let samples = match sample_type(&frame) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(error = %Chain(&e), "frame not recorded");
+                metrics.frames_not_recorded.fetch_add(1, Relaxed);
+                continue;
+            }
+        };
         if recorder.is_none() {
             let options = RecorderOptions {
-                sample_type: match frame.dtype {
-                    Dtype::I16 => SampleType::Int16,
-                    _ => SampleType::Float32,
-                },
+                sample_type: samples,
                 description: format!("recorded live by pleura serve (scan id {})", frame.scan_id),
                 layout,
                 ..RecorderOptions::default()
@@ -75,8 +131,12 @@ fn recorder_loop(path: PathBuf, layout: Layout, rx: Receiver<AcceptedFrame>, met
                     tracing::info!(path = %path.display(), scan_id = frame.scan_id, "recording started");
                     recorder = Some(((frame.stream_id, frame.scan_id), r));
                 }
-                Err(e) => {
-                    tracing::error!(path = %path.display(), error = %e, "cannot create the recording; not recording");
+                Err(source) => {
+                    let e = RecordError::Create {
+                        path: path.clone(),
+                        source,
+                    };
+                    tracing::error!(error = %Chain(&e), "not recording");
                     failed = true;
                     metrics.frames_not_recorded.fetch_add(1, Relaxed);
                     continue;
@@ -100,22 +160,18 @@ fn recorder_loop(path: PathBuf, layout: Layout, rx: Receiver<AcceptedFrame>, met
             metrics.frames_not_recorded.fetch_add(1, Relaxed);
             continue;
         }
-        let appended = wire::payload_to_array(&frame.payload, frame.dtype, frame.shape)
-            .map_err(|e| e.to_string())
-            .and_then(|data| {
-                rec.append(&Frame {
-                    data,
-                    sequence_number: frame.sequence,
-                    timestamp_ns: frame.timestamp_ns,
-                })
-                .map_err(|e: RecordingError| e.to_string())
-            });
-        match appended {
+        match rec.append_raw(samples, &frame.payload, frame.sequence, frame.timestamp_ns) {
             Ok(()) => {
                 metrics.frames_recorded.fetch_add(1, Relaxed);
             }
-            Err(e) => {
-                tracing::error!(sequence = frame.sequence, error = %e, "frame not recorded");
+            Err(source) => {
+                let e = RecordError::Append {
+                    stream_id: frame.stream_id,
+                    scan_id: frame.scan_id,
+                    sequence: frame.sequence,
+                    source,
+                };
+                tracing::error!(error = %Chain(&e), "frame not recorded");
                 metrics.frames_not_recorded.fetch_add(1, Relaxed);
             }
         }
@@ -123,8 +179,12 @@ fn recorder_loop(path: PathBuf, layout: Layout, rx: Receiver<AcceptedFrame>, met
     if let Some((_, rec)) = recorder {
         match rec.finish() {
             Ok(n) => tracing::info!(path = %path.display(), frames = n, "recording closed"),
-            Err(e) => {
-                tracing::error!(path = %path.display(), error = %e, "cannot close the recording")
+            Err(source) => {
+                let e = RecordError::Finish {
+                    path: path.clone(),
+                    source,
+                };
+                tracing::error!(error = %Chain(&e), "recording not closed cleanly");
             }
         }
     }

@@ -62,6 +62,25 @@ pub enum RecordingError {
     /// A sample handed to an int16 recorder cannot be stored as int16 exactly.
     #[error("sample {value} at (tx, ax, el, ch) = {index:?} is not an int16 value")]
     NotInt16 { value: f32, index: [usize; 4] },
+    /// Received samples handed to the recorder are of another type than the recording's.
+    #[error("`{field}`: the frame has {found} samples, the recording holds {expected}")]
+    SampleType {
+        field: String,
+        found: &'static str,
+        expected: &'static str,
+    },
+    /// Received samples handed to the recorder do not make one frame of the scan.
+    #[error(
+        "`{field}`: the frame has {found} bytes of {sample_type} samples, the scan's frame \
+         (n_tx, n_ax, n_el, n_ch) = {shape:?} needs {expected}"
+    )]
+    FrameBytes {
+        field: String,
+        found: usize,
+        expected: usize,
+        sample_type: &'static str,
+        shape: [usize; 4],
+    },
     /// Ground truth given to a recorder without a ground-truth grid, or missing for one with.
     #[error("ground truth: {0}")]
     GroundTruth(String),

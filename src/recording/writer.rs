@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use hdf5::{Dataset, Extent, File, Group, SimpleExtents};
-use ndarray::{s, Array1, Array2, Array4, ArrayView2};
+use ndarray::{s, Array1, Array2, Array4, ArrayView2, ArrayView4};
 
 use super::error::RecordingError;
 use super::h5;
@@ -101,6 +101,12 @@ impl Default for RecorderOptions {
             ground_truth_grid: None,
         }
     }
+}
+
+/// One frame's samples in the recording's type, checked against the scan's shape.
+enum Samples<'a> {
+    Int16(ArrayView4<'a, i16>),
+    Float32(ArrayView4<'a, f32>),
 }
 
 struct GroundTruthSink {
@@ -379,12 +385,90 @@ impl Recorder {
     /// recorder was created with a ground-truth grid: use
     /// [`append_with_ground_truth`](Self::append_with_ground_truth) then.
     pub fn append(&mut self, frame: &Frame) -> Result<(), RecordingError> {
-        if self.ground_truth.is_some() {
-            return Err(RecordingError::GroundTruth(
-                "this recording has a ground-truth grid: every frame needs its aeration map".into(),
-            ));
+        self.without_ground_truth()?;
+        self.append_frame(frame, None)
+    }
+
+    /// Appends one frame as a scanner sent it (flushing when the flush period has passed):
+    /// `samples` holds the little-endian `sample_type` values in C order over (n_tx, n_ax,
+    /// n_el, n_ch), and `sample_type` must be the recording's. The samples go into
+    /// `raw_data` as they are, without conversion: int16 ones stay int16, float32 ones
+    /// float32, bit for bit; float32 ones must be finite, as [`append`](Self::append)
+    /// requires. Errors like `append` when the recorder has a ground-truth grid.
+    pub fn append_raw(
+        &mut self,
+        sample_type: SampleType,
+        samples: &[u8],
+        sequence_number: u64,
+        timestamp_ns: u64,
+    ) -> Result<(), RecordingError> {
+        self.without_ground_truth()?;
+        let field = || format!("{}[{}]", self.raw_field, self.n_frames);
+        if sample_type != self.sample_type {
+            return Err(RecordingError::SampleType {
+                field: field(),
+                found: sample_type.name(),
+                expected: self.sample_type.name(),
+            });
         }
-        self.append_inner(frame, None)
+        let size = match sample_type {
+            SampleType::Int16 => 2,
+            SampleType::Float32 => 4,
+        };
+        let expected = self
+            .frame_shape
+            .iter()
+            .fold(size, |n: usize, &d| n.saturating_mul(d));
+        let bad_length = || RecordingError::FrameBytes {
+            field: field(),
+            found: samples.len(),
+            expected,
+            sample_type: sample_type.name(),
+            shape: self.frame_shape,
+        };
+        if samples.len() != expected {
+            return Err(bad_length());
+        }
+        match sample_type {
+            SampleType::Int16 => {
+                let values: Vec<i16> = samples
+                    .chunks_exact(2)
+                    .map(|b| i16::from_le_bytes([b[0], b[1]]))
+                    .collect();
+                let data =
+                    Array4::from_shape_vec(self.frame_shape, values).map_err(|_| bad_length())?;
+                self.append_inner(
+                    Samples::Int16(data.view()),
+                    sequence_number,
+                    timestamp_ns,
+                    None,
+                )
+            }
+            SampleType::Float32 => {
+                let values: Vec<f32> = samples
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect();
+                self.check_finite(values.iter().copied())?;
+                let data =
+                    Array4::from_shape_vec(self.frame_shape, values).map_err(|_| bad_length())?;
+                self.append_inner(
+                    Samples::Float32(data.view()),
+                    sequence_number,
+                    timestamp_ns,
+                    None,
+                )
+            }
+        }
+    }
+
+    fn without_ground_truth(&self) -> Result<(), RecordingError> {
+        match self.ground_truth {
+            None => Ok(()),
+            Some(_) => Err(RecordingError::GroundTruth(
+                "this recording has a ground-truth grid: every frame needs its aeration map".into(),
+            )),
+        }
     }
 
     /// Appends one frame with its ground-truth aeration map, shape (nz, nx), values in [0, 1].
@@ -415,7 +499,7 @@ impl Recorder {
                 "aeration must lie in [0, 1]",
             ));
         }
-        self.append_inner(frame, Some(aeration))
+        self.append_frame(frame, Some(aeration))
     }
 
     fn check_shape(&self, frame: &Frame) -> Result<(), RecordingError> {
@@ -461,33 +545,54 @@ impl Recorder {
         })
     }
 
-    fn check_finite(&self, frame: &Frame) -> Result<(), RecordingError> {
-        match frame.data.iter().position(|v| !v.is_finite()) {
+    /// Checks that every sample, in logical order, is finite.
+    fn check_finite(&self, samples: impl IntoIterator<Item = f32>) -> Result<(), RecordingError> {
+        match samples
+            .into_iter()
+            .enumerate()
+            .find(|(_, v)| !v.is_finite())
+        {
             None => Ok(()),
-            Some(k) => {
+            Some((k, v)) => {
                 let [t, a, e, c] = self.unravel(k);
                 Err(RecordingError::value(
                     format!("{}[{}, {t}, {a}, {e}, {c}]", self.raw_field, self.n_frames),
-                    frame.data[[t, a, e, c]],
+                    v,
                     "sample must be finite",
                 ))
             }
         }
     }
 
-    fn append_inner(
+    /// Appends a frame of float32 samples, as int16 in an int16 recording (each must be
+    /// a whole number in range).
+    fn append_frame(
         &mut self,
         frame: &Frame,
         aeration: Option<ArrayView2<f32>>,
     ) -> Result<(), RecordingError> {
         self.check_shape(frame)?;
-        let int16 = match self.sample_type {
-            SampleType::Int16 => Some(self.to_int16(frame)?),
-            SampleType::Float32 => {
-                self.check_finite(frame)?;
-                None
+        let (seq, ts) = (frame.sequence_number, frame.timestamp_ns);
+        match self.sample_type {
+            SampleType::Int16 => {
+                let q = self.to_int16(frame)?;
+                self.append_inner(Samples::Int16(q.view()), seq, ts, aeration)
             }
-        };
+            SampleType::Float32 => {
+                self.check_finite(frame.data.iter().copied())?;
+                self.append_inner(Samples::Float32(frame.data.view()), seq, ts, aeration)
+            }
+        }
+    }
+
+    /// Writes one checked frame and its per-frame values.
+    fn append_inner(
+        &mut self,
+        samples: Samples<'_>,
+        sequence_number: u64,
+        timestamp_ns: u64,
+        aeration: Option<ArrayView2<f32>>,
+    ) -> Result<(), RecordingError> {
         let i = self.n_frames;
         let n = i + 1;
         let field = |name: &str| format!("{name}[{i}]");
@@ -497,22 +602,18 @@ impl Recorder {
             .resize(raw_shape)
             .map_err(|e| RecordingError::hdf5(&self.raw_field, "resize", e))?;
         let sel = s![i, .., .., .., ..];
-        match &int16 {
-            Some(q) => self.raw.write_slice(q, sel),
-            None => self.raw.write_slice(&frame.data, sel),
+        match samples {
+            Samples::Int16(q) => self.raw.write_slice(q, sel),
+            Samples::Float32(f) => self.raw.write_slice(f, sel),
         }
         .map_err(|e| RecordingError::hdf5(field(&self.raw_field), "write", e))?;
         for (ds, name, value) in [
             (
                 &self.sequence_number,
                 "pleura/sequence_number",
-                frame.sequence_number,
+                sequence_number,
             ),
-            (
-                &self.timestamp_ns,
-                "pleura/timestamp_ns",
-                frame.timestamp_ns,
-            ),
+            (&self.timestamp_ns, "pleura/timestamp_ns", timestamp_ns),
         ] {
             ds.resize(n)
                 .map_err(|e| RecordingError::hdf5(name, "resize", e))?;
