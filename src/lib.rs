@@ -52,8 +52,8 @@
 //!    of the stage [`pipeline::build`] made: [`beamform`] on the [`grid`], and for the
 //!    posterior stage the [`operator`] (cached per scan) and [`posterior`] sampling with the
 //!    [`diffusion`] prior, summarised with [`aeration`]'s categories.
-//! 3. [`wire::result_fields`] (or [`wire::failure_fields`] with [`pipeline::report`]'s
-//!    reason) -> the sink task publishes the result message and hands it to the live view
+//! 3. [`wire::result_fields`] (or [`wire::failure_fields`] with the error's chain,
+//!    [`logging::Chain`]) -> the sink task publishes the result message and hands it to the live view
 //!    (`daemon::live`, drawn by [`render`]); [`metrics`] count every step.
 //!
 //! Offline, `replay` and `beamform` read frames with [`recording::Recording`] and run the

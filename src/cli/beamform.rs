@@ -14,6 +14,7 @@ use ndarray::{s, Array2};
 use pleura::beamform::{Apodization, BeamformError, DasOptions};
 use pleura::config::{Config, StageKind};
 use pleura::grid::Grid;
+use pleura::logging::Chain;
 use pleura::pipeline::{self, FrameInput, Output, PipelineError, StageSpec};
 use pleura::recording::Recording;
 use pleura::render::gray_png;
@@ -185,7 +186,7 @@ pub fn run(args: Args) -> Result<()> {
             Ok(other) => bail!("the DAS stage gave {other:?}"),
             // What the daemon publishes as the reason; the frame's row stays zero.
             Err(e @ PipelineError::Frame { .. }) => {
-                let reason = pipeline::report(&e);
+                let reason = Chain(&e).to_string();
                 bar.suspend(|| tracing::warn!("frame {i} skipped: {reason}"));
                 failed[i] = 1;
                 reasons[i] = reason;

@@ -41,6 +41,7 @@ use pleura::config::{Config, StageKind};
 use pleura::diffusion::checkpoint;
 use pleura::eval::files::{ReconWriter, Truth};
 use pleura::grid::Grid;
+use pleura::logging::Chain;
 use pleura::pipeline::{self, FrameInput, StageSpec};
 use pleura::posterior::frame::FrameOutcome;
 use pleura::posterior::Method;
@@ -183,7 +184,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             Err(e) => pleura::pipeline::posterior::PosteriorFrame {
                 das: Array2::zeros((nz, nx)),
                 outcome: FrameOutcome::Failed {
-                    reason: pipeline::report(&e),
+                    reason: Chain(&e).to_string(),
                     attempts: 0,
                 },
                 grid: grid.clone(),

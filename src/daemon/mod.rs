@@ -53,6 +53,7 @@ use tokio::sync::{mpsc, watch};
 use zeromq::{PubSocket, Socket, SocketRecv, SocketSend, SubSocket, ZmqMessage};
 
 use crate::config::{Config, ConfigError, DaemonConfig, IngestMode};
+use crate::logging::Chain;
 use crate::metrics::{http, Metrics, StateTable};
 use crate::pipeline::{self, FrameInput, PipelineError, ScanCheck, ScanLimits, StageSpec};
 use crate::protocol::{self, Key, ResultMessage, StatusMessage};
@@ -698,9 +699,9 @@ async fn reload_task(
                 }
             }
             Err(e) => {
-                metrics.reload_refused(&pipeline::report(&e));
+                metrics.reload_refused(&Chain(&e).to_string());
                 tracing::error!(
-                    error = %e,
+                    error = %Chain(&e),
                     stage = current.stage,
                     authenticated = current.key.is_some(),
                     "configuration reload refused: the previous configuration stays in force, all of it"
@@ -1022,7 +1023,7 @@ fn worker_loop(
                 output.failure().map(str::to_string),
             ),
             Err(e) => {
-                let reason = pipeline::report(&e);
+                let reason = Chain(&e).to_string();
                 (wire::failure_fields(&reason), Some(reason))
             }
         };

@@ -19,7 +19,7 @@
 //! A frame a stage fails on is reported the same way on every road: a failed row in
 //! replay's and beamform's files, a result message with the reason over the wire
 //! ([`Output::failure`], or a [`PipelineError`] whose whole chain, [`report`], is the
-//! reason). Nothing in the daemon depends on which stage runs.
+//! reason, [`crate::logging::Chain`]). Nothing in the daemon depends on which stage runs.
 
 pub mod das;
 pub mod posterior;
@@ -40,7 +40,8 @@ use crate::wire::WireError;
 pub use das::DasStage;
 
 /// Errors of a processing stage, naming the setting, scan or frame they concern; the
-/// cause is the error's [`std::error::Error::source`] ([`report`] prints the chain).
+/// cause is the error's [`std::error::Error::source`] ([`crate::logging::Chain`] prints
+/// the chain).
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
     /// A setting the stage cannot be built with.
@@ -93,19 +94,6 @@ pub enum FrameError {
     Payload(#[from] WireError),
     #[error("beamforming")]
     Beamform(#[from] BeamformError),
-}
-
-/// `error` and its sources, outermost first, joined by ": " (what the daemon logs and
-/// publishes as a failed frame's reason).
-pub fn report(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut next = error.source();
-    while let Some(e) = next {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        next = e.source();
-    }
-    text
 }
 
 /// One frame handed to a stage.
@@ -676,7 +664,7 @@ mod tests {
                 data: &data,
             })
             .unwrap_err();
-        let err = report(&err);
+        let err = crate::logging::Chain(&err).to_string();
         assert!(
             err.contains("scan 9") && err.contains("max_grid_pixels = 1048576"),
             "{err}"
