@@ -46,7 +46,8 @@
 //!   recording through the bridge with injected faults).
 //!
 //! Beside both, hidden from the documentation: `testing`, the fixtures of the tests and
-//! benches (a tiny scan, simulated linear arrays), one copy each.
+//! benches (a tiny scan, simulated linear arrays, the tiny lung grid, probe and model), one
+//! copy each.
 //!
 //! The `pleura` binary (`src/main.rs`, commands in `src/cli/`) is a thin layer over these:
 //! it parses arguments, reports errors with `anyhow` and calls into the library.

@@ -1,20 +1,31 @@
 //! Fixtures for the tests and benches, one copy each: a tiny valid scan for the wire and
 //! the daemon, simulated linear arrays with their plane waves and pulse for the
-//! beamformer.
+//! beamformer, and the tiny lung problem (a 16 x 16 grid, an 8-element probe, an untrained
+//! smallest model) for posterior sampling and the end-to-end tests.
 //!
 //! Plain library code (not `#[cfg(test)]`) so that the integration tests in `tests/` and
 //! the `pleura bench` commands use it too. The fixtures panic on failure: they build
 //! values known to be valid.
 
+use candle_core::{DType, Device};
 use ndarray::{array, Array2};
 
 use crate::beamform::sim::{GaussianPulse, LinearArray, Transmit};
+use crate::diffusion::checkpoint::{Model, ModelSpec};
+use crate::diffusion::sampler::NoiseRng;
+use crate::diffusion::schedule::ScheduleConfig;
+use crate::diffusion::unet::UNetConfig;
+use crate::grid::Grid;
 use crate::recording::Scan;
+use crate::simulate::probe::LinearProbe;
 
 /// Centre frequency of [`linear_array`] and [`pulse`], Hz.
 pub const CENTER_FREQUENCY: f64 = 5e6;
 /// Speed of sound of [`linear_array`], m/s.
 pub const SOUND_SPEED: f64 = 1540.0;
+
+/// Side of the tiny model's images and of [`tiny_grid`], pixels.
+pub const TINY_SIZE: usize = 16;
 
 /// A small plane-wave scan: 4 elements at 1 mm pitch, 2 transmits (-0.1 and 0.1 rad, all
 /// delays zero), 16 RF samples at 20 MHz from 1 us, 0.1 ms between transmits.
@@ -74,4 +85,51 @@ pub fn pulse() -> GaussianPulse {
         center_frequency: CENTER_FREQUENCY,
         bandwidth: 0.6,
     }
+}
+
+/// The [`TINY_SIZE`]-square grid, 0.3 mm pitch from 3 mm depth.
+pub fn tiny_grid() -> Grid {
+    Grid::uniform(TINY_SIZE, TINY_SIZE, 0.3e-3, 3e-3).expect("tiny grid")
+}
+
+/// An 8-element probe of 0.6 mm pitch (otherwise the simulator's lung probe): its
+/// aperture is as wide as [`tiny_grid`], 4.8 mm.
+pub fn tiny_probe() -> LinearProbe {
+    LinearProbe {
+        n_el: 8,
+        pitch: 0.6e-3,
+        ..LinearProbe::default_lung()
+    }
+}
+
+/// The spec of an untrained `model`: the default schedule (cosine, T = 1000) and `grid`'s
+/// coordinates when given.
+pub fn model_spec(model: UNetConfig, grid: Option<&Grid>) -> ModelSpec {
+    ModelSpec {
+        model,
+        schedule: ScheduleConfig::default(),
+        grid_x: grid.map(|g| g.x.clone()),
+        grid_z: grid.map(|g| g.z.clone()),
+    }
+}
+
+/// The smallest model ([`UNetConfig::smallest`]) for [`TINY_SIZE`] images on the CPU,
+/// untrained, its weights drawn with `seed`. Its output convolution is zero (it predicts
+/// eps = 0) until [`perturb_output`].
+pub fn tiny_model(grid: Option<&Grid>, seed: u64) -> Model {
+    let spec = model_spec(UNetConfig::smallest(TINY_SIZE), grid);
+    Model::new(spec, seed, &Device::Cpu).expect("tiny model")
+}
+
+/// Draws the weights of `model`'s output convolution (zero at initialisation, so that
+/// every seed would predict eps = 0) from N(0, `scale`^2) with `seed`, so that the
+/// network's output and Jacobian matter and models of different seeds differ.
+pub fn perturb_output(model: &Model, seed: u64, scale: f64) {
+    let data = model.varmap.data().lock().expect("model parameters");
+    let w = data.get("out.2.weight").expect("output convolution");
+    let noise = NoiseRng::new(seed)
+        .normal(w.dims(), w.device(), DType::F32)
+        .and_then(|n| n * scale)
+        .expect("noise");
+    w.set(&noise).expect("output weights");
 }

@@ -344,7 +344,7 @@ fn bridge_to_daemon_to_python_subscriber() {
 fn posterior_stage_matches_replay_and_reloads_its_model() {
     use common::lung;
     let dir = common::tempdir();
-    let g = lung::grid();
+    let g = pleura::testing::tiny_grid();
     let model = dir.path().join("model");
     lung::write_model(&model, &g, 1);
     let frames = 4u64;
@@ -409,7 +409,7 @@ fn posterior_stage_matches_replay_and_reloads_its_model() {
             "every frame, in order"
         );
         for (i, l) in lines.iter().enumerate() {
-            let n = lung::N as u64;
+            let n = pleura::testing::TINY_SIZE as u64;
             assert_eq!(l["shapes"]["mean"], serde_json::json!([n, n]), "{l}");
             assert_eq!(l["shapes"]["std"], serde_json::json!([n, n]), "{l}");
             assert_eq!(l["shapes"]["das"], serde_json::json!([n, n]), "{l}");
