@@ -61,7 +61,7 @@
 //! (or failed row) to HDF5.
 //!
 //! Offline, beside the frame path (the modules above import none of them outside their
-//! tests, which use [`simulate`] for fixtures):
+//! tests, which use [`simulate`] and `testing` for fixtures):
 //!
 //! - [`train`]: training of the prior (AdamW, EMA, atomic checkpoints, exact resumption).
 //! - [`simulate`]: simulated linear probe, lung aeration phantoms, simulated recordings.
@@ -69,6 +69,10 @@
 //! - [`eval`]: image and aeration metrics of reconstructions against ground truth.
 //! - [`scanner`]: the virtual scanner behind the `pleura-bridge` binary (replays a
 //!   recording through the bridge with injected faults).
+//!
+//! Beside both, hidden from the documentation: `testing`, the fixtures of the tests and
+//! benches (a tiny scan, simulated linear arrays, the tiny lung grid, probe and model), one
+//! copy each.
 //!
 //! The `pleura` binary (`src/main.rs`, commands in `src/cli/`) is a thin layer over these:
 //! it parses arguments, reports errors with `anyhow` and calls into the library.
@@ -93,6 +97,8 @@ pub mod recording;
 pub mod render;
 pub mod scanner;
 pub mod simulate;
+#[doc(hidden)]
+pub mod testing;
 pub mod train;
 pub mod wire;
 

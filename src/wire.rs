@@ -412,37 +412,9 @@ fn grid_fields(grid: &Grid) -> [Field; 2] {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-    use ndarray::array;
-
-    /// A small plane-wave scan: 4 elements, 2 transmits, 16 samples.
-    pub(crate) fn tiny_scan() -> Scan {
-        let xs = [-1.5e-3, -0.5e-3, 0.5e-3, 1.5e-3];
-        let mut geo = Array2::zeros((4, 3));
-        for (i, x) in xs.iter().enumerate() {
-            geo[[i, 0]] = *x;
-        }
-        Scan {
-            probe_geometry: geo,
-            sampling_frequency: 20e6,
-            center_frequency: 5e6,
-            demodulation_frequency: 0.0,
-            sound_speed: 1540.0,
-            n_ax: 16,
-            n_ch: 1,
-            initial_times: vec![1e-6, 1e-6],
-            t0_delays: Array2::zeros((2, 4)),
-            tx_apodizations: Array2::ones((2, 4)),
-            polar_angles: vec![-0.1, 0.1],
-            azimuth_angles: vec![0.0, 0.0],
-            focus_distances: vec![f64::INFINITY, f64::INFINITY],
-            transmit_origins: Array2::zeros((2, 3)),
-            element_width: Some(0.9e-3),
-            time_to_next_transmit: Some(array![[1e-4, 1e-4]]),
-            fractional_bandwidth: None,
-        }
-    }
+    use crate::testing::tiny_scan;
 
     #[test]
     fn scan_round_trips_through_fields() {

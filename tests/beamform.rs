@@ -106,38 +106,13 @@ fn pwi_disk_matches_pymust_golden_bmode() {
 // ---------------------------------------------------------------------------------------
 // First principles: simulated point scatterers (Huygens pulse-echo, see beamform::sim).
 
-use pleura::beamform::sim::{
-    linear_array_scan, simulate_rf, GaussianPulse, LinearArray, Scatterer, Transmit,
-};
+use pleura::beamform::sim::{linear_array_scan, simulate_rf, LinearArray, Scatterer, Transmit};
 use pleura::beamform::BeamformError;
+use pleura::testing::{linear_array, plane_wave, pulse, CENTER_FREQUENCY as FC, SOUND_SPEED as C};
 
-const C: f64 = 1540.0;
-const FC: f64 = 5e6;
-
+/// 64 elements, 800 samples from 2 us.
 fn array64() -> LinearArray {
-    LinearArray {
-        n_el: 64,
-        pitch: 0.3e-3,
-        center_frequency: FC,
-        sampling_frequency: 20e6,
-        sound_speed: C,
-        n_ax: 800,
-        initial_time: 2e-6,
-    }
-}
-
-fn pulse() -> GaussianPulse {
-    GaussianPulse {
-        center_frequency: FC,
-        bandwidth: 0.6,
-    }
-}
-
-fn plane(deg: f64) -> Transmit {
-    Transmit {
-        polar_angle: deg.to_radians(),
-        focus_distance: f64::INFINITY,
-    }
+    linear_array(64, 800, 2e-6)
 }
 
 /// A grid of `half_x` x `half_z` around (x0, z0), step lambda / 20.
@@ -235,7 +210,7 @@ fn steered_plane_wave_puts_the_peak_on_the_scatterer() {
     }];
     let grid = grid_around(x0, z0, 2e-3, 1e-3);
     for deg in [-10.0, 0.0, 7.0] {
-        let scan = linear_array_scan(&array64(), &[plane(deg)]);
+        let scan = linear_array_scan(&array64(), &[plane_wave(deg)]);
         let env = image(&scan, &grid, &HANN_F2, &s);
         let (x, z, _, _) = peak(&env, &grid);
         println!(
@@ -264,7 +239,7 @@ fn lateral_resolution_follows_lambda_f_number() {
         amplitude: 1.0,
     }];
     let grid = grid_around(x0, z0, 3e-3, 0.5e-3);
-    let scan = linear_array_scan(&array64(), &[plane(0.0)]);
+    let scan = linear_array_scan(&array64(), &[plane_wave(0.0)]);
     for f in [1.5, 2.5] {
         let opts = DasOptions {
             f_number: f,
@@ -296,12 +271,12 @@ fn compounding_angles_lowers_side_lobes() {
     let grid = grid_around(x0, z0, 4e-3, 0.5e-3);
     let exclude = 1.5 * lambda * RECT_F2.f_number;
     let single = image(
-        &linear_array_scan(&array64(), &[plane(0.0)]),
+        &linear_array_scan(&array64(), &[plane_wave(0.0)]),
         &grid,
         &RECT_F2,
         &s,
     );
-    let angles: Vec<Transmit> = (-3..=3).map(|k| plane(4.0 * k as f64)).collect();
+    let angles: Vec<Transmit> = (-3..=3).map(|k| plane_wave(4.0 * k as f64)).collect();
     let compound = image(&linear_array_scan(&array64(), &angles), &grid, &RECT_F2, &s);
     let (p1, p7) = (
         side_lobe_db(&single, &grid, exclude),
@@ -395,7 +370,7 @@ fn result_does_not_depend_on_element_order() {
         },
     ];
     let grid = grid_around(0.0, 12.5e-3, 3e-3, 1.5e-3);
-    let scan = linear_array_scan(&array64(), &[plane(-6.0), plane(5.0)]);
+    let scan = linear_array_scan(&array64(), &[plane_wave(-6.0), plane_wave(5.0)]);
     let rf = simulate_rf(&scan, &s, &pulse());
     let opts = DasOptions {
         f_number: 1.7,
@@ -445,7 +420,7 @@ fn iq_input_beamforms_like_rf() {
         z: 14e-3,
         amplitude: 1.0,
     }];
-    let scan = linear_array_scan(&array64(), &[plane(0.0), plane(8.0)]);
+    let scan = linear_array_scan(&array64(), &[plane_wave(0.0), plane_wave(8.0)]);
     let grid = grid_around(0.4e-3, 14e-3, 1.5e-3, 1e-3);
     let rf = simulate_rf(&scan, &s, &pulse());
     let demod = pleura::beamform::demod::Demodulator::for_scan(&scan).unwrap();
@@ -504,7 +479,7 @@ print(json.dumps({'rf': rf.tolist(), 're': iq.real.tolist(), 'im': iq.imag.tolis
     };
     let (rf, re, im) = (get("rf"), get("re"), get("im"));
     let n = rf.len();
-    let mut scan = linear_array_scan(&array64(), &[plane(0.0)]);
+    let mut scan = linear_array_scan(&array64(), &[plane_wave(0.0)]);
     scan.sampling_frequency = 20e6 / 3.0;
     scan.n_ax = n;
     scan.fractional_bandwidth = Some(0.15);
@@ -536,7 +511,7 @@ print(json.dumps({'rf': rf.tolist(), 're': iq.real.tolist(), 'im': iq.imag.tolis
 
 #[test]
 fn bad_input_errors_name_values() {
-    let scan = linear_array_scan(&array64(), &[plane(0.0)]);
+    let scan = linear_array_scan(&array64(), &[plane_wave(0.0)]);
     let grid = grid_around(0.0, 15e-3, 1e-3, 1e-3);
     let err = |o: DasOptions, g: &Grid| {
         Beamformer::new(&scan, g, &o)
@@ -721,7 +696,7 @@ fn cli_skips_frames_with_nan_and_beamforms_the_rest() {
     use pleura::recording::{Frame, Recorder, RecorderOptions, SampleType};
     let dir = common::tempdir();
     let input = dir.path().join("nan.zea.h5");
-    let scan = linear_array_scan(&array64(), &[plane(0.0)]);
+    let scan = linear_array_scan(&array64(), &[plane_wave(0.0)]);
     let rf = simulate_rf(
         &scan,
         &[Scatterer {

@@ -12,8 +12,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::served::{
-    data_file, http_get, lines_of, play_file, python_script, rejected, serve, serve_with, vm_kib,
-    wait_for, write_config, Served,
+    data_file, http_get, lines_of, play_file, python_script, python_watching_rss, rejected, serve,
+    serve_with, vm_kib, wait_for, write_config, Served,
 };
 
 /// Every malformed kind is rejected and counted exactly once under its reason; the valid
@@ -349,7 +349,7 @@ fn bridge_to_daemon_to_python_subscriber() {
 fn posterior_stage_matches_replay_and_reloads_its_model() {
     use common::lung;
     let dir = common::tempdir();
-    let g = lung::grid();
+    let g = pleura::testing::tiny_grid();
     let model = dir.path().join("model");
     lung::write_model(&model, &g, 1);
     let frames = 5u64;
@@ -436,7 +436,7 @@ fn posterior_stage_matches_replay_and_reloads_its_model() {
             (0..frames).collect::<Vec<_>>(),
             "every frame, the failed one included, in order"
         );
-        let n = lung::N;
+        let n = pleura::testing::TINY_SIZE;
         for (i, l) in lines.iter().enumerate() {
             let reason = &expected.failed_reason[i];
             if !reason.is_empty() {
@@ -912,30 +912,17 @@ print(json.dumps({"rounds": rounds, "frames": seq, "streams": stream - 5000}))
 "#,
     );
     let rss_start = vm_kib(pid, "VmRSS:");
-    let mut py = Command::new(common::python())
-        .arg("-c")
-        .arg(&script)
-        .args([
+    let (out, ok, rss_max) = python_watching_rss(
+        &script,
+        &[
             &d.ingest,
             &d.admin,
             data_file().to_str().unwrap(),
             &seconds.to_string(),
-        ])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start the attacker");
-    let mut rss_max = rss_start;
-    while py.try_wait().unwrap().is_none() {
-        rss_max = rss_max.max(vm_kib(pid, "VmRSS:"));
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let mut out = String::new();
-    py.stdout.take().unwrap().read_to_string(&mut out).unwrap();
-    assert!(
-        py.wait().unwrap().success(),
-        "attacker failed; log:\n{}",
-        d.log_text()
+        ],
+        pid,
     );
+    assert!(ok, "attacker failed; log:\n{}", d.log_text());
     let run: serde_json::Value = serde_json::from_str(out.trim()).expect("summary line");
     let rounds = run["rounds"].as_f64().unwrap();
     let m = d.metrics();
@@ -1193,22 +1180,10 @@ print(json.dumps({"streams": len(streams), "seconds": time.time() - t0}))
     );
     let rss_start = vm_kib(pid, "VmRSS:");
     let t0 = Instant::now();
-    let mut py = Command::new(common::python())
-        .arg("-c")
-        .arg(&script)
-        .args([&d.ingest, &d.admin, &SCANS.to_string()])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start the publisher");
-    let mut rss_max = rss_start;
-    while py.try_wait().unwrap().is_none() {
-        rss_max = rss_max.max(vm_kib(pid, "VmRSS:"));
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let mut out = String::new();
-    py.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    let (out, ok, rss_max) =
+        python_watching_rss(&script, &[&d.ingest, &d.admin, &SCANS.to_string()], pid);
     assert!(
-        py.wait().unwrap().success(),
+        ok,
         "publisher failed; log tail:\n{}",
         tail(&d.log_text(), 40)
     );

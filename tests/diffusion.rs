@@ -286,17 +286,7 @@ fn sampling_is_seeded_and_bounded() {
         grid_z: None,
     };
     let model = Model::new(spec, 5, &dev).unwrap();
-    // Make the (zero-initialised) output layer non-trivial.
-    let out_w = model.varmap.data().lock().unwrap()["out.2.weight"].clone();
-    out_w
-        .set(
-            &(NoiseRng::new(1)
-                .normal(out_w.dims(), &dev, DType::F32)
-                .unwrap()
-                * 0.1)
-                .unwrap(),
-        )
-        .unwrap();
+    pleura::testing::perturb_output(&model, 1, 0.1);
     for (method, steps) in [
         (Method::Ddpm, 7),
         (Method::Ddim { eta: 0.0 }, 5),

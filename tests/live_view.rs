@@ -93,7 +93,7 @@ fn results(d: &Served) -> f64 {
 #[test]
 fn live_view_updates_in_a_real_browser() {
     let dir = common::tempdir();
-    let g = lung::grid();
+    let g = pleura::testing::tiny_grid();
     let model = dir.path().join("model");
     lung::write_model(&model, &g, 1);
     let input = dir.path().join("lung.zea.h5");

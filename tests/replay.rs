@@ -7,10 +7,11 @@ mod common;
 
 use std::path::Path;
 
-use common::lung::{grid, probe, write_model, write_recording, N};
+use common::lung::{write_model, write_recording};
 use ndarray::{Array, Array1, Array2, Array3, Dimension};
 use pleura::grid::Grid;
 use pleura::recording::{Frame, Recorder, RecorderOptions};
+use pleura::testing::{tiny_grid, tiny_probe, TINY_SIZE as N};
 
 /// Reads dataset `name` of `f`, panicking with its name when it is missing or mistyped.
 fn dataset<T: hdf5::H5Type, D: Dimension>(f: &hdf5::File, name: &str) -> Array<T, D> {
@@ -22,7 +23,7 @@ fn dataset<T: hdf5::H5Type, D: Dimension>(f: &hdf5::File, name: &str) -> Array<T
 #[test]
 fn replay_writes_every_output_and_marks_bad_frames() {
     let dir = tempfile::tempdir().expect("tmp");
-    let g = grid();
+    let g = tiny_grid();
     let model = dir.path().join("model");
     write_model(&model, &g, 1);
     let input = dir.path().join("in.zea.h5");
@@ -158,7 +159,7 @@ fn count(rgb: &[[u8; 3]], color: [u8; 3]) -> usize {
 #[test]
 fn replay_rejects_a_recording_that_does_not_fit_before_sampling() {
     let dir = tempfile::tempdir().expect("tmp");
-    let g = grid();
+    let g = tiny_grid();
     let model = dir.path().join("model");
     write_model(&model, &g, 1);
     // A recording made for a shallow grid: its records end before the model grid's depth.
@@ -186,7 +187,7 @@ fn replay_rejects_a_recording_that_does_not_fit_before_sampling() {
 }
 
 fn write_recording_for(path: &Path, g: &Grid) {
-    let scan = probe().plane_wave_scan(&[0.0], g);
+    let scan = tiny_probe().plane_wave_scan(&[0.0], g);
     let mut rec = Recorder::create(path, &scan, RecorderOptions::default()).expect("recorder");
     let frame = Frame {
         data: ndarray::Array4::from_elem((scan.n_tx(), scan.n_ax, scan.n_el(), 1), 1.0),

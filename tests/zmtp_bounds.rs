@@ -15,9 +15,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::served::{self, Served};
-use pleura::beamform::sim::{linear_array_scan, LinearArray, Transmit};
 use pleura::protocol::Dtype;
-use pleura::recording::Scan;
+use pleura::testing::tiny_scan;
 use pleura::wire;
 use pleura_bridge::publisher::{now_ns, Mode, Publisher};
 
@@ -117,24 +116,6 @@ fn assert_closed(s: &mut TcpStream, what: &str, d: &Served) {
         "{what}: the daemon kept the connection open; log:\n{}",
         d.log_text()
     );
-}
-
-/// Two plane waves, four elements, 16 samples: a tiny valid scan.
-fn tiny_scan() -> Scan {
-    let array = LinearArray {
-        n_el: 4,
-        pitch: 1e-3,
-        center_frequency: 5e6,
-        sampling_frequency: 20e6,
-        sound_speed: 1540.0,
-        n_ax: 16,
-        initial_time: 1e-6,
-    };
-    let plane = |polar_angle| Transmit {
-        polar_angle,
-        focus_distance: f64::INFINITY,
-    };
-    linear_array_scan(&array, &[plane(-0.1), plane(0.1)])
 }
 
 /// A valid publisher (the bridge's) connects and sends a scan and `n` frames; they are

@@ -742,7 +742,8 @@ impl Beamformer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::beamform::sim::{linear_array_scan, LinearArray, Transmit};
+    use crate::beamform::sim::{linear_array_scan, Transmit};
+    use crate::testing::{linear_array, plane_wave};
 
     /// The taps of every pixel (column-major) by the plain definition, one (pixel,
     /// transmit, element) at a time with nothing shared: (position in 1/FRAC_STEPS samples
@@ -800,20 +801,7 @@ mod tests {
     /// recorded).
     #[test]
     fn tap_bound_holds_the_plan() {
-        let array = LinearArray {
-            n_el: 32,
-            pitch: 0.3e-3,
-            center_frequency: 5e6,
-            sampling_frequency: 20e6,
-            sound_speed: 1540.0,
-            n_ax: 800,
-            initial_time: 0.0,
-        };
-        let transmits = [0.0, 8.0].map(|deg: f64| Transmit {
-            polar_angle: deg.to_radians(),
-            focus_distance: f64::INFINITY,
-        });
-        let scan = linear_array_scan(&array, &transmits);
+        let scan = linear_array_scan(&linear_array(32, 800, 0.0), &[0.0, 8.0].map(plane_wave));
         let grid = Grid::linspace((-5e-3, 5e-3, 21), (3e-3, 20e-3, 35)).unwrap();
         for (apodization, tight) in [(Apodization::Rect, true), (Apodization::Hann, false)] {
             let opts = DasOptions {
@@ -839,15 +827,7 @@ mod tests {
         // grid so pixels lie on both sides of the focus, diverging, one with silent
         // elements), a late first sample and too few samples for the deepest pixels of
         // some elements.
-        let array = LinearArray {
-            n_el: 19,
-            pitch: 0.3e-3,
-            center_frequency: 5e6,
-            sampling_frequency: 20e6,
-            sound_speed: 1540.0,
-            n_ax: 300,
-            initial_time: 1.5e-6,
-        };
+        let array = linear_array(19, 300, 1.5e-6);
         let transmits = [
             (-12.0, f64::INFINITY),
             (5.0, 9e-3),

@@ -174,13 +174,7 @@ pub fn run(args: Args) -> Result<()> {
         let frame = rec
             .read_frame(i)
             .with_context(|| format!("reading frame {i}"))?;
-        let output = stage.process(&FrameInput {
-            scan_id: 0,
-            scan: &scan,
-            sequence: frame.sequence_number,
-            timestamp_ns: frame.timestamp_ns,
-            data: &frame.data,
-        });
+        let output = stage.process(&FrameInput::recorded(&scan, &frame));
         let image = match output {
             Ok(Output::Das(image)) => Some(image),
             Ok(other) => bail!("the DAS stage gave {other:?}"),

@@ -9,12 +9,11 @@ use super::CpuTime;
 
 use anyhow::{bail, Context, Result};
 use ndarray::{Array2, Array4};
-use pleura::beamform::sim::{
-    linear_array_scan, simulate_rf, GaussianPulse, LinearArray, Scatterer, Transmit,
-};
+use pleura::beamform::sim::{linear_array_scan, simulate_rf, Scatterer, Transmit};
 use pleura::beamform::{Apodization, Beamformer, DasOptions};
 use pleura::grid::Grid;
 use pleura::recording::{Recording, Scan};
+use pleura::testing::{linear_array, plane_wave, pulse};
 
 /// Arguments of `pleura bench`.
 #[derive(clap::Args)]
@@ -127,22 +126,8 @@ fn pwi_disk_case(path: &Path, n_frames: usize) -> Result<Case> {
 /// 7 plane waves (-9..9 deg, 3 deg step), 128 elements, 0.3 mm pitch, 5 MHz sampled at
 /// 20 MHz, 20 point scatterers; the frame is repeated `n_frames` times.
 fn synthetic_case(dir: &Path, n_frames: usize) -> Result<Case> {
-    let array = LinearArray {
-        n_el: 128,
-        pitch: 0.3e-3,
-        center_frequency: 5e6,
-        sampling_frequency: 20e6,
-        sound_speed: 1540.0,
-        n_ax: 1280,
-        initial_time: 0.0,
-    };
-    let transmits: Vec<Transmit> = (-3..=3)
-        .map(|k| Transmit {
-            polar_angle: (3.0 * k as f64).to_radians(),
-            focus_distance: f64::INFINITY,
-        })
-        .collect();
-    let scan = linear_array_scan(&array, &transmits);
+    let transmits: Vec<Transmit> = (-3..=3).map(|k| plane_wave(3.0 * k as f64)).collect();
+    let scan = linear_array_scan(&linear_array(128, 1280, 0.0), &transmits);
     let scatterers: Vec<Scatterer> = (0..20)
         .map(|i| Scatterer {
             x: -15e-3 + 1.5e-3 * i as f64,
@@ -150,14 +135,7 @@ fn synthetic_case(dir: &Path, n_frames: usize) -> Result<Case> {
             amplitude: 1.0,
         })
         .collect();
-    let rf = simulate_rf(
-        &scan,
-        &scatterers,
-        &GaussianPulse {
-            center_frequency: 5e6,
-            bandwidth: 0.6,
-        },
-    );
+    let rf = simulate_rf(&scan, &scatterers, &pulse());
     let file = dir.join("synthetic_7pw.zea.h5");
     write_zea(&file, &scan, &rf, n_frames)?;
     Ok(Case {

@@ -35,9 +35,8 @@ use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarBuilder;
 use ndarray::{Array2, Array4};
 use pleura::beamform::DasOptions;
-use pleura::diffusion::checkpoint::{Model, ModelSpec};
+use pleura::diffusion::checkpoint::Model;
 use pleura::diffusion::sampler::NoiseRng;
-use pleura::diffusion::schedule::ScheduleConfig;
 use pleura::diffusion::unet::{param_count, UNet, UNetConfig};
 use pleura::grid::{Grid, DEFAULT_PITCH, DEFAULT_SIZE, DEFAULT_Z_MIN};
 use pleura::operator::{MeasurementOperator, OperatorOptions};
@@ -50,6 +49,7 @@ use pleura::posterior::{Method, SamplerConfig};
 use pleura::recording::Scan;
 use pleura::simulate::phantom::sequence;
 use pleura::simulate::probe::LinearProbe;
+use pleura::testing::model_spec;
 
 /// Plane-wave angles of the simulated scan, degrees (`pleura simulate`'s default).
 const ANGLES_DEG: [f64; 3] = [-8.0, 0.0, 8.0];
@@ -243,12 +243,7 @@ fn build_case(size: usize, args: &Args, device: &Device) -> Result<Case> {
         Some(dir) => Model::load(dir, device)
             .with_context(|| format!("loading the model {}", dir.display()))?,
         None => Model::new(
-            ModelSpec {
-                model: reference_config(size, args.scale_attention),
-                schedule: ScheduleConfig::default(),
-                grid_x: None,
-                grid_z: None,
-            },
+            model_spec(reference_config(size, args.scale_attention), None),
             args.seed,
             device,
         )?,
@@ -643,17 +638,7 @@ mod tests {
     fn cost_walk_matches_the_built_unet() {
         for (size, scale) in [(64, false), (32, false), (128, true)] {
             let cfg = reference_config(size, scale);
-            let model = Model::new(
-                ModelSpec {
-                    model: cfg.clone(),
-                    schedule: ScheduleConfig::default(),
-                    grid_x: None,
-                    grid_z: None,
-                },
-                0,
-                &Device::Cpu,
-            )
-            .unwrap();
+            let model = Model::new(model_spec(cfg.clone(), None), 0, &Device::Cpu).unwrap();
             assert_eq!(unet_cost(&cfg).params, param_count(&model.varmap), "{size}");
         }
         let mut c = UnetCost::default();

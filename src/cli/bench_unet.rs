@@ -7,10 +7,10 @@ use std::time::Instant;
 use super::CpuTime;
 
 use candle_core::{DType, Tensor, Var};
-use pleura::diffusion::checkpoint::{Model, ModelSpec};
+use pleura::diffusion::checkpoint::Model;
 use pleura::diffusion::sampler::NoiseRng;
-use pleura::diffusion::schedule::ScheduleConfig;
 use pleura::diffusion::unet::{param_count, UNetConfig};
+use pleura::testing::model_spec;
 use pleura::train::adamw::{AdamW, AdamWConfig};
 
 /// Arguments of `pleura bench unet`.
@@ -47,13 +47,7 @@ fn time(iters: usize, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Resu
 /// at the default configuration.
 pub fn bench_unet(a: UnetArgs) -> anyhow::Result<()> {
     let device = pleura::device::select(&a.device)?;
-    let spec = ModelSpec {
-        model: UNetConfig::default(),
-        schedule: ScheduleConfig::default(),
-        grid_x: None,
-        grid_z: None,
-    };
-    let model = Model::new(spec, 0, &device)?;
+    let model = Model::new(model_spec(UNetConfig::default(), None), 0, &device)?;
     let s = model.spec.model.image_size;
     let mut rng = NoiseRng::new(0);
     let x = rng.normal(&[a.batch, 1, s, s], &device, DType::F32)?;

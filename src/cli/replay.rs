@@ -170,13 +170,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     for f in 0..n {
         let t0 = Instant::now();
         let frame = rec.read_frame(f)?;
-        let output = stage.process(&FrameInput {
-            scan_id: 0,
-            scan: &scan,
-            sequence: frame.sequence_number,
-            timestamp_ns: frame.timestamp_ns,
-            data: &frame.data,
-        });
+        let output = stage.process(&FrameInput::recorded(&scan, &frame));
         let result = match output {
             Ok(pipeline::Output::Posterior(p)) => p,
             Ok(other) => anyhow::bail!("the posterior stage gave {other:?}"),

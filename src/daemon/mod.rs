@@ -1230,7 +1230,7 @@ mod tests {
         }
     }
     use crate::config::StageKind;
-    use crate::wire::tests::tiny_scan;
+    use crate::testing::tiny_scan;
     use pleura_bridge::publisher::{Mode, Publisher};
 
     /// The server runs in-process; the shutdown future ends it and the summary counts what

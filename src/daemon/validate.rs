@@ -554,7 +554,7 @@ mod tests {
     use crate::beamform::DasOptions;
     use crate::pipeline::ScanLimits;
     use crate::protocol::{encode_frame, encode_scan, FrameHeader, ScanMessage};
-    use crate::wire::tests::tiny_scan;
+    use crate::testing::tiny_scan;
 
     fn parts(v: Vec<Vec<u8>>) -> Vec<Bytes> {
         v.into_iter().map(Bytes::from).collect()

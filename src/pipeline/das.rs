@@ -83,11 +83,7 @@ impl Stage for DasStage {
     }
 
     fn prepare(&mut self, scan_id: u64, scan: &Arc<Scan>) -> Result<(), PipelineError> {
-        self.plan(scan).map_err(|source| PipelineError::Scan {
-            scan_id,
-            stage: STAGE,
-            source,
-        })
+        self.plan(scan).map_err(|e| e.of(scan_id, STAGE))
     }
 
     fn grid(&self) -> Option<Arc<Grid>> {

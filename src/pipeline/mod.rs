@@ -87,6 +87,17 @@ pub enum ScanError {
     Normalisation(#[from] PosteriorError),
 }
 
+impl ScanError {
+    /// This error as the `stage`'s, for scan `scan_id`.
+    pub fn of(self, scan_id: u64, stage: &'static str) -> PipelineError {
+        PipelineError::Scan {
+            scan_id,
+            stage,
+            source: self,
+        }
+    }
+}
+
 /// Why a stage failed on one frame of a scan it can process.
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
@@ -107,6 +118,20 @@ pub struct FrameInput<'a> {
     pub timestamp_ns: u64,
     /// RF or I/Q samples, (n_tx, n_ax, n_el, n_ch).
     pub data: &'a Array4<f32>,
+}
+
+impl<'a> FrameInput<'a> {
+    /// Frame `frame` of a recording of `scan` (scan id 0), as the offline commands feed
+    /// their stage.
+    pub fn recorded(scan: &'a Arc<Scan>, frame: &'a crate::recording::Frame) -> Self {
+        FrameInput {
+            scan_id: 0,
+            scan,
+            sequence: frame.sequence_number,
+            timestamp_ns: frame.timestamp_ns,
+            data: &frame.data,
+        }
+    }
 }
 
 /// What a stage made of one frame.
@@ -490,33 +515,18 @@ impl Stage for NoStage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::beamform::sim::{
-        linear_array_scan, simulate_rf, GaussianPulse, LinearArray, Scatterer, Transmit,
-    };
+    use crate::beamform::sim::{linear_array_scan, simulate_rf, LinearArray, Scatterer};
     use crate::config::DaemonConfig;
+    use crate::testing::{linear_array, plane_wave, pulse};
 
     /// A 32-element, 0.3 mm array at 5 MHz sampled at 20 MHz, 600 samples.
     fn array32() -> LinearArray {
-        LinearArray {
-            n_el: 32,
-            pitch: 0.3e-3,
-            center_frequency: 5e6,
-            sampling_frequency: 20e6,
-            sound_speed: 1540.0,
-            n_ax: 600,
-            initial_time: 0.0,
-        }
+        linear_array(32, 600, 0.0)
     }
 
     /// One unsteered plane wave of `array`.
-    fn plane_wave(array: &LinearArray) -> Arc<Scan> {
-        Arc::new(linear_array_scan(
-            array,
-            &[Transmit {
-                polar_angle: 0.0,
-                focus_distance: f64::INFINITY,
-            }],
-        ))
+    fn unsteered(array: &LinearArray) -> Arc<Scan> {
+        Arc::new(linear_array_scan(array, &[plane_wave(0.0)]))
     }
 
     /// The DAS stage images a simulated point scatterer: its B-mode peak (255) lies at the
@@ -524,7 +534,7 @@ mod tests {
     #[test]
     fn das_stage_finds_a_point_scatterer() {
         let array = array32();
-        let scan = plane_wave(&array);
+        let scan = unsteered(&array);
         let (sx, sz) = (1.0e-3, 12e-3);
         let rf = simulate_rf(
             &scan,
@@ -533,10 +543,7 @@ mod tests {
                 z: sz,
                 amplitude: 1.0,
             }],
-            &GaussianPulse {
-                center_frequency: 5e6,
-                bandwidth: 0.6,
-            },
+            &pulse(),
         );
         let config = Config {
             daemon: DaemonConfig {
@@ -593,7 +600,7 @@ mod tests {
     #[test]
     fn each_cap_names_itself() {
         let array = array32();
-        let scan = plane_wave(&array);
+        let scan = unsteered(&array);
         let grid = GridExtent {
             x: (-4e-3, 4e-3, 41.0),
             z: (8e-3, 16e-3, 81.0),
@@ -652,7 +659,7 @@ mod tests {
             n_ax: 64,
             ..array32()
         };
-        let scan = plane_wave(&array);
+        let scan = unsteered(&array);
         let mut stage = build(&StageSpec::serve(&Config::default()).unwrap()).unwrap();
         let data = Array4::<f32>::zeros((1, 64, 2, 1));
         let err = stage

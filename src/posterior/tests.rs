@@ -16,35 +16,21 @@ use super::problem::{
 };
 use super::sampler::{PosteriorSampler, Start, MAX_GUIDANCE_GAIN, MIN_GUIDED_ABAR};
 use super::*;
-use crate::diffusion::checkpoint::{Model, ModelSpec};
+use crate::diffusion::checkpoint::Model;
 use crate::diffusion::schedule::{ScheduleConfig, ScheduleKind};
-use crate::diffusion::unet::UNetConfig;
 use crate::grid::Grid;
 use crate::operator::{l2, MeasurementOperator, OperatorOptions};
 use crate::simulate::probe::LinearProbe;
+use crate::testing;
 
-const N: usize = 16;
+const N: usize = testing::TINY_SIZE;
 
 /// A tiny prior. The U-Net's output convolution is zero at initialisation (eps = 0: the
 /// flat prior); `perturb` makes it random so that the network's Jacobian matters.
 fn tiny_model(perturb: bool) -> Model {
-    let spec = ModelSpec {
-        model: UNetConfig::smallest(N),
-        schedule: ScheduleConfig {
-            kind: ScheduleKind::Cosine,
-            steps: 1000,
-        },
-        grid_x: None,
-        grid_z: None,
-    };
-    let model = Model::new(spec, 3, &Device::Cpu).expect("model");
+    let model = testing::tiny_model(None, 3);
     if perturb {
-        let data = model.varmap.data().lock().expect("lock");
-        let w = data.get("out.2.weight").expect("out conv");
-        let mut rng = crate::diffusion::sampler::NoiseRng::new(11);
-        let r = (rng.normal(w.dims(), &Device::Cpu, DType::F32).expect("n") * 0.05).expect("s");
-        w.set(&r).expect("set");
-        drop(data);
+        testing::perturb_output(&model, 11, 0.05);
     }
     model
 }
@@ -100,13 +86,8 @@ fn identity_problem(a: &Array2<f32>) -> (NormalizedOperator, Measurement) {
 }
 
 fn ultrasound_op() -> (Arc<MeasurementOperator>, Grid) {
-    let probe = LinearProbe {
-        n_el: 8,
-        pitch: 0.6e-3,
-        ..LinearProbe::default_lung()
-    };
-    let grid = Grid::uniform(N, N, 0.3e-3, 3e-3).expect("grid");
-    let scan = probe.plane_wave_scan(&[0.0], &grid);
+    let grid = testing::tiny_grid();
+    let scan = testing::tiny_probe().plane_wave_scan(&[0.0], &grid);
     let op = MeasurementOperator::new(&scan, &grid, OperatorOptions::default(), &Device::Cpu)
         .expect("operator");
     (Arc::new(op), grid)

@@ -1,61 +1,30 @@
-//! A tiny lung problem for end-to-end tests: a 16 x 16 grid, an 8-element probe, an
-//! untrained tiny model on that grid, and short recordings of a known aeration sequence
-//! made with the measurement operator.
+//! A tiny lung problem for end-to-end tests: the tiny model of [`pleura::testing`] on its
+//! grid written to disk, and short recordings of a known aeration sequence made with the
+//! measurement operator of its probe.
 
 use std::path::Path;
 
 use candle_core::Device;
 use ndarray::Array2;
-use pleura::diffusion::checkpoint::{save_safetensors, write_json, Model, ModelSpec};
-use pleura::diffusion::schedule::{ScheduleConfig, ScheduleKind};
-use pleura::diffusion::unet::UNetConfig;
+use pleura::diffusion::checkpoint::{save_safetensors, write_json};
 use pleura::grid::Grid;
 use pleura::operator::{MeasurementOperator, OperatorOptions};
 use pleura::recording::{Frame, GroundTruthGrid, Recorder, RecorderOptions, SampleType};
-use pleura::simulate::probe::LinearProbe;
+use pleura::testing::{self, TINY_SIZE as N};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
 
-/// Side of the tiny model's images, pixels.
-pub const N: usize = 16;
-
-/// The N x N grid, 0.3 mm pitch from 3 mm depth.
-pub fn grid() -> Grid {
-    Grid::uniform(N, N, 0.3e-3, 3e-3).expect("grid")
-}
-
-/// An 8-element probe of 0.6 mm pitch (otherwise the simulator's lung probe).
-pub fn probe() -> LinearProbe {
-    LinearProbe {
-        n_el: 8,
-        pitch: 0.6e-3,
-        ..LinearProbe::default_lung()
-    }
-}
-
-/// Writes an untrained tiny model for grid `g` into `dir`, its weights drawn with `seed`.
-/// The output convolution, zero at initialisation (so every seed would predict eps = 0),
-/// gets small seeded weights too, so that models of different seeds differ.
+/// Writes an untrained [`testing::tiny_model`] for grid `g` into `dir`, its weights drawn
+/// with `seed`. The output convolution, zero at initialisation (so every seed would
+/// predict eps = 0), gets small seeded weights too, so that models of different seeds
+/// differ.
 pub fn write_model(dir: &Path, g: &Grid, seed: u64) {
-    let spec = ModelSpec {
-        model: UNetConfig::smallest(N),
-        schedule: ScheduleConfig {
-            kind: ScheduleKind::Cosine,
-            steps: 1000,
-        },
-        grid_x: Some(g.x.clone()),
-        grid_z: Some(g.z.clone()),
-    };
-    let model = Model::new(spec.clone(), seed, &Device::Cpu).expect("model");
+    let model = testing::tiny_model(Some(g), seed);
+    testing::perturb_output(&model, seed, 0.05);
     std::fs::create_dir_all(dir).expect("dir");
-    write_json(&dir.join("config.json"), &spec).expect("config");
-    let mut tensors = model.tensors().expect("tensors");
-    let out = tensors.get_mut("out.2.weight").expect("out.2.weight");
-    let mut rng = StdRng::seed_from_u64(seed);
-    let d = Normal::new(0.0f32, 0.05).expect("normal");
-    let w: Vec<f32> = (0..out.elem_count()).map(|_| d.sample(&mut rng)).collect();
-    *out = candle_core::Tensor::from_vec(w, out.dims(), &Device::Cpu).expect("weights");
+    write_json(&dir.join("config.json"), &model.spec).expect("config");
+    let tensors = model.tensors().expect("tensors");
     save_safetensors(&dir.join("ema.safetensors"), &tensors).expect("save");
 }
 
@@ -81,7 +50,7 @@ pub fn write_recording(
     frames: usize,
     nan_frame: Option<usize>,
 ) {
-    let scan = probe().plane_wave_scan(&[0.0], g);
+    let scan = testing::tiny_probe().plane_wave_scan(&[0.0], g);
     let op =
         MeasurementOperator::new(&scan, g, OperatorOptions::default(), &Device::Cpu).expect("op");
     let options = RecorderOptions {

@@ -232,6 +232,27 @@ pub fn data_file() -> PathBuf {
     }
 }
 
+/// Runs the Python `script` with `args` while sampling the resident memory of process
+/// `pid` every 50 ms: (the script's stdout, whether it succeeded, the largest RSS seen
+/// in KiB).
+pub fn python_watching_rss(script: &str, args: &[&str], pid: u32) -> (String, bool, u64) {
+    let mut py = std::process::Command::new(super::python())
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the Python peer");
+    let mut rss_max = vm_kib(pid, "VmRSS:");
+    while py.try_wait().unwrap().is_none() {
+        rss_max = rss_max.max(vm_kib(pid, "VmRSS:"));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut out = String::new();
+    py.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    (out, py.wait().unwrap().success(), rss_max)
+}
+
 /// A field of `/proc/pid/status` in KiB (`field` with its colon, e.g. "VmRSS:").
 pub fn vm_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
