@@ -449,9 +449,10 @@ impl Daemon {
         let worker = {
             let queue = queue.clone();
             let metrics = metrics.clone();
+            let failures = Throttle::new(Duration::from_millis(config.reject_log_interval_ms));
             std::thread::Builder::new()
                 .name("pleura-worker".into())
-                .spawn(move || worker_loop(stage, stage_rx, &queue, &metrics, result_tx))
+                .spawn(move || worker_loop(stage, stage_rx, &queue, &metrics, failures, result_tx))
                 .map_err(DaemonError::Thread)?
         };
         let reloader = tokio::spawn(reload_task(
@@ -983,6 +984,7 @@ fn worker_loop(
     stages: std::sync::mpsc::Receiver<Box<dyn pipeline::Stage>>,
     queue: &LatestQueue<AcceptedFrame>,
     metrics: &Metrics,
+    mut failures: Throttle,
     results: mpsc::Sender<ResultMessage>,
 ) {
     // Operator evictions of the stage in use already counted.
@@ -1030,7 +1032,16 @@ fn worker_loop(
         match failure {
             Some(reason) => {
                 metrics.frames_failed.fetch_add(1, Relaxed);
-                tracing::warn!(sequence = frame.sequence, %reason, "frame failed");
+                // Every failure is published and counted; the log keeps one line per
+                // interval, so that a stream of bad frames does not flood it.
+                if let Some(left_out) = failures.due(Instant::now()) {
+                    tracing::warn!(
+                        sequence = frame.sequence,
+                        %reason,
+                        left_out,
+                        "frame failed ({left_out} more failed since the last report)"
+                    );
+                }
             }
             None => {
                 metrics.frames_processed.fetch_add(1, Relaxed);
