@@ -16,7 +16,6 @@ use pleura::config::{Config, StageKind};
 use pleura::grid::Grid;
 use pleura::logging::Chain;
 use pleura::pipeline::{self, FrameInput, Output, PipelineError, StageSpec};
-use pleura::recording::Recording;
 use pleura::render::gray_png;
 
 /// Receive apodization names on the command line.
@@ -31,12 +30,8 @@ pub enum ApodizationArg {
 /// Arguments of `pleura beamform`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The recording (zea HDF5 layout), RF or I/Q.
-    pub input: PathBuf,
-    /// The track of a multi-track zea file: its index or label (default: the first with
-    /// channel data).
-    #[arg(long)]
-    pub track: Option<pleura::recording::TrackChoice>,
+    #[command(flatten)]
+    pub recording: super::RecordingArgs,
     /// Output HDF5: envelope, bmode, grid_x, grid_z, failed, failed_reason.
     #[arg(long)]
     pub out: PathBuf,
@@ -95,8 +90,7 @@ fn write_png(path: &Path, image: &Array2<u8>) -> Result<()> {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let rec = Recording::open_track(&args.input, args.track.as_ref())
-        .with_context(|| format!("opening {}", args.input.display()))?;
+    let rec = args.recording.open()?;
     let scan = Arc::new(rec.scan().clone());
     // A grid flag replaces that axis of the scan's default grid.
     let das_grid = match (&args.grid_x, &args.grid_z) {
@@ -138,7 +132,7 @@ pub fn run(args: Args) -> Result<()> {
         .grid()
         .context("the DAS stage has a grid once prepared")?;
     let (nz, nx, n_frames) = (grid.nz(), grid.nx(), rec.n_frames());
-    tracing::info!(input = %args.input.display(), n_frames, nx, nz, "beamforming");
+    tracing::info!(input = %args.recording.input.display(), n_frames, nx, nz, "beamforming");
 
     let out = hdf5::File::create(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
@@ -225,7 +219,7 @@ pub fn run(args: Args) -> Result<()> {
     attr("dynamic_range_db", args.dynamic_range)?;
     println!(
         "{}: {n_frames} frames ({n_failed} failed) beamformed on {nx} x {nz} pixels -> {}",
-        args.input.display(),
+        args.recording.input.display(),
         args.out.display()
     );
     Ok(())

@@ -16,6 +16,30 @@ pub mod serve;
 pub mod simulate;
 pub mod train;
 
+use std::path::PathBuf;
+
+use anyhow::Context;
+use pleura::recording::{Recording, TrackChoice};
+
+/// The recording a command reads frames from.
+#[derive(clap::Args)]
+pub struct RecordingArgs {
+    /// The recording (zea HDF5 layout), RF or I/Q.
+    pub input: PathBuf,
+    /// The track of a multi-track zea file: its index or label (default: the first with
+    /// channel data).
+    #[arg(long)]
+    pub track: Option<TrackChoice>,
+}
+
+impl RecordingArgs {
+    /// Opens the recording at its track.
+    pub fn open(&self) -> anyhow::Result<Recording> {
+        Recording::open_track(&self.input, self.track.as_ref())
+            .with_context(|| format!("cannot open recording {}", self.input.display()))
+    }
+}
+
 /// CPU time this process (all threads) has consumed so far, s; NaN when `getrusage` fails.
 #[derive(Clone, Copy, Debug)]
 pub struct CpuTime {

@@ -45,7 +45,6 @@ use pleura::logging::Chain;
 use pleura::pipeline::{self, FrameInput, StageSpec};
 use pleura::posterior::frame::FrameOutcome;
 use pleura::posterior::Method;
-use pleura::recording::Recording;
 use pleura::render::{
     self, Estimate, FrameLabel, PanelInput, Reconstruction, TrendPoint, TrendValue,
 };
@@ -53,12 +52,8 @@ use pleura::render::{
 /// Arguments of `pleura replay`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The recording (zea HDF5 layout).
-    pub input: PathBuf,
-    /// The track of a multi-track zea file: its index or label (default: the first with
-    /// channel data).
-    #[arg(long)]
-    pub track: Option<pleura::recording::TrackChoice>,
+    #[command(flatten)]
+    pub recording: super::RecordingArgs,
     /// Output HDF5 file (replaced).
     #[arg(long)]
     pub out: PathBuf,
@@ -116,8 +111,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     cfg.validate()?;
 
     let model_hash = model_sha256(&args.model)?;
-    let rec = Recording::open_track(&args.input, args.track.as_ref())
-        .with_context(|| format!("cannot open recording {}", args.input.display()))?;
+    let rec = args.recording.open()?;
     let spec = StageSpec {
         kind: StageKind::Posterior,
         model: args.model.clone(),
@@ -127,9 +121,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let mut stage = pipeline::build(&spec)?;
     let scan = Arc::new(rec.scan().clone());
-    stage
-        .prepare(0, &scan)
-        .with_context(|| format!("{} does not fit the model's grid", args.input.display()))?;
+    stage.prepare(0, &scan).with_context(|| {
+        format!(
+            "{} does not fit the model's grid",
+            args.recording.input.display()
+        )
+    })?;
     let grid = stage
         .grid()
         .context("the posterior stage images on the model's grid")?;
@@ -149,7 +146,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     // The truth's lung mean aeration per frame, for the trend, as `pleura eval` scores it.
     let truth_aeration: Vec<f64> = if args.png.is_some() && truth_ok {
-        let truth = Truth::read(&args.input)?;
+        let truth = Truth::read(&args.recording.input)?;
         (0..n)
             .map_while(|i| pleura::eval::truth_lung_aeration(&truth, i))
             .collect()
@@ -273,8 +270,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     bar.finish();
     if let Some(dir) = &args.png {
-        let name = args.input.file_name().map_or_else(
-            || args.input.display().to_string(),
+        let name = args.recording.input.file_name().map_or_else(
+            || args.recording.input.display().to_string(),
             |s| s.to_string_lossy().into(),
         );
         let png = render::trend_png(&trend, &format!("Lung aeration, {name}"))?;
@@ -283,7 +280,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 
     let attrs = Attrs {
         method: format!("posterior sampling ({})", cfg.method),
-        source: args.input.display().to_string(),
+        source: args.recording.input.display().to_string(),
         model: args.model.display().to_string(),
         model_sha256: model_hash,
         sampler: serde_json::to_string(&cfg)?,
@@ -298,7 +295,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "{n} frames ({failed} failed) in {:.1} s, {:.2} frames/s, {} -> {}",
         total_ms / 1e3,
         n as f64 / (total_ms / 1e3).max(1e-9),
-        args.input.display(),
+        args.recording.input.display(),
         args.out.display()
     );
     Ok(())
