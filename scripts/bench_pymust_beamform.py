@@ -1,7 +1,12 @@
 """PyMUST side of `pleura bench beamform`: time rf2iq, dasmtx (sparse DAS matrix build)
 and its application to every frame of a zea recording, and print the timings as JSON.
 
-usage: bench_pymust_beamform.py FILE.h5 XMIN XMAX NX ZMIN ZMAX NZ FNUMBER [N_FRAMES]
+usage: bench_pymust_beamform.py FILE.h5 XMIN XMAX NX ZMIN ZMAX NZ FNUMBER [N_FRAMES] [--out OUT.h5]
+
+With --out, the envelopes of all frames and their B-mode (60 dB, normalised to the maximum
+of all frames) are written to OUT.h5 (datasets envelope, bmode, grid_x, grid_z): the bench
+times this whole process (start, imports, read, rf2iq, dasmtx, apply, write) beside the
+`pleura beamform` process doing the same.
 
 Per transmit k: param.TXdelay = scan/t0_delays[k], param.t0 = scan/initial_times[k];
 the I/Q of transmit k is rf2iq(RF_k, param) and the compound image is sum_k M_k @ IQ_k,
@@ -18,11 +23,17 @@ import pymust
 
 
 def main():
-    path = sys.argv[1]
-    xmin, xmax, nx, zmin, zmax, nz, fnum = map(float, sys.argv[2:9])
+    argv = sys.argv[1:]
+    out_path = None
+    if "--out" in argv:
+        i = argv.index("--out")
+        out_path = argv[i + 1]
+        del argv[i : i + 2]
+    path = argv[0]
+    xmin, xmax, nx, zmin, zmax, nz, fnum = map(float, argv[1:8])
     with h5py.File(path, "r") as f:
         raw = f["data/raw_data"]
-        n_frames = int(sys.argv[9]) if len(sys.argv) > 9 else raw.shape[0]
+        n_frames = int(argv[8]) if len(argv) > 8 else raw.shape[0]
         rf = raw[:n_frames].astype(np.float64)
         s = f["scan"]
         fs = float(s["sampling_frequency"][()])
@@ -60,11 +71,25 @@ def main():
 
     t = time.perf_counter()
     out = None
+    envelopes = [] if out_path else None
     for i in range(n_frames):
         img = sum(mats[k] @ iq[i, k].flatten(order="F") for k in range(n_tx))
         out = np.abs(img)
+        if envelopes is not None:
+            envelopes.append(out.reshape(x.shape, order="F"))
     t_apply = time.perf_counter() - t
     assert out is not None and np.isfinite(out).all()
+
+    if out_path:
+        env = np.stack(envelopes).astype(np.float32)
+        with np.errstate(divide="ignore"):
+            db = 20 * np.log10(env / env.max()) + 60.0
+        bmode = np.clip(255 * db / 60.0, 0, 255).astype(np.uint8)
+        with h5py.File(out_path, "w") as f:
+            f["envelope"] = env
+            f["bmode"] = bmode
+            f["grid_x"] = x[0]
+            f["grid_z"] = z[:, 0]
 
     print(json.dumps({
         "frames": n_frames,

@@ -11,6 +11,7 @@ use anyhow::{bail, Context, Result};
 use ndarray::{Array2, Array4};
 use pleura::beamform::sim::{linear_array_scan, simulate_rf, Scatterer, Transmit};
 use pleura::beamform::{Apodization, Beamformer, DasOptions};
+use pleura::diffusion::eval::quantile;
 use pleura::grid::Grid;
 use pleura::recording::{Recording, Scan};
 use pleura::testing::{linear_array, plane_wave, pulse};
@@ -46,7 +47,8 @@ pub struct BeamformArgs {
     /// Frames per case.
     #[arg(long, default_value_t = 32)]
     pub frames: usize,
-    /// Timed runs per case; the fastest is reported.
+    /// Timed runs per case (the fastest is reported), and runs of each whole process on
+    /// pwi_disk (the best and the median are reported).
     #[arg(long, default_value_t = 3)]
     pub repeats: usize,
     /// Skip the PyMUST side.
@@ -234,24 +236,39 @@ fn time_pleura(case: &Case, repeats: usize) -> Result<PleuraTimes> {
     best.context("no timed run")
 }
 
-fn time_pymust(args: &BeamformArgs, case: &Case) -> Result<PymustTimes> {
+/// The PyMUST script on `case`'s file and grid: its first `frames` frames (None: all), and
+/// with `out`, writing envelopes and B-mode there.
+fn pymust_command(
+    args: &BeamformArgs,
+    case: &Case,
+    frames: Option<usize>,
+    out: Option<&Path>,
+) -> Command {
     let (x, z) = (&case.grid.x, &case.grid.z);
-    let out = Command::new(&args.python)
-        .arg(&args.pymust_script)
-        .arg(&case.file)
-        .args(
-            [
-                x[0],
-                x[x.len() - 1],
-                x.len() as f64,
-                z[0],
-                z[z.len() - 1],
-                z.len() as f64,
-                case.options.f_number,
-            ]
-            .map(|v| v.to_string()),
-        )
-        .arg(case.frames.len().to_string())
+    let mut cmd = Command::new(&args.python);
+    cmd.arg(&args.pymust_script).arg(&case.file).args(
+        [
+            x[0],
+            x[x.len() - 1],
+            x.len() as f64,
+            z[0],
+            z[z.len() - 1],
+            z.len() as f64,
+            case.options.f_number,
+        ]
+        .map(|v| v.to_string()),
+    );
+    if let Some(n) = frames {
+        cmd.arg(n.to_string());
+    }
+    if let Some(out) = out {
+        cmd.arg("--out").arg(out);
+    }
+    cmd
+}
+
+fn time_pymust(args: &BeamformArgs, case: &Case) -> Result<PymustTimes> {
+    let out = pymust_command(args, case, Some(case.frames.len()), None)
         .output()
         .with_context(|| format!("running {}", args.python.display()))?;
     if !out.status.success() {
@@ -324,6 +341,112 @@ fn beamform(args: BeamformArgs) -> Result<()> {
         }
         println!("{row}");
     }
+    whole_process(&args, &cases[0], &tmp)?;
     std::fs::remove_dir_all(&tmp)?;
+    Ok(())
+}
+
+/// Wall and CPU (user + system) times of the runs of one command, s.
+#[derive(Default)]
+struct ProcessTimes {
+    wall_s: Vec<f64>,
+    cpu_s: Vec<f64>,
+}
+
+impl ProcessTimes {
+    /// Runs `cmd` to its end; records its wall time and the CPU time it (and any child it
+    /// waited for) used.
+    fn run(&mut self, cmd: &mut Command) -> Result<()> {
+        let cpu = CpuTime::children().total_s();
+        let t = Instant::now();
+        let out = cmd
+            .output()
+            .with_context(|| format!("running {}", cmd.get_program().to_string_lossy()))?;
+        let wall_s = t.elapsed().as_secs_f64();
+        if !out.status.success() {
+            bail!(
+                "{} failed ({}): {}",
+                cmd.get_program().to_string_lossy(),
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        self.wall_s.push(wall_s);
+        self.cpu_s.push(CpuTime::children().total_s() - cpu);
+        Ok(())
+    }
+
+    /// (best, median) of wall and of CPU time.
+    fn summary(&self) -> [(f64, f64); 2] {
+        [&self.wall_s, &self.cpu_s].map(|v| {
+            let mut v = v.clone();
+            v.sort_by(f64::total_cmp);
+            (v[0], quantile(&v, 0.5))
+        })
+    }
+}
+
+/// `pleura beamform` (this binary) and the PyMUST script, each a whole process from start
+/// to written output, on every frame of the pwi_disk recording and `case`'s grid; run
+/// alternately `args.repeats` times.
+fn whole_process(args: &BeamformArgs, case: &Case, tmp: &Path) -> Result<()> {
+    let n_frames = Recording::open(&args.pwi_disk)?.n_frames();
+    let (x, z) = (&case.grid.x, &case.grid.z);
+    let apodization = match case.options.apodization {
+        Apodization::Rect => "rect",
+        Apodization::Hann => "hann",
+        Apodization::Tukey(0.5) => "tukey",
+        Apodization::Tukey(a) => bail!("pleura beamform has no Tukey({a}) apodization"),
+    };
+    let mut pleura = Command::new(std::env::current_exe().context("locating pleura")?);
+    pleura
+        .arg("beamform")
+        .arg(&args.pwi_disk)
+        .arg("--out")
+        .arg(tmp.join("pleura.h5"))
+        .arg(format!("--grid-x={},{},{}", x[0], x[x.len() - 1], x.len()))
+        .arg(format!("--grid-z={},{},{}", z[0], z[z.len() - 1], z.len()))
+        .args(["--f-number", &case.options.f_number.to_string()])
+        .args(["--apodization", apodization]);
+    let mut pymust = pymust_command(args, case, None, Some(&tmp.join("pymust.h5")));
+    let (mut p, mut m) = (ProcessTimes::default(), ProcessTimes::default());
+    for _ in 0..args.repeats.max(1) {
+        p.run(&mut pleura)?;
+        if !args.no_pymust {
+            m.run(&mut pymust)?;
+        }
+    }
+    println!();
+    println!(
+        "Whole process, {} ({n_frames} frames, {}x{}, F {}), {} runs of each side, alternating; \
+         CPU = user + system time of the process",
+        case.name,
+        case.grid.nx(),
+        case.grid.nz(),
+        case.options.f_number,
+        p.wall_s.len()
+    );
+    println!();
+    println!("| process | wall best | wall median | CPU best | CPU median |");
+    println!("|---|---|---|---|---|");
+    let row = |name: &str, t: &ProcessTimes| {
+        let [(w, wm), (c, cm)] = t.summary();
+        println!("| {name} | {w:.3} s | {wm:.3} s | {c:.3} s | {cm:.3} s |");
+    };
+    row("`pleura beamform` (start, read, plan, DAS, write)", &p);
+    if !args.no_pymust {
+        row(
+            "PyMUST script --out (Python start, imports, h5py read, rf2iq, dasmtx, apply, write)",
+            &m,
+        );
+        let ([(pw, pwm), (pc, pcm)], [(mw, mwm), (mc, mcm)]) = (p.summary(), m.summary());
+        println!(
+            "| PyMUST / pleura | {:.1}x | {:.1}x | {:.1}x | {:.1}x |",
+            mw / pw,
+            mwm / pwm,
+            mc / pc,
+            mcm / pcm
+        );
+    }
     Ok(())
 }

@@ -40,7 +40,8 @@ impl RecordingArgs {
     }
 }
 
-/// CPU time this process (all threads) has consumed so far, s; NaN when `getrusage` fails.
+/// CPU time consumed so far, s, by this process (all threads) or by its waited-for
+/// children; NaN when `getrusage` fails.
 #[derive(Clone, Copy, Debug)]
 pub struct CpuTime {
     /// In user mode.
@@ -52,10 +53,19 @@ pub struct CpuTime {
 impl CpuTime {
     /// The process's CPU time now.
     pub fn now() -> Self {
+        Self::of(libc::RUSAGE_SELF)
+    }
+
+    /// CPU time of this process's children that have ended and been waited for, summed.
+    pub fn children() -> Self {
+        Self::of(libc::RUSAGE_CHILDREN)
+    }
+
+    fn of(who: libc::c_int) -> Self {
         // SAFETY: an all-zero rusage is a valid value of this plain C struct.
         let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
         // SAFETY: getrusage writes one rusage into the valid, exclusively borrowed `ru`.
-        let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+        let rc = unsafe { libc::getrusage(who, &mut ru) };
         if rc != 0 {
             return Self {
                 user_s: f64::NAN,
@@ -94,5 +104,21 @@ mod tests {
             "{before:?} -> {after:?}"
         );
         assert!(after.total_s() >= after.user_s);
+    }
+
+    #[test]
+    fn children_cpu_time_counts_a_waited_for_child() {
+        let before = CpuTime::children();
+        let status = std::process::Command::new("sh")
+            .args(["-c", "i=0; while [ $i -lt 100000 ]; do i=$((i+1)); done"])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let after = CpuTime::children();
+        // 100k shell loop iterations take well over 20 ms of CPU.
+        assert!(
+            after.total_s() - before.total_s() > 0.02,
+            "{before:?} -> {after:?}"
+        );
     }
 }
