@@ -199,6 +199,7 @@ const DAS_GRID: &str = "das_grid_x = [-0.0125, 0.0125, 101]\ndas_grid_z = [0.010
 /// line per result (sequence, field shapes, B-mode maximum, the posterior's scalars, their
 /// and the mean's bytes in hex, a failed frame's reason) until `last` is seen.
 const CONSUMER: &str = r#"
+import hashlib
 import zmq
 endpoint, last = sys.argv[1], int(sys.argv[2])
 key = open(sys.argv[3]).read().strip() if len(sys.argv) > 3 else None
@@ -224,6 +225,8 @@ while True:
                                  if k in f},
                       "exact": {k: f[k].tobytes().hex() for k in ("mean", "aeration", "aeration_ci")
                                 if k in f},
+                      "sha256": {k: hashlib.sha256(f[k].tobytes()).hexdigest()
+                                 for k in ("envelope", "bmode") if k in f},
                       "failed_reason": f["failed_reason"].tobytes().decode()
                                        if "failed_reason" in f else None}), flush=True)
     if m["sequence"] >= last:
@@ -496,6 +499,107 @@ fn posterior_stage_matches_replay_and_reloads_its_model() {
     assert_eq!(m["pleura_results_published_total"], 2.0 * frames as f64);
     assert_eq!(m["pleura_frames_dropped_total"], 0.0);
     assert_eq!(m["pleura_device_info{device=\"cpu\"}"], 1.0);
+    let (status, _, _, log) = d.terminate();
+    assert!(status.success(), "{log}");
+}
+
+/// `pleura beamform` and the daemon's `das` stage are one stage: a recording beamformed
+/// offline and played into the daemon give the same envelope and B-mode bit for bit, frame
+/// by frame, and the same reason for the frame with a NaN sample.
+#[test]
+fn beamform_matches_the_das_stage() {
+    use sha2::{Digest, Sha256};
+    let dir = common::tempdir();
+    let g = pleura::testing::tiny_grid();
+    let frames = 4u64;
+    let input = dir.path().join("lung.zea.h5");
+    common::lung::write_recording(&input, &g, &g, frames as usize, Some(1));
+    let (x, z) = ((g.x[0], g.x[15], 31), (g.z[0], g.z[15], 41));
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "stage = \"das\"\nqueue_capacity = 8\ndas_f_number = 1.2\nbmode_dynamic_range_db = 50\n\
+             das_grid_x = [{}, {}, {}]\ndas_grid_z = [{}, {}, {}]",
+            x.0, x.1, x.2, z.0, z.1, z.2
+        ),
+        "",
+    );
+    let out = dir.path().join("bf.h5");
+    let run = common::pleura()
+        .arg("beamform")
+        .arg(&input)
+        .arg("--out")
+        .arg(&out)
+        .arg(format!("--grid-x={},{},{}", x.0, x.1, x.2))
+        .arg(format!("--grid-z={},{},{}", z.0, z.1, z.2))
+        .args(["--f-number", "1.2", "--dynamic-range", "50"])
+        .output()
+        .expect("run beamform");
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let f = hdf5::File::open(&out).unwrap();
+    let envelope = f.dataset("envelope").unwrap().read_raw::<f32>().unwrap();
+    let bmode = f.dataset("bmode").unwrap().read_raw::<u8>().unwrap();
+    let reasons: Vec<String> = f
+        .dataset("failed_reason")
+        .and_then(|d| d.read_raw::<hdf5::types::VarLenUnicode>())
+        .unwrap()
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let pixels = x.2 * z.2;
+    let sha = |bytes: &[u8]| {
+        Sha256::digest(bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    };
+
+    let d = serve_with(dir.path(), &config);
+    let (consumer, results) = start_consumer(&d.publish, frames - 1, None);
+    let mut scanner = play_file(
+        &input,
+        &d.ingest,
+        &["--fps", "20"],
+        &dir.path().join("b.log"),
+    );
+    assert!(scanner.wait().unwrap().success());
+    let (lines, seqs) = consumed(consumer, &results, &d);
+    assert_eq!(seqs, (0..frames).collect::<Vec<_>>());
+    for (i, l) in lines.iter().enumerate() {
+        if i == 1 {
+            assert!(reasons[1].contains("is NaN"), "{reasons:?}");
+            assert_eq!(
+                l["failed_reason"].as_str(),
+                Some(reasons[1].as_str()),
+                "{l}"
+            );
+            continue;
+        }
+        assert_eq!(reasons[i], "", "frame {i}");
+        assert_eq!(l["shapes"]["bmode"], serde_json::json!([z.2, x.2]), "{l}");
+        let frame = i * pixels..(i + 1) * pixels;
+        let env: Vec<u8> = envelope[frame.clone()]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        assert_eq!(
+            l["sha256"]["envelope"].as_str(),
+            Some(sha(&env).as_str()),
+            "frame {i}"
+        );
+        assert_eq!(
+            l["sha256"]["bmode"].as_str(),
+            Some(sha(&bmode[frame]).as_str()),
+            "frame {i}"
+        );
+    }
+    let m = d.metrics();
+    assert_eq!(m["pleura_frames_processed_total"], (frames - 1) as f64);
+    assert_eq!(m["pleura_frames_failed_total"], 1.0);
     let (status, _, _, log) = d.terminate();
     assert!(status.success(), "{log}");
 }
