@@ -164,35 +164,47 @@ pub fn run(args: Args) -> Result<()> {
     bar.set_message("beamforming");
     let mut failed = vec![0u8; n_frames];
     let mut reasons = vec![String::new(); n_frames];
-    for i in 0..n_frames {
-        let frame = rec
-            .read_frame(i)
-            .with_context(|| format!("reading frame {i}"))?;
-        let output = stage.process(&FrameInput::recorded(&scan, &frame));
-        let image = match output {
-            Ok(Output::Das(image)) => Some(image),
-            Ok(other) => bail!("the DAS stage gave {other:?}"),
-            // What the daemon publishes as the reason; the frame's row stays zero.
-            Err(e @ PipelineError::Frame { .. }) => {
-                let reason = Chain(&e).to_string();
-                bar.suspend(|| tracing::warn!("frame {i} skipped: {reason}"));
-                failed[i] = 1;
-                reasons[i] = reason;
-                None
+    // The next frames are read (HDF5, inflate, int16 -> float32) on another thread while
+    // this one beamforms and writes; two wait at most.
+    let (frames_tx, frames_rx) = std::sync::mpsc::sync_channel(2);
+    let rec = &rec;
+    std::thread::scope(|scope| -> Result<()> {
+        scope.spawn(move || {
+            for i in 0..n_frames {
+                if frames_tx.send(rec.read_frame(i)).is_err() {
+                    break;
+                }
             }
-            Err(e) => return Err(e).with_context(|| format!("frame {i}")),
-        };
-        if let Some(image) = &image {
-            env_ds.write_slice(&image.envelope, s![i, .., ..])?;
-            bmode_ds.write_slice(&image.bmode, s![i, .., ..])?;
+        });
+        for (i, frame) in frames_rx.iter().enumerate() {
+            let frame = frame.with_context(|| format!("reading frame {i}"))?;
+            let output = stage.process(&FrameInput::recorded(&scan, &frame));
+            let image = match output {
+                Ok(Output::Das(image)) => Some(image),
+                Ok(other) => bail!("the DAS stage gave {other:?}"),
+                // What the daemon publishes as the reason; the frame's row stays zero.
+                Err(e @ PipelineError::Frame { .. }) => {
+                    let reason = Chain(&e).to_string();
+                    bar.suspend(|| tracing::warn!("frame {i} skipped: {reason}"));
+                    failed[i] = 1;
+                    reasons[i] = reason;
+                    None
+                }
+                Err(e) => return Err(e).with_context(|| format!("frame {i}")),
+            };
+            if let Some(image) = &image {
+                env_ds.write_slice(&image.envelope, s![i, .., ..])?;
+                bmode_ds.write_slice(&image.bmode, s![i, .., ..])?;
+            }
+            if let Some(dir) = &args.png {
+                let black = Array2::<u8>::zeros((nz, nx));
+                let b = image.as_ref().map_or(&black, |d| &d.bmode);
+                write_png(&dir.join(format!("frame_{i:05}.png")), b)?;
+            }
+            bar.inc(1);
         }
-        if let Some(dir) = &args.png {
-            let black = Array2::<u8>::zeros((nz, nx));
-            let b = image.as_ref().map_or(&black, |d| &d.bmode);
-            write_png(&dir.join(format!("frame_{i:05}.png")), b)?;
-        }
-        bar.inc(1);
-    }
+        Ok(())
+    })?;
     bar.finish_and_clear();
     out.new_dataset::<u8>()
         .shape([n_frames])
