@@ -18,8 +18,9 @@
 //!
 //! A frame a stage fails on is reported the same way on every road: a failed row in
 //! replay's and beamform's files, a result message with the reason over the wire
-//! ([`Output::failure`], or a [`PipelineError`] whose whole chain, [`report`], is the
-//! reason, [`crate::logging::Chain`]). Nothing in the daemon depends on which stage runs.
+//! ([`Output::failure`], or a [`PipelineError`] whose whole chain, printed by
+//! [`crate::logging::Chain`], is the reason). Nothing in the daemon depends on which stage
+//! runs.
 
 pub mod das;
 pub mod posterior;
