@@ -4,7 +4,8 @@
 //!
 //! The stage is the daemon's `posterior` stage, built by the same [`pleura::pipeline::build`]
 //! from the configuration's `[daemon]` and `[sampler]` (this command's flags override the
-//! model, device and sampler settings): DAS beamforming onto the model's grid (shown as
+//! model, device and sampler settings): DAS beamforming onto the scan's grid
+//! (`pleura::pipeline::posterior::ScanGrid`: the model's grid when the scan fits it; shown as
 //! B-mode and stored as `recon/das`), posterior sampling (`pleura::posterior`), summary
 //! statistics. A frame the stage fails on is a failed row with the reason the daemon
 //! publishes for it.
