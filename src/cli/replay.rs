@@ -124,13 +124,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let scan = Arc::new(rec.scan().clone());
     stage.prepare(0, &scan).with_context(|| {
         format!(
-            "{} does not fit the model's grid",
+            "{} cannot be reconstructed on a grid for the model",
             args.recording.input.display()
         )
     })?;
     let grid = stage
         .grid()
-        .context("the posterior stage images on the model's grid")?;
+        .context("the posterior stage gave no grid for the scan it prepared")?;
     let mut operator_norm = f64::NAN;
 
     let truth_ok = rec

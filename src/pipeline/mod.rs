@@ -12,7 +12,9 @@
 //!   grid or the scan's default one ([`crate::grid::Grid::default_for`]): the envelope and
 //!   its B-mode, log-compressed against the frame's maximum ([`Output::Das`]).
 //! - [`StageKind::Posterior`] ([`posterior::PosteriorStage`]): DAS for display and
-//!   posterior sampling of the aeration image on the model's grid ([`Output::Posterior`]).
+//!   posterior sampling of the aeration image on a grid that follows the scan at the
+//!   model's pixel pitch ([`posterior::ScanGrid`]; the model's own grid when the scan fits
+//!   it) ([`Output::Posterior`]).
 //! - [`StageKind::None`]: no processing ([`Output::Header`]); used to relay and to
 //!   benchmark ingest.
 //!
@@ -179,7 +181,7 @@ pub trait Stage: Send {
         Ok(())
     }
 
-    /// The image grid of the scan last prepared (the posterior stage's is fixed); None
+    /// The image grid of the scan last prepared; None
     /// before any scan, or for a stage that makes no image.
     fn grid(&self) -> Option<Arc<Grid>> {
         None
