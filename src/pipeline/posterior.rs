@@ -543,9 +543,9 @@ impl Stage for PosteriorStage {
 /// within the recorded depth (the echo of the deepest row straight below must arrive
 /// before the last sample of every transmit).
 pub fn check_fit(scan: &Scan, grid: &Grid) -> Result<(), FitError> {
-    let xs: Vec<f64> = (0..scan.n_el())
-        .map(|e| scan.probe_geometry[[e, 0]])
-        .collect();
+    // No allocation: the daemon's validator runs this for every scan message
+    // ([`ScanGrid`] through [`ScanCheck`]).
+    let xs = scan.probe_geometry.column(0);
     let lo = xs.iter().copied().fold(f64::INFINITY, f64::min) - scan.pitch();
     let hi = xs.iter().copied().fold(f64::NEG_INFINITY, f64::max) + scan.pitch();
     let (gx0, gx1) = (grid.x[0], grid.x[grid.nx() - 1]);
