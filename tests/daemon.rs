@@ -604,6 +604,79 @@ fn beamform_matches_the_das_stage() {
     assert!(status.success(), "{log}");
 }
 
+/// `pleura serve` with the posterior stage takes real Verasonics RF (128 elements, samples
+/// from 7.4 mm) from the virtual scanner and publishes, on the grid that follows the scan
+/// (120 x 120 at the model's 0.3 mm), what `pleura replay` writes for the same frame, bit
+/// for bit. A short sampler (DDS, 2 steps, 2 samples) and one frame. No quality is claimed:
+/// the disk is not a lung.
+#[test]
+fn posterior_stage_serves_a_real_128_element_scan_as_replay_does() {
+    let dir = common::tempdir();
+    let input = common::repo().join("testdata/pwi_disk_4frames.zea.h5");
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "stage = \"posterior\"\nmodel = \"{}\"\ndevice = \"cpu\"",
+            common::repo().join("testdata/model").display()
+        ),
+        "[sampler]\nmethod = \"dds\"\nsteps = 2\nsamples = 2\nseed = 7",
+    );
+    let out = dir.path().join("pwi.h5");
+    let run = common::pleura()
+        .arg("replay")
+        .arg(&input)
+        .arg("--out")
+        .arg(&out)
+        .arg("--config")
+        .arg(&config)
+        .args(["--max-frames", "1"])
+        .output()
+        .expect("run replay");
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let f = hdf5::File::open(&out).unwrap();
+    let mean: Vec<f32> = f
+        .dataset("pleura/recon/mean")
+        .and_then(|d| d.read_raw::<f32>())
+        .unwrap();
+    let aeration: Vec<f64> = f
+        .dataset("pleura/recon/aeration")
+        .and_then(|d| d.read_raw::<f64>())
+        .unwrap();
+    assert_eq!(mean.len(), 120 * 120);
+    assert!(aeration[0].is_finite(), "{aeration:?}");
+
+    let d = serve_with(dir.path(), &config);
+    let (consumer, results) = start_consumer(&d.publish, 0, None);
+    let log = dir.path().join("bridge.log");
+    let mut scanner = play_file(&input, &d.ingest, &["--fps", "5", "--frames", "1"], &log);
+    assert!(scanner.wait().unwrap().success());
+    let (lines, seqs) = consumed(consumer, &results, &d);
+    assert_eq!(seqs, [0]);
+    let l = &lines[0];
+    assert!(l["failed_reason"].is_null(), "{l}");
+    for name in ["mean", "std", "das"] {
+        assert_eq!(l["shapes"][name], serde_json::json!([120, 120]), "{l}");
+    }
+    let hex = |bytes: Vec<u8>| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let exact = |name: &str| l["exact"][name].as_str().unwrap().to_string();
+    assert_eq!(
+        exact("mean"),
+        hex(mean.iter().flat_map(|v| v.to_le_bytes()).collect()),
+        "posterior mean"
+    );
+    assert_eq!(
+        exact("aeration"),
+        hex(aeration[0].to_le_bytes().to_vec()),
+        "aeration"
+    );
+    let (status, _, _, log) = d.terminate();
+    assert!(status.success(), "{log}");
+}
+
 /// `[log]` of the configuration file applies to the daemon: `format = "json"` gives one
 /// JSON object per log line (the `--log` filter flag still applies on top).
 #[test]

@@ -162,8 +162,10 @@ fn replay_rejects_a_recording_that_does_not_fit_before_sampling() {
     let g = tiny_grid();
     let model = dir.path().join("model");
     write_model(&model, &g, 1);
-    // A recording made for a shallow grid: its records end before the model grid's depth.
-    let shallow = Grid::uniform(N, 4, 0.3e-3, 1e-3).expect("grid");
+    // A recording made for a grid 0.1-0.2 mm deep: its records end (about 1.6 mm) above
+    // the model grid's first row (3 mm), so no grid at the model's pitch fits under the
+    // probe.
+    let shallow = Grid::uniform(2, 1, 0.1e-3, 0.1e-3).expect("grid");
     let input = dir.path().join("shallow.zea.h5");
     write_recording_for(&input, &shallow);
     let out = dir.path().join("out.h5");
@@ -180,7 +182,7 @@ fn replay_rejects_a_recording_that_does_not_fit_before_sampling() {
     assert!(!status.status.success());
     let stderr = String::from_utf8_lossy(&status.stderr);
     assert!(
-        stderr.contains("does not fit") && stderr.contains("records echoes down to"),
+        stderr.contains("too small for the prior") && stderr.contains("recorded depth span"),
         "{stderr}"
     );
     assert!(!out.exists(), "no output for a rejected recording");
@@ -196,4 +198,65 @@ fn write_recording_for(path: &Path, g: &Grid) {
     };
     rec.append(&frame).expect("append");
     rec.finish().expect("finish");
+}
+
+/// Real Verasonics plane-wave RF of a rotating disk (128 elements of 0.298 mm, samples
+/// from 7.4 to 44.4 mm) replays with the shipped model on a grid that follows the scan:
+/// the aperture and the recorded depth at the model's 0.3 mm, 120 x 120 pixels. A short
+/// sampler (DDS, 2 steps, 2 samples) on one frame. No quality is claimed: the disk is
+/// not a lung, and the system response is not estimated (issue #19, item 2).
+#[test]
+fn replay_reconstructs_a_real_128_element_scan_on_its_own_grid() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let input = common::repo().join("testdata/pwi_disk_4frames.zea.h5");
+    let out = dir.path().join("pwi.h5");
+    let run = common::pleura()
+        .args(["replay"])
+        .arg(&input)
+        .arg("--out")
+        .arg(&out)
+        .arg("--model")
+        .arg(common::repo().join("testdata/model"))
+        .args(["--sampler", "dds", "--steps", "2", "--samples", "2"])
+        .args(["--max-frames", "1", "--device", "cpu", "--config"])
+        .arg(common::repo().join("config/pleura.toml"))
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "replay failed: {stderr}");
+
+    let scan = pleura::recording::Recording::open(&input)
+        .expect("open")
+        .scan()
+        .clone();
+    let f = hdf5::File::open(&out).expect("open out");
+    let gx: Array1<f64> = dataset(&f, "pleura/recon/grid_x");
+    let gz: Array1<f64> = dataset(&f, "pleura/recon/grid_z");
+    assert_eq!((gx.len(), gz.len()), (120, 120));
+    // Laterally: 120 centres 0.3 mm apart, centred on the 37.85 mm aperture.
+    let els = scan.probe_geometry.column(0);
+    let (e0, e1) = (els[0], els[els.len() - 1]);
+    assert!((gx[0] - (-17.85e-3)).abs() < 1e-9 && (gx[119] - 17.85e-3).abs() < 1e-9);
+    assert!(e0 <= gx[0] && gx[119] <= e1, "grid inside [{e0}, {e1}]");
+    // In depth: from the first recorded sample (c t0 / 2 = 7.36 mm) at 0.3 mm.
+    let top = scan.sound_speed * scan.initial_times[0] / 2.0;
+    assert!((gz[0] - top - 0.15e-3).abs() < 1e-9, "{} {top}", gz[0]);
+    assert!((gz[119] - gz[0] - 119.0 * 0.3e-3).abs() < 1e-9);
+    let mean: Array3<f32> = dataset(&f, "pleura/recon/mean");
+    let das: Array3<f32> = dataset(&f, "pleura/recon/das");
+    assert_eq!(mean.shape(), &[1, 120, 120]);
+    assert_eq!(das.shape(), &[1, 120, 120]);
+    assert!(mean
+        .iter()
+        .all(|v| v.is_finite() && (0.0..=1.0).contains(v)));
+    assert!(
+        das.iter().any(|v| *v == 1.0),
+        "the DAS image is normalised to its peak"
+    );
+    let failed: Array1<u8> = dataset(&f, "pleura/recon/failed");
+    let aer: Array1<f64> = dataset(&f, "pleura/recon/aeration");
+    let ci: Array2<f64> = dataset(&f, "pleura/recon/aeration_ci");
+    assert_eq!(failed[0], 0);
+    assert!((0.0..=1.0).contains(&aer[0]), "{}", aer[0]);
+    assert!(ci[[0, 0]] <= aer[0] && aer[0] <= ci[[0, 1]], "{ci}");
 }

@@ -4,7 +4,8 @@
 //!
 //! The stage is the daemon's `posterior` stage, built by the same [`pleura::pipeline::build`]
 //! from the configuration's `[daemon]` and `[sampler]` (this command's flags override the
-//! model, device and sampler settings): DAS beamforming onto the model's grid (shown as
+//! model, device and sampler settings): DAS beamforming onto the scan's grid
+//! (`pleura::pipeline::posterior::ScanGrid`: the model's grid when the scan fits it; shown as
 //! B-mode and stored as `recon/das`), posterior sampling (`pleura::posterior`), summary
 //! statistics. A frame the stage fails on is a failed row with the reason the daemon
 //! publishes for it.
@@ -123,13 +124,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let scan = Arc::new(rec.scan().clone());
     stage.prepare(0, &scan).with_context(|| {
         format!(
-            "{} does not fit the model's grid",
+            "{} cannot be reconstructed on a grid for the model",
             args.recording.input.display()
         )
     })?;
     let grid = stage
         .grid()
-        .context("the posterior stage images on the model's grid")?;
+        .context("the posterior stage gave no grid for the scan it prepared")?;
     let mut operator_norm = f64::NAN;
 
     let truth_ok = rec

@@ -672,6 +672,58 @@ mod tests {
     use super::*;
     use crate::diffusion::sampler::NoiseRng;
 
+    /// The shipped model on a 128 x 128 field (a simulated lung phantom at 0.3 mm, noised
+    /// to t = 200) against the same network on its 64 x 64 crop at the model grid's place:
+    /// on the crop's interior the whole field's Tweedie estimate is as close to the truth as
+    /// the crop's (GroupNorm and attention see the whole field, and that costs no accuracy),
+    /// and the two differ by a fraction of that error (docs/reconstruction.md, "Any
+    /// linear-array scan"; `examples/unet_field.rs` measures more timesteps and phantoms).
+    #[test]
+    fn shipped_unet_denoises_a_larger_field_as_well_as_its_crop() {
+        let dev = Device::Cpu;
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/model");
+        let model = crate::diffusion::checkpoint::Model::load(&dir, &dev).unwrap();
+        let vb = VarBuilder::from_tensors(model.tensors().unwrap(), DType::F32, &dev);
+        let unet = UNet::new(&model.spec.model, vb).unwrap();
+        let grid = crate::grid::Grid::uniform(128, 128, 0.3e-3, 2e-3).unwrap();
+        let (_, frames) = crate::simulate::phantom::sequence(11, &grid, 1);
+        let x0: Vec<f32> = frames[0].aeration.iter().map(|v| 2.0 * v - 1.0).collect();
+        let x0 = Tensor::from_vec(x0, (1, 1, 128, 128), &dev).unwrap();
+        let t = 200;
+        let ac = model.schedule.alphas_cumprod[t];
+        let z = NoiseRng::new(11_200)
+            .normal(&[1, 1, 128, 128], &dev, DType::F32)
+            .unwrap();
+        let xt = ((&x0 * ac.sqrt()).unwrap() + (&z * (1.0 - ac).sqrt()).unwrap()).unwrap();
+        let tt = Tensor::full(t as f32, 1, &dev).unwrap();
+        // The crop: rows 0..64, columns 32..96; its interior 8 px in from its edges.
+        let crop = |x: &Tensor| x.narrow(2, 0, 64).unwrap().narrow(3, 32, 64).unwrap();
+        let inner = |x: &Tensor| x.narrow(2, 8, 48).unwrap().narrow(3, 8, 48).unwrap();
+        let eps_big = crop(&unet.forward(&xt, &tt).unwrap());
+        let eps_crop = unet.forward(&crop(&xt).contiguous().unwrap(), &tt).unwrap();
+        // Aeration error of Tweedie's estimate: sqrt((1 - ac) / ac) / 2 per unit of eps.
+        let k = ((1.0 - ac) / ac).sqrt() / 2.0;
+        let rms = |a: &Tensor, b: &Tensor| {
+            let d = inner(&(a - b).unwrap());
+            k * d
+                .sqr()
+                .unwrap()
+                .mean_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+                .sqrt() as f64
+        };
+        let (err_big, err_crop) = (rms(&eps_big, &crop(&z)), rms(&eps_crop, &crop(&z)));
+        let apart = rms(&eps_big, &eps_crop);
+        assert!(err_big <= 1.05 * err_crop, "{err_big} vs {err_crop}");
+        assert!(apart < 0.5 * err_crop, "{apart} vs {err_crop}");
+        assert!(
+            apart > 1e-4,
+            "GroupNorm and attention do see the field: {apart}"
+        );
+    }
+
     #[test]
     fn im2col_conv_matches_candle_conv2d() {
         let dev = Device::Cpu;

@@ -12,7 +12,9 @@
 //!   grid or the scan's default one ([`crate::grid::Grid::default_for`]): the envelope and
 //!   its B-mode, log-compressed against the frame's maximum ([`Output::Das`]).
 //! - [`StageKind::Posterior`] ([`posterior::PosteriorStage`]): DAS for display and
-//!   posterior sampling of the aeration image on the model's grid ([`Output::Posterior`]).
+//!   posterior sampling of the aeration image on a grid that follows the scan at the
+//!   model's pixel pitch ([`posterior::ScanGrid`]; the model's own grid when the scan fits
+//!   it) ([`Output::Posterior`]).
 //! - [`StageKind::None`]: no processing ([`Output::Header`]); used to relay and to
 //!   benchmark ingest.
 //!
@@ -180,7 +182,7 @@ pub trait Stage: Send {
         Ok(())
     }
 
-    /// The image grid of the scan last prepared (the posterior stage's is fixed); None
+    /// The image grid of the scan last prepared; None
     /// before any scan, or for a stage that makes no image.
     fn grid(&self) -> Option<Arc<Grid>> {
         None
@@ -354,6 +356,19 @@ pub enum ScanRefused {
     Grid(#[from] GridError),
     #[error("its measurement operator: {0}")]
     Operator(#[from] OperatorError),
+    #[error("its grid: {0}")]
+    Fit(#[from] posterior::FitError),
+}
+
+/// Where the grid a stage images a scan on comes from.
+#[derive(Clone, Debug, PartialEq)]
+enum GridSource {
+    /// One grid for every scan.
+    Fixed(GridExtent),
+    /// Each scan's default grid ([`Grid::default_extent`]).
+    ScanDefault,
+    /// The posterior stage's rule ([`posterior::ScanGrid`]), under the caps.
+    Follow(posterior::ScanGrid),
 }
 
 /// What a stage would build for a scan, sized before it is built: the image grid (fixed,
@@ -362,8 +377,8 @@ pub enum ScanRefused {
 #[derive(Clone, Debug, PartialEq)]
 pub struct ScanCheck {
     limits: ScanLimits,
-    /// The grid the stage images on; None: each scan's default grid.
-    grid: Option<GridExtent>,
+    /// The grid the stage images each scan on.
+    grid: GridSource,
     /// The receive options when the stage beamforms.
     das: Option<DasOptions>,
     /// Whether the stage builds a measurement operator.
@@ -375,9 +390,20 @@ impl ScanCheck {
     pub fn frames_only(limits: ScanLimits) -> Self {
         ScanCheck {
             limits,
-            grid: None,
+            grid: GridSource::ScanDefault,
             das: None,
             operator: false,
+        }
+    }
+
+    /// The posterior stage: it beamforms with `das` and builds the measurement operator
+    /// on the grid `rule` gives each scan under these caps.
+    pub fn following(limits: ScanLimits, rule: posterior::ScanGrid, das: DasOptions) -> Self {
+        ScanCheck {
+            limits,
+            grid: GridSource::Follow(rule),
+            das: Some(das),
+            operator: true,
         }
     }
 
@@ -391,7 +417,7 @@ impl ScanCheck {
     ) -> Self {
         ScanCheck {
             limits,
-            grid,
+            grid: grid.map_or(GridSource::ScanDefault, GridSource::Fixed),
             das: Some(das),
             operator,
         }
@@ -443,9 +469,18 @@ impl ScanCheck {
         if self.das.is_none() && !self.operator {
             return Ok(());
         }
-        let (grid, cause) = match self.grid {
-            Some(g) => (g, "the stage's grid".to_string()),
-            None => (
+        let (grid, cause) = match &self.grid {
+            GridSource::Fixed(g) => (*g, "the stage's grid".to_string()),
+            GridSource::Follow(rule) => (
+                rule.extent(scan, Some(l))?,
+                format!(
+                    "the scan's grid at the model's pitch, depth cut to the caps: \
+                     aperture from probe_geometry, n_ax {}, sampling_frequency {} Hz, \
+                     initial_times, sound_speed {} m/s",
+                    scan.n_ax, scan.sampling_frequency, scan.sound_speed
+                ),
+            ),
+            GridSource::ScanDefault => (
                 Grid::default_extent(scan)?,
                 format!(
                     "the scan's default grid: n_ax {}, sampling_frequency {} Hz, \

@@ -38,9 +38,13 @@ pub enum PosteriorError {
         value: String,
         reason: String,
     },
-    #[error("model image is {model:?} pixels (nz, nx) but the operator's grid is {grid:?}")]
-    GridMismatch {
-        model: (usize, usize),
+    #[error(
+        "the operator's grid is {grid:?} pixels (nz, nx), but the model's U-Net needs sides \
+         that are multiples of {multiple}"
+    )]
+    GridShape {
+        /// The U-Net's downsampling factor, 2^(levels - 1).
+        multiple: usize,
         grid: (usize, usize),
     },
     #[error("measurement has a non-finite sample at flat index {index}: {value}")]

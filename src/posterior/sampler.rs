@@ -117,7 +117,8 @@ pub struct PosteriorSampler {
     pub(crate) unet: UNet,
     base: Schedule,
     device: Device,
-    image_size: usize,
+    /// The U-Net's downsampling factor: image sides must be multiples of it.
+    multiple: usize,
     /// Test hook: the next this-many draws get a NaN written into their first iterate.
     #[cfg(test)]
     pub(crate) inject_nan: AtomicUsize,
@@ -145,7 +146,7 @@ impl PosteriorSampler {
             });
         }
         Ok(Self {
-            image_size: model.spec.model.image_size,
+            multiple: 1 << (model.spec.model.channel_mult.len().max(1) - 1),
             unet,
             base: model.schedule.clone(),
             device: device.clone(),
@@ -154,9 +155,11 @@ impl PosteriorSampler {
         })
     }
 
-    /// Image shape (nz, nx) of the model.
-    pub fn image_shape(&self) -> (usize, usize) {
-        (self.image_size, self.image_size)
+    /// The U-Net's downsampling factor, 2^(levels - 1): the sampler runs the network,
+    /// which is convolutional (docs/reconstruction.md, "Any linear-array scan"), on any
+    /// image whose sides are multiples of it.
+    pub fn multiple(&self) -> usize {
+        self.multiple
     }
 
     /// The computing device.
@@ -164,12 +167,14 @@ impl PosteriorSampler {
         &self.device
     }
 
-    /// Checks that the operator's grid is the model's.
+    /// Checks that the network can run on the operator's grid (sides multiples of
+    /// [`PosteriorSampler::multiple`]).
     pub fn check_operator(&self, op: &NormalizedOperator) -> Result<(), PosteriorError> {
-        if op.image_shape() != self.image_shape() {
-            return Err(PosteriorError::GridMismatch {
-                model: self.image_shape(),
-                grid: op.image_shape(),
+        let (nz, nx) = op.image_shape();
+        if nz % self.multiple != 0 || nx % self.multiple != 0 || nz == 0 || nx == 0 {
+            return Err(PosteriorError::GridShape {
+                multiple: self.multiple,
+                grid: (nz, nx),
             });
         }
         Ok(())
@@ -196,7 +201,7 @@ impl PosteriorSampler {
         let sampler = Sampler::new(&self.unet, &self.base, cfg.steps, &self.device, DType::F32)?;
         let s = sampler.num_steps();
         let k = cfg.samples;
-        let (h, w) = self.image_shape();
+        let (h, w) = op.image_shape();
         let shape = [k, 1, h, w];
         let mut rng = NoiseRng::new(seed);
         let (mut x, start_step) = match start {
