@@ -9,6 +9,11 @@
 #    prior's training set, `pleura simulate --images-only --frames 2048 --frames-per-seed 4
 #    --seed 1`, used phantom seeds 1..512 (one phantom per 4 frames, consecutive seeds), so
 #    any seed above 512 is held out; tuning used seed 3001 (docs/BENCHMARKS.md).
+#    With --rf simus the RF of each sequence is then made again, from the same aeration
+#    maps on the same scan, by PyMUST's simus (scripts/simus_rf.py: speckle, attenuation,
+#    simus's own pulse, gain and polarity, 20 dB SNR; simulator seed = phantom seed), so
+#    the methods are scored on RF that pleura's operator did not make; the phantom file
+#    with pleura's RF stays beside it as data/seq-S.pleura.h5.
 # 2. Reconstructs them with DAS, Tikhonov and TV (`pleura reconstruct-baseline`), full
 #    1000-step DPS, and the fast variants (`pleura replay --sampler ddim-dps|dds`), K
 #    samples per frame. Full DPS covers only the first --dps-frames frames of the first
@@ -22,6 +27,10 @@
 #
 # Options:
 #   --model DIR          model checkpoint (default testdata/model)
+#   --rf pleura|simus    who makes the RF: pleura simulate's operator (default) or PyMUST
+#                        simus (needs the Python of PLEURA_PYTHON, default .venv/bin/python,
+#                        with pymust and h5py)
+#   --simus-per-pixel N  scatterers per pixel of the simus RF (default 4)
 #   --config FILE        base configuration (default config/pleura.toml)
 #   --seeds "S1 S2"      evaluation seeds (default "1001 1002"; must be > 512)
 #   --frames N           frames per sequence (default 4)
@@ -49,6 +58,8 @@ OUT=$1
 shift
 
 MODEL=testdata/model
+RF=pleura
+SIMUS_PER_PIXEL=4
 CONFIG=config/pleura.toml
 SEEDS="1001 1002"
 FRAMES=4
@@ -69,6 +80,8 @@ TRAINING_LAST_SEED=512
 while [ $# -gt 0 ]; do
   case $1 in
     --model) MODEL=$2; shift 2 ;;
+    --rf) RF=$2; shift 2 ;;
+    --simus-per-pixel) SIMUS_PER_PIXEL=$2; shift 2 ;;
     --config) CONFIG=$2; shift 2 ;;
     --seeds) SEEDS=$2; shift 2 ;;
     --frames) FRAMES=$2; shift 2 ;;
@@ -95,6 +108,11 @@ for s in $SEEDS; do
     exit 1
   fi
 done
+case $RF in
+  pleura) ;;
+  simus) PYTHON=${PLEURA_PYTHON:-.venv/bin/python} ;;
+  *) echo "evaluate-posterior: --rf must be pleura or simus, not $RF" >&2; exit 1 ;;
+esac
 [ -f "$CONFIG" ] || { echo "evaluate-posterior: no configuration $CONFIG" >&2; exit 1; }
 [ -d "$MODEL" ] || { echo "evaluate-posterior: no model directory $MODEL" >&2; exit 1; }
 
@@ -105,7 +123,7 @@ mkdir -p "$OUT"/data "$OUT"/configs "$OUT"/recon "$OUT"/json
 LOG=$OUT/commands.log
 ROWS=$OUT/rows.txt
 : > "$ROWS"
-echo "# $(date -u +%FT%TZ) scripts/evaluate-posterior.sh $OUT (model $MODEL)" >> "$LOG"
+echo "# $(date -u +%FT%TZ) scripts/evaluate-posterior.sh $OUT (model $MODEL, RF $RF)" >> "$LOG"
 
 # Runs a command, recording it in commands.log.
 run() {
@@ -150,7 +168,13 @@ for s in $SEEDS; do
   seq=seq-$s
   sequences+=("$seq")
   if ! { [ "$RESUME" = 1 ] && [ -f "$OUT/data/$seq.h5" ]; }; then
-    run "$PLEURA" simulate --out "$OUT/data/$seq.h5" --frames "$FRAMES" --seed "$s"
+    if [ "$RF" = simus ]; then
+      run "$PLEURA" simulate --out "$OUT/data/$seq.pleura.h5" --frames "$FRAMES" --seed "$s"
+      run "$PYTHON" scripts/simus_rf.py "$OUT/data/$seq.pleura.h5" "$OUT/data/$seq.h5" \
+        --seed "$s" --per-pixel "$SIMUS_PER_PIXEL"
+    else
+      run "$PLEURA" simulate --out "$OUT/data/$seq.h5" --frames "$FRAMES" --seed "$s"
+    fi
   fi
 done
 
