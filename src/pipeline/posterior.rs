@@ -131,16 +131,31 @@ pub struct ScanGrid {
 /// A grid chosen by [`ScanGrid`], before it is built.
 enum Chosen {
     Model,
-    Uniform {
-        /// Lateral centre, m.
-        x_centre: f64,
-        nx: usize,
-        dx: f64,
-        /// Upper edge of the first row, m.
-        z_top: f64,
-        nz: usize,
-        dz: f64,
-    },
+    Uniform(Uniform),
+}
+
+/// A uniform grid not built yet.
+struct Uniform {
+    /// Lateral centre, m.
+    x_centre: f64,
+    nx: usize,
+    dx: f64,
+    /// Upper edge of the first row, m.
+    z_top: f64,
+    nz: usize,
+    dz: f64,
+}
+
+impl Uniform {
+    /// Centre of column `i`, m.
+    fn x(&self, i: usize) -> f64 {
+        self.x_centre + (i as f64 - (self.nx as f64 - 1.0) / 2.0) * self.dx
+    }
+
+    /// Centre of row `i`, m.
+    fn z(&self, i: usize) -> f64 {
+        self.z_top + self.dz / 2.0 + i as f64 * self.dz
+    }
 }
 
 impl ScanGrid {
@@ -230,14 +245,14 @@ impl ScanGrid {
             let cut = ((rows_allowed as usize).min(nz) / m * m).max(m);
             nz = nz.min(cut);
         }
-        Ok(Chosen::Uniform {
+        Ok(Chosen::Uniform(Uniform {
             x_centre: (x_min + x_max) / 2.0,
             nx,
             dx,
             z_top,
             nz,
             dz,
-        })
+        }))
     }
 
     /// The extent of the grid [`ScanGrid::grid`] builds for `scan` under `limits`,
@@ -249,24 +264,10 @@ impl ScanGrid {
     ) -> Result<GridExtent, ScanRefused> {
         Ok(match self.choose(scan, limits)? {
             Chosen::Model => GridExtent::of(&self.model),
-            Chosen::Uniform {
-                x_centre,
-                nx,
-                dx,
-                z_top,
-                nz,
-                dz,
-            } => {
-                let half = (nx as f64 - 1.0) / 2.0 * dx;
-                GridExtent {
-                    x: (x_centre - half, x_centre + half, nx as f64),
-                    z: (
-                        z_top + dz / 2.0,
-                        z_top + dz / 2.0 + (nz as f64 - 1.0) * dz,
-                        nz as f64,
-                    ),
-                }
-            }
+            Chosen::Uniform(u) => GridExtent {
+                x: (u.x(0), u.x(u.nx - 1), u.nx as f64),
+                z: (u.z(0), u.z(u.nz - 1), u.nz as f64),
+            },
         })
     }
 
@@ -274,20 +275,10 @@ impl ScanGrid {
     pub fn grid(&self, scan: &Scan, limits: Option<&ScanLimits>) -> Result<Grid, ScanError> {
         Ok(match self.choose(scan, limits)? {
             Chosen::Model => self.model.clone(),
-            Chosen::Uniform {
-                x_centre,
-                nx,
-                dx,
-                z_top,
-                nz,
-                dz,
-            } => {
-                let x = (0..nx)
-                    .map(|i| x_centre + (i as f64 - (nx as f64 - 1.0) / 2.0) * dx)
-                    .collect();
-                let z = (0..nz).map(|i| z_top + dz / 2.0 + i as f64 * dz).collect();
-                Grid::new(x, z)?
-            }
+            Chosen::Uniform(u) => Grid::new(
+                (0..u.nx).map(|i| u.x(i)).collect(),
+                (0..u.nz).map(|i| u.z(i)).collect(),
+            )?,
         })
     }
 }
