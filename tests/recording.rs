@@ -448,6 +448,33 @@ fn dropping_the_recorder_keeps_every_frame() {
     assert_eq!(read.read_frame(2).unwrap(), frame(&scan, 2));
 }
 
+/// A child process started while pleura has an HDF5 file open (the daemon's tests start
+/// scanners and subscribers while their thread reads or writes a recording; `bench` starts
+/// PyMUST) must not inherit the file's descriptor: HDF5 locks the file through it, and an
+/// inherited copy keeps the lock after pleura closes the file, for as long as the child lives.
+#[test]
+fn a_child_started_while_a_file_is_open_does_not_keep_it_locked() {
+    let dir = common::tempdir();
+    let path = dir.path().join("shared.zea.h5");
+    let scan = small_scan(1, 1);
+    let mut rec = Recorder::create(&path, &scan, options(SampleType::Int16, None)).unwrap();
+    rec.append(&frame(&scan, 0)).unwrap();
+    rec.finish().unwrap();
+    let read = Recording::open(&path).unwrap();
+    let mut child = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .expect("start sleep");
+    drop(read);
+    let rewritten = Recorder::create(&path, &scan, options(SampleType::Int16, None));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mut rec = rewritten.expect("the recording can be rewritten while the child lives");
+    rec.append(&frame(&scan, 1)).unwrap();
+    rec.finish().unwrap();
+    assert_eq!(Recording::open(&path).unwrap().read_frame(0).unwrap(), frame(&scan, 1));
+}
+
 #[test]
 fn recorder_rejects_bad_frames() {
     let dir = common::tempdir();
