@@ -17,7 +17,9 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 
 /// Writes a ground truth of `n` frames (aeration 0.5 everywhere, no lung mask).
 fn write_truth(path: &std::path::Path, grid: &Grid, n: usize) {
-    let f = hdf5::File::create(path).expect("create truth");
+    let f = hdf5::File::create(path)
+        .and_then(pleura::recording::close_on_exec)
+        .expect("create truth");
     let g = f.create_group("pleura").expect("group");
     let a = Array3::<f32>::from_elem((n, grid.nz(), grid.nx()), 0.5);
     g.new_dataset_builder()

@@ -472,7 +472,10 @@ fn a_child_started_while_a_file_is_open_does_not_keep_it_locked() {
     let mut rec = rewritten.expect("the recording can be rewritten while the child lives");
     rec.append(&frame(&scan, 1)).unwrap();
     rec.finish().unwrap();
-    assert_eq!(Recording::open(&path).unwrap().read_frame(0).unwrap(), frame(&scan, 1));
+    assert_eq!(
+        Recording::open(&path).unwrap().read_frame(0).unwrap(),
+        frame(&scan, 1)
+    );
 }
 
 #[test]

@@ -135,6 +135,7 @@ pub fn run(args: Args) -> Result<()> {
     tracing::info!(input = %args.recording.input.display(), n_frames, nx, nz, "beamforming");
 
     let out = hdf5::File::create(&args.out)
+        .and_then(pleura::recording::close_on_exec)
         .with_context(|| format!("creating {}", args.out.display()))?;
     let env_ds = out
         .new_dataset::<f32>()

@@ -155,7 +155,7 @@ fn synthetic_case(dir: &Path, n_frames: usize) -> Result<Case> {
 
 /// Writes the datasets of the zea layout the PyMUST script reads.
 fn write_zea(path: &Path, scan: &Scan, frame: &Array4<f32>, n_frames: usize) -> Result<()> {
-    let f = hdf5::File::create(path)?;
+    let f = hdf5::File::create(path).and_then(pleura::recording::close_on_exec)?;
     let (n_tx, n_ax, n_el, n_ch) = frame.dim();
     let data = f.create_group("data")?;
     let raw = data

@@ -23,7 +23,9 @@ pub struct ImageSet {
 impl ImageSet {
     /// Reads and validates `images` (rank 3, non-empty, finite values in [0, 1]).
     pub fn load(path: &Path) -> Result<Self, DiffusionError> {
-        let file = hdf5::File::open(path).map_err(DiffusionError::hdf5(path))?;
+        let file = hdf5::File::open(path)
+            .and_then(crate::recording::close_on_exec)
+            .map_err(DiffusionError::hdf5(path))?;
         let ds = file.dataset("images").map_err(|e| DiffusionError::Data {
             path: path.to_path_buf(),
             reason: format!("no dataset `images`: {e}"),
@@ -125,7 +127,9 @@ impl ImageSet {
 
     /// Writes `images` (and the grids when known) to a new HDF5 file.
     pub fn save(&self, path: &Path) -> Result<(), DiffusionError> {
-        let file = hdf5::File::create(path).map_err(DiffusionError::hdf5(path))?;
+        let file = hdf5::File::create(path)
+            .and_then(crate::recording::close_on_exec)
+            .map_err(DiffusionError::hdf5(path))?;
         let arr =
             Array3::from_shape_vec((self.n, self.h, self.w), self.data.clone()).map_err(|e| {
                 DiffusionError::Data {

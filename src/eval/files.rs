@@ -30,6 +30,7 @@ use hdf5::types::VarLenUnicode;
 use ndarray::{Array1, Array2, Array3, Ix1, Ix3};
 
 use crate::grid::{Grid, GridError};
+use crate::recording::close_on_exec;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EvalFileError {
@@ -179,7 +180,11 @@ pub struct ReconWriter {
 impl ReconWriter {
     /// Creates the file at `path` (replacing any file there).
     pub fn create(path: &Path) -> Result<Self, EvalFileError> {
-        let file = h5(path, "create", hdf5::File::create(path))?;
+        let file = h5(
+            path,
+            "create",
+            hdf5::File::create(path).and_then(close_on_exec),
+        )?;
         let group = h5(path, RECON_GROUP, file.create_group(RECON_GROUP))?;
         Ok(Self {
             path: path.to_path_buf(),
@@ -349,7 +354,7 @@ impl Recon {
 
     /// Reads a reconstruction file.
     pub fn read(path: &Path) -> Result<Self, EvalFileError> {
-        let f = h5(path, "open", hdf5::File::open(path))?;
+        let f = h5(path, "open", hdf5::File::open(path).and_then(close_on_exec))?;
         let at = if f.link_exists(RECON_GROUP) {
             RECON_GROUP
         } else {
@@ -419,7 +424,7 @@ impl Recon {
 impl Truth {
     /// Reads the ground truth under `pleura/` of a simulated recording.
     pub fn read(path: &Path) -> Result<Self, EvalFileError> {
-        let f = h5(path, "open", hdf5::File::open(path))?;
+        let f = h5(path, "open", hdf5::File::open(path).and_then(close_on_exec))?;
         let aeration: Array3<f32> = h5(
             path,
             "pleura/aeration",

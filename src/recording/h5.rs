@@ -331,3 +331,45 @@ where
         .map(drop)
         .map_err(|e| RecordingError::hdf5(field, "write", e))
 }
+
+/// Marks the descriptor behind `file` close-on-exec and hands the file back, for chaining
+/// after `File::create` / `File::open`: `File::open(p).and_then(close_on_exec)`.
+///
+/// HDF5's default (sec2) driver opens files without `O_CLOEXEC` and locks them with
+/// `flock` on that descriptor. A child process started while the file is open (the
+/// virtual scanner, PyMUST under `pleura bench`, a test's subscriber) inherits the
+/// descriptor, and with it the lock, which then outlives pleura's own close for as long as
+/// the child runs: nothing can open the file for writing (or at all, after a write) until
+/// it exits.
+pub fn close_on_exec(file: hdf5::File) -> hdf5::Result<hdf5::File> {
+    let mut handle: *mut std::ffi::c_void = std::ptr::null_mut();
+    // SAFETY: `file.id()` is a valid open file id for the call; HDF5 writes a pointer to
+    // the driver's handle into `handle`. The HDF5 library lock is held, as for any call.
+    let status = hdf5::sync::sync(|| unsafe {
+        hdf5_sys::h5f::H5Fget_vfd_handle(file.id(), hdf5_sys::h5p::H5P_DEFAULT, &mut handle)
+    });
+    if status < 0 || handle.is_null() {
+        return Err(format!(
+            "cannot get the file descriptor of {} (H5Fget_vfd_handle returned {status})",
+            file.filename()
+        )
+        .into());
+    }
+    // SAFETY: the sec2 driver's handle is a pointer to its `int` descriptor, valid while
+    // the file is open; pleura opens every file with that driver.
+    let fd = unsafe { *(handle as *const libc::c_int) };
+    // SAFETY: fcntl on a descriptor this process owns; F_GETFD/F_SETFD only touch its flags.
+    let set = unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFD);
+        flags >= 0 && libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) == 0
+    };
+    if !set {
+        return Err(format!(
+            "cannot mark the descriptor of {} close-on-exec: {}",
+            file.filename(),
+            std::io::Error::last_os_error()
+        )
+        .into());
+    }
+    Ok(file)
+}

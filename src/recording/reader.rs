@@ -93,9 +93,9 @@ impl std::fmt::Debug for Recording {
 /// Opens a file for reading. A recording whose writer was killed keeps its SWMR-write
 /// marks (see `docs/recording.md`); such a file opens in SWMR-read mode.
 fn open_file(path: &Path) -> Result<(File, bool), RecordingError> {
-    match File::open(path) {
+    match File::open(path).and_then(h5::close_on_exec) {
         Ok(f) => Ok((f, true)),
-        Err(first) => match File::open_as(path, OpenMode::ReadSWMR) {
+        Err(first) => match File::open_as(path, OpenMode::ReadSWMR).and_then(h5::close_on_exec) {
             Ok(f) => Ok((f, false)),
             Err(_) => Err(RecordingError::Open {
                 path: path.to_path_buf(),

@@ -183,6 +183,7 @@ impl Recorder {
         let file = File::with_options()
             .with_fapl(|p| p.libver_latest())
             .create(path)
+            .and_then(super::close_on_exec)
             .map_err(|source| RecordingError::Open {
                 path: path.to_path_buf(),
                 source,

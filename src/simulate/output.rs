@@ -13,8 +13,8 @@ use super::probe::LinearProbe;
 use crate::grid::Grid;
 use crate::operator::{MeasurementOperator, OperatorError, OperatorOptions};
 use crate::recording::{
-    Compression, Frame, GroundTruthGrid, Layout, Recorder, RecorderOptions, RecordingError,
-    SampleType,
+    close_on_exec, Compression, Frame, GroundTruthGrid, Layout, Recorder, RecorderOptions,
+    RecordingError, SampleType,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -147,7 +147,11 @@ pub fn write_recording(
         frames[i].lung_mask[[z, x]] as u8
     });
     let means = Array1::from_iter(frames.iter().map(|f| f.mean_aeration));
-    let file = h5(path, "reopen", hdf5::File::open_rw(path))?;
+    let file = h5(
+        path,
+        "reopen",
+        hdf5::File::open_rw(path).and_then(close_on_exec),
+    )?;
     let g = h5(path, "pleura group", file.group("pleura"))?;
     h5(
         path,
@@ -205,7 +209,11 @@ pub fn write_images(
     let means = Array1::from_iter(frames.iter().map(|f| f.mean_aeration));
     let gx = Array1::from(grid.x.clone());
     let gz = Array1::from(grid.z.clone());
-    let f = h5(path, "create", hdf5::File::create(path))?;
+    let f = h5(
+        path,
+        "create",
+        hdf5::File::create(path).and_then(close_on_exec),
+    )?;
     let ds = h5(
         path,
         "images",

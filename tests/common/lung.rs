@@ -86,7 +86,9 @@ pub fn write_recording(
     if let Some(bad) = nan_frame {
         // The recorder refuses non-finite samples; corrupt the frame behind its back, as
         // a faulty acquisition would.
-        let file = hdf5::File::open_rw(path).expect("reopen");
+        let file = hdf5::File::open_rw(path)
+            .and_then(pleura::recording::close_on_exec)
+            .expect("reopen");
         file.dataset("tracks/track_0/data/raw_data")
             .and_then(|d| {
                 d.write_slice(&ndarray::arr1(&[f32::NAN]), ndarray::s![bad, 0, 5, 2, 0..1])
