@@ -310,8 +310,8 @@ pub fn array_to_payload(data: &Array4<f32>) -> Vec<u8> {
 ///   `grid_z` (float64, m).
 /// - [`Output::Posterior`] gives `mean`, `std` (float32, nz x nx), `aeration` (float64
 ///   scalar), `aeration_ci` (float64 \[2\]), `lung_fraction`, `category` (uint8 scalar),
-///   `das` (float32, nz x nx, in [0, 1]), `residual`, `noise_sigma`, `nfe` (float64
-///   scalars), `start` (uint8 scalar: 0 cold, 1 warm, 2 scene change), `grid_x`,
+///   `das` (float32, nz x nx, in [0, 1]), `residual`, `noise_sigma`, `misfit`,
+///   `model_error`, `nfe` (float64 scalars), `poor_fit` (uint8 scalar), `start` (uint8 scalar: 0 cold, 1 warm, 2 scene change), `grid_x`,
 ///   `grid_z`. A frame whose sampling failed: [`failure_fields`], then `das`, `grid_x`,
 ///   `grid_z`.
 pub fn result_fields(output: &Output) -> Vec<Field> {
@@ -341,6 +341,9 @@ pub fn result_fields(output: &Output) -> Vec<Field> {
                     image_f32("das", &p.das),
                     Field::scalar("residual", e.residual),
                     Field::scalar("noise_sigma", e.noise_sigma),
+                    Field::scalar("misfit", e.misfit),
+                    Field::scalar("model_error", e.model_error),
+                    u8_scalar("poor_fit", e.poor_fit as u8),
                     Field::scalar("nfe", e.nfe as f64),
                     u8_scalar(
                         "start",

@@ -221,9 +221,11 @@ while True:
                       "shapes": {k: list(v.shape) for k, v in f.items()},
                       "bmode_max": int(f["bmode"].max()) if "bmode" in f else None,
                       "values": {k: f[k].tolist() for k in
-                                 ("aeration", "aeration_ci", "category", "start", "nfe")
+                                 ("aeration", "aeration_ci", "category", "start", "nfe",
+                                  "poor_fit", "misfit")
                                  if k in f},
-                      "exact": {k: f[k].tobytes().hex() for k in ("mean", "aeration", "aeration_ci")
+                      "exact": {k: f[k].tobytes().hex() for k in ("mean", "aeration", "aeration_ci",
+                                                                  "misfit")
                                 if k in f},
                       "sha256": {k: hashlib.sha256(f[k].tobytes()).hexdigest()
                                  for k in ("envelope", "bmode") if k in f},
@@ -648,6 +650,23 @@ fn posterior_stage_serves_a_real_128_element_scan_as_replay_does() {
         .unwrap();
     assert_eq!(mean.len(), 120 * 120);
     assert!(aeration[0].is_finite(), "{aeration:?}");
+    // The operator explains none of the disk's echoes: a poor fit, drawn again under
+    // model error (docs/reconstruction.md, "Model error").
+    let misfit: Vec<f64> = f
+        .dataset("pleura/recon/misfit")
+        .and_then(|d| d.read_raw::<f64>())
+        .unwrap();
+    let poor: Vec<u8> = f
+        .dataset("pleura/recon/poor_fit")
+        .and_then(|d| d.read_raw::<u8>())
+        .unwrap();
+    assert_eq!(poor, [1]);
+    assert!(misfit[0] > 2.0, "misfit {misfit:?}");
+    assert!(
+        String::from_utf8_lossy(&run.stdout).contains("(0 failed, 1 poor fits)"),
+        "{}",
+        String::from_utf8_lossy(&run.stdout)
+    );
 
     let d = serve_with(dir.path(), &config);
     let (consumer, results) = start_consumer(&d.publish, 0, None);
@@ -673,7 +692,16 @@ fn posterior_stage_serves_a_real_128_element_scan_as_replay_does() {
         hex(aeration[0].to_le_bytes().to_vec()),
         "aeration"
     );
+    assert_eq!(exact("misfit"), hex(misfit[0].to_le_bytes().to_vec()));
+    assert_eq!(l["values"]["poor_fit"], serde_json::json!(1), "{l}");
+    let m = d.metrics();
+    assert_eq!(m["pleura_frames_poor_fit_total"], 1.0);
+    assert_eq!(m["pleura_misfit"], misfit[0]);
     let (status, _, _, log) = d.terminate();
+    assert!(
+        log.contains("the model does not explain the data"),
+        "the poor fit is logged: {log}"
+    );
     assert!(status.success(), "{log}");
 }
 

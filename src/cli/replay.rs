@@ -21,7 +21,10 @@
 //! `recon/das` (F, nz, nx) float32 (envelope / its frame maximum, in [0, 1]);
 //! `recon/latency_ms` (F) float64 (DAS + sampling of the frame);
 //! `recon/residual` (F) float64 (relative data residual of the mean);
-//! `recon/noise_sigma` (F) float64 (data units); `recon/nfe` (F) uint32;
+//! `recon/noise_sigma` (F) float64 (data units); `recon/misfit` (F) float64 (the residual
+//! over the noise's), `recon/model_error` (F) float64 (data units) and `recon/poor_fit` (F)
+//! uint8 (1: drawn again under model error; docs/reconstruction.md, "Model error");
+//! `recon/nfe` (F) uint32;
 //! `recon/start` (F) strings (cold / warm / scene-change); `recon/restarts` (F) uint32;
 //! `recon/zeta` (F) float64 (the DPS step size of the draw published, halved per redraw
 //! of samples that did not fit the data; NaN for DDS and failed frames);
@@ -204,6 +207,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 out.category[f] = e.category;
                 out.residual[f] = e.residual;
                 out.noise_sigma[f] = e.noise_sigma;
+                out.misfit[f] = e.misfit;
+                out.model_error[f] = e.model_error;
+                out.poor_fit[f] = e.poor_fit as u8;
                 out.nfe[f] = e.nfe as u32;
                 out.restarts[f] = e.restarts as u32;
                 out.zeta[f] = e.zeta.unwrap_or(f64::NAN);
@@ -291,9 +297,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     out.write(&args.out, &grid, &attrs)
         .with_context(|| format!("cannot write {}", args.out.display()))?;
     let failed = out.failed.iter().filter(|v| **v != 0).count();
+    let poor = out.poor_fit.iter().filter(|v| **v != 0).count();
     let total_ms: f64 = out.latency_ms.iter().sum();
     println!(
-        "{n} frames ({failed} failed) in {:.1} s, {:.2} frames/s, {} -> {}",
+        "{n} frames ({failed} failed, {poor} poor fits) in {:.1} s, {:.2} frames/s, {} -> {}",
         total_ms / 1e3,
         n as f64 / (total_ms / 1e3).max(1e-9),
         args.recording.input.display(),
@@ -351,6 +358,9 @@ struct Output {
     latency_ms: Array1<f64>,
     residual: Array1<f64>,
     noise_sigma: Array1<f64>,
+    misfit: Array1<f64>,
+    model_error: Array1<f64>,
+    poor_fit: Array1<u8>,
     nfe: Array1<u32>,
     restarts: Array1<u32>,
     zeta: Array1<f64>,
@@ -374,6 +384,9 @@ impl Output {
             latency_ms: Array1::zeros(n),
             residual: Array1::from_elem(n, f64::NAN),
             noise_sigma: Array1::from_elem(n, f64::NAN),
+            misfit: Array1::from_elem(n, f64::NAN),
+            model_error: Array1::from_elem(n, f64::NAN),
+            poor_fit: Array1::zeros(n),
             nfe: Array1::zeros(n),
             restarts: Array1::zeros(n),
             zeta: Array1::from_elem(n, f64::NAN),
@@ -397,12 +410,15 @@ impl Output {
             ("latency_ms", &self.latency_ms),
             ("residual", &self.residual),
             ("noise_sigma", &self.noise_sigma),
+            ("misfit", &self.misfit),
+            ("model_error", &self.model_error),
             ("zeta", &self.zeta),
         ] {
             w.dataset(name, v)?;
         }
         w.dataset("category", &self.category)?;
         w.dataset("failed", &self.failed)?;
+        w.dataset("poor_fit", &self.poor_fit)?;
         w.dataset("nfe", &self.nfe)?;
         w.dataset("restarts", &self.restarts)?;
         w.strings("start", &self.start)?;

@@ -1020,10 +1020,15 @@ fn worker_loop(
         counted = cache.evictions;
         // A failed frame is published too, with its reason (docs/protocol.md).
         let (fields, failure) = match outcome {
-            Ok(output) => (
-                wire::result_fields(&output),
-                output.failure().map(str::to_string),
-            ),
+            Ok(output) => {
+                if let Some(e) = output.estimate() {
+                    metrics.fit(e.misfit, e.poor_fit);
+                }
+                (
+                    wire::result_fields(&output),
+                    output.failure().map(str::to_string),
+                )
+            }
             Err(e) => {
                 let reason = Chain(&e).to_string();
                 (wire::failure_fields(&reason), Some(reason))

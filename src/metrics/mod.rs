@@ -190,6 +190,12 @@ pub struct Metrics {
     pub frames_processed: AtomicU64,
     /// Frames the processing stage failed on.
     pub frames_failed: AtomicU64,
+    /// Frames published as a poor fit: the model does not explain their data
+    /// ([`crate::posterior::frame::FrameEstimate::poor_fit`]).
+    pub frames_poor_fit: AtomicU64,
+    /// The last posterior frame's misfit (its residual over the noise's), as f64 bits;
+    /// NaN before any.
+    misfit: AtomicU64,
     /// Result messages published.
     pub results_published: AtomicU64,
     /// Frames written to the recording.
@@ -237,7 +243,21 @@ impl Metrics {
     pub fn new() -> Self {
         let m = Metrics::default();
         m.healthy.store(true, Relaxed);
+        m.misfit.store(f64::NAN.to_bits(), Relaxed);
         m
+    }
+
+    /// Counts a posterior frame's fit: its misfit, and whether it was a poor fit.
+    pub fn fit(&self, misfit: f64, poor: bool) {
+        self.misfit.store(misfit.to_bits(), Relaxed);
+        if poor {
+            self.frames_poor_fit.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// The last posterior frame's misfit (NaN before any).
+    pub fn misfit(&self) -> f64 {
+        f64::from_bits(self.misfit.load(Relaxed))
     }
 
     /// Counts one rejection.
@@ -317,6 +337,8 @@ impl Metrics {
             "frames_dropped": self.frames_dropped.load(Relaxed),
             "frames_processed": self.frames_processed.load(Relaxed),
             "frames_failed": self.frames_failed.load(Relaxed),
+            "frames_poor_fit": self.frames_poor_fit.load(Relaxed),
+            "misfit": finite_or_null(self.misfit()),
             "results_published": self.results_published.load(Relaxed),
             "queue_depth": self.queue_depth.load(Relaxed),
             "rejected": rejected,
@@ -422,6 +444,12 @@ impl Metrics {
         );
         counter(
             &mut out,
+            "pleura_frames_poor_fit_total",
+            "Frames published as a poor fit: the residual exceeded model_error_factor times the noise's.",
+            &self.frames_poor_fit,
+        );
+        counter(
+            &mut out,
             "pleura_results_published_total",
             "Result messages published.",
             &self.results_published,
@@ -510,6 +538,12 @@ impl Metrics {
             "Memory the configured bounds allow beyond the daemon's base.",
             self.memory_budget.load(Relaxed),
         );
+        let _ = writeln!(
+            out,
+            "# HELP pleura_misfit The last posterior frame's data residual over the noise's (1: the model explains the data)."
+        );
+        let _ = writeln!(out, "# TYPE pleura_misfit gauge");
+        let _ = writeln!(out, "pleura_misfit {}", self.misfit());
         if let Some(rss) = resident_bytes() {
             gauge(
                 &mut out,
@@ -535,6 +569,15 @@ impl Metrics {
             "Processing stage time per frame.",
         );
         out
+    }
+}
+
+/// `v` as JSON, null when not finite.
+fn finite_or_null(v: f64) -> serde_json::Value {
+    if v.is_finite() {
+        v.into()
+    } else {
+        serde_json::Value::Null
     }
 }
 

@@ -155,6 +155,17 @@ impl Output {
             Output::Header | Output::Das(_) => None,
         }
     }
+
+    /// The posterior estimate of the frame, when the stage made one.
+    pub fn estimate(&self) -> Option<&crate::posterior::frame::FrameEstimate> {
+        match self {
+            Output::Posterior(p) => match &p.outcome {
+                crate::posterior::frame::FrameOutcome::Done(e) => Some(e),
+                crate::posterior::frame::FrameOutcome::Failed { .. } => None,
+            },
+            Output::Header | Output::Das(_) => None,
+        }
+    }
 }
 
 /// A delay-and-sum image of one frame.

@@ -198,15 +198,19 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 /// One frame's data in normalised units with its noise level.
+#[derive(Clone)]
 pub struct Measurement {
     /// y' = y / ||A||, shape (1, data_shape...).
     pub y: Tensor,
     /// ||y'||.
     pub y_norm: f64,
-    /// Noise standard deviation per sample in normalised units.
+    /// Noise standard deviation per sample in normalised units (with any model error
+    /// counted as noise, [`Measurement::with_model_error`]).
     pub sigma: f64,
-    /// Noise standard deviation per sample in data units.
+    /// The measured (or configured) noise standard deviation per sample in data units.
     pub sigma_data: f64,
+    /// Data units per normalised unit: the operator's norm `||A||`.
+    pub unit: f64,
     pub noise_source: NoiseSource,
     /// Number of data samples M.
     pub n_samples: usize,
@@ -267,6 +271,7 @@ impl Measurement {
             y_norm,
             sigma: sigma_data / op.norm,
             sigma_data,
+            unit: op.norm,
             noise_source,
             n_samples: data.len(),
         })
@@ -287,6 +292,31 @@ impl Measurement {
     /// Norm of the residual expected from noise alone: sigma' sqrt(M).
     pub fn noise_norm(&self) -> f64 {
         self.sigma * (self.n_samples as f64).sqrt()
+    }
+
+    /// The relative residual noise alone leaves: sigma' sqrt(M) / ||y'||.
+    pub fn noise_floor(&self) -> f64 {
+        self.noise_norm() / self.y_norm
+    }
+
+    /// Model error per sample (normalised units) of an estimate leaving the relative
+    /// residual `residual`: what the residual holds beyond the noise,
+    /// `sqrt(max(0, residual^2 ||y'||^2 / M - sigma'^2))`.
+    pub fn model_error(&self, residual: f64) -> f64 {
+        let per_sample = residual * self.y_norm / (self.n_samples as f64).sqrt();
+        (per_sample * per_sample - self.sigma * self.sigma)
+            .max(0.0)
+            .sqrt()
+    }
+
+    /// This measurement with `model_error` (normalised units per sample) counted as noise:
+    /// sigma'^2 + model_error^2 (the data term then weighs the data by what the model can
+    /// explain of them).
+    pub fn with_model_error(&self, model_error: f64) -> Self {
+        Self {
+            sigma: self.sigma.hypot(model_error),
+            ..self.clone()
+        }
     }
 
     /// Per image of a batch of aeration images (b, nz, nx): ||y' - A' a|| / ||y'||.

@@ -543,10 +543,12 @@ fn dps_draw_that_does_not_fit_is_redrawn_with_half_the_step() {
     let (op, _) = identity_problem(&a);
     // Noise 1e-6 of the data: 10 steps of the tiny model end orders of magnitude above
     // the residual that noise leaves.
+    // (The model-error pass, which such a fit would also start, is tested below.)
     let base = SamplerConfig {
         zeta: 4.0,
         max_restarts: 1,
         noise_sigma: Some(1e-6),
+        model_error_factor: 1e12,
         ..cfg(Method::Dps, 10, 2)
     };
     let mut rec = Reconstructor::new(ps.clone(), base.clone(), 0.3e-3).expect("rec");
@@ -578,6 +580,67 @@ fn dps_draw_that_does_not_fit_is_redrawn_with_half_the_step() {
     let mut rec = Reconstructor::new(ps.clone(), dds, 0.3e-3).expect("rec");
     let est = done(rec.reconstruct(&op, &flat(&a), &[N, N]));
     assert_eq!((est.restarts, est.nfe, est.zeta), (0, 10, None));
+}
+
+/// Data the model explains to their noise are published as drawn; data it cannot explain
+/// (the echo of the same image with the opposite polarity and 30 times the gain) leave a
+/// residual far above the noise's, are drawn again with the excess counted as noise, and
+/// are published as a poor fit whose samples spread wider.
+#[test]
+fn data_the_model_cannot_explain_are_a_poor_fit_with_a_wider_interval() {
+    let ps = tiny_sampler(true);
+    let (us, _) = ultrasound_op();
+    let op = NormalizedOperator::new(us.clone(), 10, &Device::Cpu).expect("norm");
+    let clean = us.forward_array(&truth(0.0)).expect("forward");
+    let peak = clean.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let mut rng = StdRng::seed_from_u64(5);
+    let d = Normal::new(0.0, 0.02 * peak as f64).expect("normal");
+    let noise = clean.mapv(|_| d.sample(&mut rng) as f32);
+    let c = SamplerConfig {
+        noise_sigma: None,
+        ..cfg(Method::Dds, 10, 4)
+    };
+    let reconstruct = |y: &ndarray::Array4<f32>| {
+        let mut rec = Reconstructor::new(ps.clone(), c.clone(), 0.3e-3).expect("rec");
+        done(rec.reconstruct(&op, &flat_data(y), &data_shape(y)))
+    };
+
+    let fit = reconstruct(&(&clean + &noise));
+    assert!(!fit.poor_fit);
+    assert_eq!((fit.model_error, fit.restarts, fit.nfe), (0.0, 0, 10));
+    assert!(
+        fit.misfit > 0.5 && fit.misfit < 2.0,
+        "misfit {}",
+        fit.misfit
+    );
+
+    let flipped = clean.mapv(|v| -30.0 * v) + &noise;
+    let poor = reconstruct(&flipped);
+    assert!(poor.poor_fit);
+    assert_eq!((poor.restarts, poor.nfe), (1, 20), "both draws count");
+    // Nothing of the flipped echo is explained: the residual is the data's norm, and the
+    // model error their RMS. (Measured: misfit 1.59 for the fitting data, 362 for these;
+    // the interval 0.050 wide for the fitting data, 0.172 for these.)
+    let n = flipped.len() as f64;
+    let rms = (flipped.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / n).sqrt();
+    let floor = poor.noise_sigma * n.sqrt() / (rms * n.sqrt());
+    assert!(
+        (poor.misfit * floor - 1.0).abs() < 0.05,
+        "relative residual of the first draw {}",
+        poor.misfit * floor
+    );
+    assert!(
+        (poor.model_error / rms - 1.0).abs() < 0.05,
+        "model error {} against the data's RMS {rms}",
+        poor.model_error
+    );
+    let width = |e: &frame::FrameEstimate| e.aeration_ci[1] - e.aeration_ci[0];
+    assert!(
+        width(&poor) > 2.5 * width(&fit),
+        "interval {:?} against {:?} of the fitting data",
+        poor.aeration_ci,
+        fit.aeration_ci
+    );
 }
 
 /// `MAX_GUIDANCE_GAIN` is `1 / L` for the objective `||y' - A' (x + 1) / 2||^2 / 2` in
