@@ -34,6 +34,8 @@ enum Command {
     EvalPrior(cli::eval_prior::Args),
     /// Reconstruct every frame of a recording by posterior sampling (offline replay).
     Replay(cli::replay::Args),
+    /// Fit the system's depth gain for the echo data term on recordings of known aeration.
+    Calibrate(cli::calibrate::Args),
     /// Delay-and-sum a recording to envelope and B-mode images (HDF5, optional PNGs).
     Beamform(cli::beamform::Args),
     /// Throughput benchmarks printing a table.
@@ -59,6 +61,7 @@ fn main() -> ExitCode {
         Command::Sample(args) => cli::sample::run(args),
         Command::EvalPrior(args) => cli::eval_prior::run(args),
         Command::Replay(args) => cli::replay::run(args),
+        Command::Calibrate(args) => cli::calibrate::run(args),
         Command::Beamform(args) => cli::beamform::run(args),
         Command::Bench(args) => cli::bench::run(args),
         Command::Simulate(args) => cli::simulate::run(args),

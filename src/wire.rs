@@ -7,7 +7,7 @@ use ndarray::{Array2, Array4};
 
 use crate::grid::Grid;
 use crate::pipeline::Output;
-use crate::posterior::frame::{FrameOutcome, StartKind};
+use crate::posterior::frame::{DataTerm, FrameOutcome, StartKind};
 use crate::protocol::{Dtype, Field, FieldData};
 use crate::recording::Scan;
 
@@ -311,7 +311,8 @@ pub fn array_to_payload(data: &Array4<f32>) -> Vec<u8> {
 /// - [`Output::Posterior`] gives `mean`, `std` (float32, nz x nx), `aeration` (float64
 ///   scalar), `aeration_ci` (float64 \[2\]), `lung_fraction`, `category` (uint8 scalar),
 ///   `das` (float32, nz x nx, in [0, 1]), `residual`, `noise_sigma`, `misfit`,
-///   `model_error`, `nfe` (float64 scalars), `poor_fit` (uint8 scalar), `start` (uint8 scalar: 0 cold, 1 warm, 2 scene change), `grid_x`,
+///   `model_error`, `nfe` (float64 scalars), `poor_fit`, `data_term` (uint8 scalars: 0
+///   rf, 1 echo), `start` (uint8 scalar: 0 cold, 1 warm, 2 scene change), `grid_x`,
 ///   `grid_z`. A frame whose sampling failed: [`failure_fields`], then `das`, `grid_x`,
 ///   `grid_z`.
 pub fn result_fields(output: &Output) -> Vec<Field> {
@@ -344,6 +345,13 @@ pub fn result_fields(output: &Output) -> Vec<Field> {
                     Field::scalar("misfit", e.misfit),
                     Field::scalar("model_error", e.model_error),
                     u8_scalar("poor_fit", e.poor_fit as u8),
+                    u8_scalar(
+                        "data_term",
+                        match e.data_term {
+                            DataTerm::Rf => 0,
+                            DataTerm::Echo => 1,
+                        },
+                    ),
                     Field::scalar("nfe", e.nfe as f64),
                     u8_scalar(
                         "start",

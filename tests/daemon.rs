@@ -699,7 +699,7 @@ fn posterior_stage_serves_a_real_128_element_scan_as_replay_does() {
     assert_eq!(m["pleura_misfit"], misfit[0]);
     let (status, _, _, log) = d.terminate();
     assert!(
-        log.contains("the model does not explain the data"),
+        log.contains("the operator does not explain the data"),
         "the poor fit is logged: {log}"
     );
     assert!(status.success(), "{log}");

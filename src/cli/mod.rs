@@ -6,6 +6,7 @@ pub mod bench_ingest;
 pub mod bench_operator;
 pub mod bench_sampler;
 pub mod bench_unet;
+pub mod calibrate;
 pub mod eval;
 pub mod eval_prior;
 pub mod info;

@@ -23,7 +23,8 @@
 //! `recon/residual` (F) float64 (relative data residual of the mean);
 //! `recon/noise_sigma` (F) float64 (data units); `recon/misfit` (F) float64 (the residual
 //! over the noise's), `recon/model_error` (F) float64 (data units) and `recon/poor_fit` (F)
-//! uint8 (1: drawn again under model error; docs/reconstruction.md, "Model error");
+//! uint8 (1: the operator did not explain the data; docs/reconstruction.md, "Model error"),
+//! `recon/data_term` (F) strings (rf / echo: what the estimate fitted, "Echo power");
 //! `recon/nfe` (F) uint32;
 //! `recon/start` (F) strings (cold / warm / scene-change); `recon/restarts` (F) uint32;
 //! `recon/zeta` (F) float64 (the DPS step size of the draw published, halved per redraw
@@ -73,6 +74,10 @@ pub struct Args {
     /// Reverse steps of a cold start.
     #[arg(long)]
     pub steps: Option<usize>,
+    /// Calibration file of the echo data term (`pleura calibrate`); overrides
+    /// `[sampler] calibration`.
+    #[arg(long)]
+    pub calibration: Option<PathBuf>,
     /// Posterior samples per frame.
     #[arg(long)]
     pub samples: Option<usize>,
@@ -105,6 +110,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     if let Some(s) = args.steps {
         cfg.steps = s;
+    }
+    if let Some(path) = &args.calibration {
+        cfg.calibration = Some(path.clone());
     }
     if let Some(k) = args.samples {
         cfg.samples = k;
@@ -210,6 +218,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 out.misfit[f] = e.misfit;
                 out.model_error[f] = e.model_error;
                 out.poor_fit[f] = e.poor_fit as u8;
+                out.data_term[f] = e.data_term.name().to_string();
                 out.nfe[f] = e.nfe as u32;
                 out.restarts[f] = e.restarts as u32;
                 out.zeta[f] = e.zeta.unwrap_or(f64::NAN);
@@ -361,6 +370,7 @@ struct Output {
     misfit: Array1<f64>,
     model_error: Array1<f64>,
     poor_fit: Array1<u8>,
+    data_term: Vec<String>,
     nfe: Array1<u32>,
     restarts: Array1<u32>,
     zeta: Array1<f64>,
@@ -387,6 +397,7 @@ impl Output {
             misfit: Array1::from_elem(n, f64::NAN),
             model_error: Array1::from_elem(n, f64::NAN),
             poor_fit: Array1::zeros(n),
+            data_term: vec![String::new(); n],
             nfe: Array1::zeros(n),
             restarts: Array1::zeros(n),
             zeta: Array1::from_elem(n, f64::NAN),
@@ -422,6 +433,7 @@ impl Output {
         w.dataset("nfe", &self.nfe)?;
         w.dataset("restarts", &self.restarts)?;
         w.strings("start", &self.start)?;
+        w.strings("data_term", &self.data_term)?;
         w.strings("failed_reason", &self.reason)?;
         for (name, value) in [
             ("method", &attrs.method),

@@ -23,7 +23,7 @@ use crate::beamform::{self, Beamformer, DasOptions};
 use crate::diffusion::checkpoint::Model;
 use crate::grid::{Grid, GridExtent, DEFAULT_PITCH, DEFAULT_Z_MIN};
 use crate::operator::{OperatorCache, OperatorOptions};
-use crate::posterior::frame::{FrameOutcome, Reconstructor};
+use crate::posterior::frame::{Echo, FrameOutcome, Reconstructor};
 use crate::posterior::problem::{LinearOperator, NormalizedOperator};
 use crate::posterior::sampler::PosteriorSampler;
 use crate::posterior::SamplerConfig;
@@ -468,15 +468,23 @@ impl PosteriorStage {
                 }
             }
             Ok(()) => {
-                let peak = beamform::bmode::max_of(das.view());
-                if peak > 0.0 {
-                    das.mapv_inplace(|v| v / peak);
-                }
                 let data = frame.data.as_slice().map_or_else(
                     || std::borrow::Cow::Owned(frame.data.iter().copied().collect()),
                     std::borrow::Cow::Borrowed,
                 );
-                self.recon.reconstruct(&p.op, &data, frame.data.shape())
+                // The envelope in data units, for the echo data term.
+                let echo = Echo {
+                    envelope: das.view(),
+                    z: &p.grid.z,
+                };
+                let outcome =
+                    self.recon
+                        .reconstruct_frame(&p.op, &data, frame.data.shape(), Some(echo));
+                let peak = beamform::bmode::max_of(das.view());
+                if peak > 0.0 {
+                    das.mapv_inplace(|v| v / peak);
+                }
+                outcome
             }
         };
         Ok(PosteriorFrame {

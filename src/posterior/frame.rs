@@ -33,6 +33,7 @@ use std::sync::Arc;
 use candle_core::Tensor;
 use ndarray::{Array2, ArrayView2};
 
+use super::echo::{self, Blur, Calibration, EchoData};
 use super::lung::LungRegion;
 use super::problem::{Measurement, NoiseSource, NormalizedOperator};
 use super::sampler::{PosteriorSampler, Start};
@@ -71,6 +72,34 @@ impl StartKind {
     }
 }
 
+/// Which data term the published estimate fitted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DataTerm {
+    /// The channel data through the measurement operator.
+    Rf,
+    /// The DAS echo power over the calibrated depth gain ([`echo`]), for a frame the RF
+    /// term did not explain.
+    Echo,
+}
+
+impl DataTerm {
+    pub fn name(self) -> &'static str {
+        match self {
+            DataTerm::Rf => "rf",
+            DataTerm::Echo => "echo",
+        }
+    }
+}
+
+/// A frame's DAS envelope, for the echo data term.
+#[derive(Clone, Copy)]
+pub struct Echo<'a> {
+    /// Envelope (nz, nx) on the reconstruction grid, data units.
+    pub envelope: ArrayView2<'a, f32>,
+    /// Depth of each row, m.
+    pub z: &'a [f64],
+}
+
 /// The published estimate of one frame.
 #[derive(Clone, Debug)]
 pub struct FrameEstimate {
@@ -96,8 +125,11 @@ pub struct FrameEstimate {
     pub aeration_sd: f64,
     /// Standard deviation of the lung mean from where the lung region begins.
     pub boundary_sd: f64,
-    /// Relative residual ||y - A mean|| / ||y|| of the posterior mean.
+    /// Relative residual ||y - A mean|| / ||y|| of the posterior mean in its data term
+    /// (`data_term`).
     pub residual: f64,
+    /// The data term of the published estimate.
+    pub data_term: DataTerm,
     /// Estimated (or configured) noise standard deviation, data units.
     pub noise_sigma: f64,
     pub noise_source: NoiseSource,
@@ -110,10 +142,10 @@ pub struct FrameEstimate {
     /// residual beyond the noise of a first draw whose `misfit` exceeded
     /// [`super::SamplerConfig::model_error_factor`]; 0 otherwise.
     pub model_error: f64,
-    /// The data are not explained by the model (`misfit` above
-    /// [`super::SamplerConfig::model_error_factor`]): the published samples and interval
-    /// are those of the draw under model error, which the prior dominates as far as the
-    /// data fail to constrain it.
+    /// The channel data are not explained by the operator (`misfit` above
+    /// [`super::SamplerConfig::model_error_factor`]). The published estimate is then the
+    /// echo data term's when a calibration is loaded (`data_term`), else the RF draw under
+    /// model error, which the prior dominates as far as the data fail to constrain it.
     pub poor_fit: bool,
     /// Attempts after the first this frame took: restarts after divergences, DPS redraws
     /// of samples that did not fit the data ([`super::SamplerConfig::fit_factor`]), and
@@ -152,6 +184,10 @@ pub struct Reconstructor {
     frame: u64,
     /// Whether the last frame was a poor fit (its warning is logged once per run of them).
     poor_fit: bool,
+    /// The calibration of the echo data term, from `[sampler] calibration`.
+    calibration: Option<Calibration>,
+    /// The echo term's operator for the last image shape.
+    echo_op: Option<NormalizedOperator>,
 }
 
 impl Reconstructor {
@@ -170,13 +206,19 @@ impl Reconstructor {
                 reason: "must be finite, > 0".into(),
             });
         }
+        let calibration = match &cfg.calibration {
+            Some(path) => Some(Calibration::load(path)?),
+            None => None,
+        };
         Ok(Self {
             sampler,
             cfg,
             row_pitch,
+            calibration,
             prev: None,
             frame: 0,
             poor_fit: false,
+            echo_op: None,
         })
     }
 
@@ -199,9 +241,22 @@ impl Reconstructor {
         data: &[f32],
         shape: &[usize],
     ) -> FrameOutcome {
+        self.reconstruct_frame(op, data, shape, None)
+    }
+
+    /// As [`Reconstructor::reconstruct`], with the frame's DAS envelope for the echo data
+    /// term, which a frame the RF term does not explain is reconstructed from when a
+    /// calibration is loaded.
+    pub fn reconstruct_frame(
+        &mut self,
+        op: &NormalizedOperator,
+        data: &[f32],
+        shape: &[usize],
+        echo: Option<Echo<'_>>,
+    ) -> FrameOutcome {
         let index = self.frame;
         self.frame += 1;
-        match self.try_reconstruct(op, data, shape, index) {
+        match self.try_reconstruct(op, data, shape, echo, index) {
             Ok((prev, outcome)) => {
                 self.prev = prev;
                 outcome
@@ -221,6 +276,7 @@ impl Reconstructor {
         op: &NormalizedOperator,
         data: &[f32],
         shape: &[usize],
+        echo: Option<Echo<'_>>,
         index: u64,
     ) -> Result<(Option<Previous>, FrameOutcome), PosteriorError> {
         let device = self.sampler.device().clone();
@@ -243,7 +299,8 @@ impl Reconstructor {
                 }
             }
         }
-        let (prev, outcome) = self.sample(op, &meas, start, kind, index)?;
+        let cfg = self.cfg.clone();
+        let (prev, outcome) = self.sample(&cfg, op, &meas, start, kind, index)?;
         let FrameOutcome::Done(mut est) = outcome else {
             return Ok((prev, outcome));
         };
@@ -262,6 +319,37 @@ impl Reconstructor {
             }
             return Ok((prev, FrameOutcome::Done(est)));
         }
+        if !self.poor_fit {
+            tracing::warn!(
+                frame = index,
+                misfit = est.misfit,
+                noise_sigma = meas.sigma_data,
+                echo = self.calibration.is_some(),
+                "the operator does not explain the data: the residual is {:.1} times the \
+                 noise's; published as a poor fit, from {}",
+                est.misfit,
+                if self.calibration.is_some() {
+                    "the echo power over the calibrated depth gain"
+                } else {
+                    "a draw with the excess as model error"
+                }
+            );
+            self.poor_fit = true;
+        }
+        if let (Some(cal), Some(echo)) = (self.calibration.clone(), echo) {
+            let (prev, outcome) = self.echo_estimate(echo, &cal, index)?;
+            let FrameOutcome::Done(mut e) = outcome else {
+                return Ok((prev, outcome));
+            };
+            e.misfit = est.misfit;
+            e.model_error = meas.model_error(est.residual) * meas.unit;
+            e.poor_fit = true;
+            e.noise_sigma = est.noise_sigma;
+            e.noise_source = est.noise_source;
+            e.restarts += est.restarts + 1;
+            e.nfe += est.nfe;
+            return Ok((prev, FrameOutcome::Done(e)));
+        }
         // More residual than noise leaves: model error. Draw again with it counted as
         // noise, so that the samples spread as far as the data then allow. The draw starts
         // cold: a warm start would hold every sample near the previous frame's estimate,
@@ -273,22 +361,10 @@ impl Reconstructor {
             StartKind::Warm => StartKind::Cold,
             other => other,
         };
-        let (prev, outcome) = self.sample(op, &tempered, Start::Cold, kind, index)?;
+        let (prev, outcome) = self.sample(&cfg, op, &tempered, Start::Cold, kind, index)?;
         let FrameOutcome::Done(mut poor) = outcome else {
             return Ok((prev, outcome));
         };
-        if !self.poor_fit {
-            tracing::warn!(
-                frame = index,
-                misfit = est.misfit,
-                model_error = model_error * meas.unit,
-                noise_sigma = meas.sigma_data,
-                "the model does not explain the data: the residual is {:.1} times the \
-                 noise's; drawn again with the excess as model error, published as a poor fit",
-                est.misfit
-            );
-            self.poor_fit = true;
-        }
         poor.misfit = est.misfit;
         poor.model_error = model_error * meas.unit;
         poor.poor_fit = true;
@@ -297,23 +373,94 @@ impl Reconstructor {
         Ok((prev, FrameOutcome::Done(poor)))
     }
 
+    /// The frame from its echo power ([`echo`]): a cold draw on the echo data over the
+    /// calibrated depth gain, and a second one under the model error it leaves (the
+    /// speckle the smoothing did not average out) when that exceeds the first noise guess.
+    fn echo_estimate(
+        &mut self,
+        echo: Echo<'_>,
+        cal: &Calibration,
+        index: u64,
+    ) -> Result<(Option<Previous>, FrameOutcome), PosteriorError> {
+        let device = self.sampler.device().clone();
+        let data = EchoData::new(echo.envelope, echo.z, &cal.depth_gain).data;
+        let (nz, nx) = data.dim();
+        if self
+            .echo_op
+            .as_ref()
+            .is_none_or(|op| op.image_shape() != (nz, nx))
+        {
+            let blur = std::sync::Arc::new(Blur::new(nz, nx, &device)?);
+            self.echo_op = Some(NormalizedOperator::new(
+                blur,
+                self.cfg.power_iterations,
+                &device,
+            )?);
+        }
+        let Some(op) = self.echo_op.take() else {
+            unreachable!("built above")
+        };
+        let flat: Vec<f32> = data.iter().copied().collect();
+        let level = flat.iter().map(|v| *v as f64).sum::<f64>() / flat.len() as f64;
+        let result = (|| -> Result<(Option<Previous>, FrameOutcome), PosteriorError> {
+            let meas = Measurement::new(
+                &op,
+                &flat,
+                &[nz, nx],
+                Some(echo::NOISE_FRACTION * level),
+                &device,
+            )?;
+            let cfg = SamplerConfig {
+                method: super::Method::Dds,
+                lambda: echo::LAMBDA,
+                ..self.cfg.clone()
+            };
+            let (prev, outcome) =
+                self.sample(&cfg, &op, &meas, Start::Cold, StartKind::Cold, index)?;
+            let FrameOutcome::Done(mut est) = outcome else {
+                return Ok((prev, outcome));
+            };
+            est.data_term = DataTerm::Echo;
+            if est.residual / meas.noise_floor() <= self.cfg.model_error_factor {
+                return Ok((prev, FrameOutcome::Done(est)));
+            }
+            let tempered = meas.with_model_error(meas.model_error(est.residual));
+            let (prev, outcome) =
+                self.sample(&cfg, &op, &tempered, Start::Cold, StartKind::Cold, index)?;
+            let FrameOutcome::Done(mut e) = outcome else {
+                return Ok((prev, outcome));
+            };
+            e.data_term = DataTerm::Echo;
+            e.restarts += est.restarts + 1;
+            e.nfe += est.nfe;
+            Ok((prev, FrameOutcome::Done(e)))
+        })();
+        self.echo_op = Some(op);
+        let (prev, mut outcome) = result?;
+        if let FrameOutcome::Done(e) = &mut outcome {
+            widen(e, cal.frame_sd_db);
+        }
+        Ok((prev, outcome))
+    }
+
     /// Draws the frame's samples from `start` (restarting after divergences, redrawing
     /// DPS draws that do not fit) and summarises them.
     fn sample(
         &mut self,
+        cfg: &SamplerConfig,
         op: &NormalizedOperator,
         meas: &Measurement,
         mut start: Start,
         mut kind: StartKind,
         index: u64,
     ) -> Result<(Option<Previous>, FrameOutcome), PosteriorError> {
-        let base_seed = self.cfg.seed.wrapping_add(index);
+        let base_seed = cfg.seed.wrapping_add(index);
         let floor = meas.noise_floor();
         // Only DPS guidance takes a step size that can overshoot the data.
-        let guided = self.cfg.method.uses_backprop();
+        let guided = cfg.method.uses_backprop();
         // The attempt's settings: a DPS draw whose samples do not fit the data is drawn
         // again with half the step size.
-        let mut cfg = self.cfg.clone();
+        let mut cfg = cfg.clone();
         let mut nfe = 0;
         let mut last_reason = String::new();
         // The draw that fitted best of those that did not fit: (worst sample residual,
@@ -349,6 +496,7 @@ impl Reconstructor {
                         noise_sigma: meas.sigma_data,
                         noise_source: meas.noise_source,
                         start: kind,
+                        data_term: DataTerm::Rf,
                         misfit: f64::NAN,
                         model_error: 0.0,
                         poor_fit: false,
@@ -423,6 +571,17 @@ impl Reconstructor {
             },
         ))
     }
+}
+
+/// Widens an echo estimate's interval by the calibration's frame-to-frame spread of the
+/// echo level (`frame_sd_db`, [`echo::GainFit::frame_sd_db`]): a frame's lung mean is
+/// known to a factor `10^(sd / 20)` beyond what its samples show. The half width
+/// `Z95 aeration (10^(sd / 20) - 1)` joins each side in quadrature, clipped to [0, 1].
+fn widen(e: &mut FrameEstimate, frame_sd_db: f64) {
+    let h = Z95 * e.aeration * (10f64.powf(frame_sd_db / 20.0) - 1.0);
+    let lo = e.aeration - (e.aeration - e.aeration_ci[0]).hypot(h);
+    let hi = e.aeration + (e.aeration_ci[1] - e.aeration).hypot(h);
+    e.aeration_ci = [lo.max(0.0), hi.min(1.0)];
 }
 
 /// Summary statistics of K aeration samples.

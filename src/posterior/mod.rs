@@ -9,6 +9,9 @@
 //!   DDIM updates over a respaced schedule, and DDS (Chung, Lee & Ye 2023), which replaces
 //!   the backpropagation through the network by conjugate-gradient data consistency on
 //!   Tweedie's estimate. K samples run as one batch.
+//! - [`echo`]: the echo-power data term for data the RF term cannot explain (speckle):
+//!   the smoothed DAS echo amplitude over a calibrated depth gain, against a Gaussian blur
+//!   of the aeration.
 //! - [`frame`]: per-frame reconstruction for sequences: warm start from the previous
 //!   frame's estimate with a cold fallback on scene changes, the divergence guard with
 //!   restarts, and the summary statistics (mean, per-pixel std, mean aeration with its
@@ -16,6 +19,7 @@
 //!
 //! Method, step-size rule and interval are described in `docs/reconstruction.md`.
 
+pub mod echo;
 pub mod frame;
 pub mod lung;
 pub mod problem;
@@ -181,6 +185,10 @@ pub struct SamplerConfig {
     /// little the data then constrain the image; the frame is published as a poor fit
     /// ([`frame::FrameEstimate::poor_fit`]). Not applied where the noise level is 0.
     pub model_error_factor: f64,
+    /// Calibration file of the echo data term (`pleura calibrate`; [`echo::Calibration`]):
+    /// the system's depth gain. With it, a frame the RF term does not explain is
+    /// reconstructed from its echo power; without it, from the RF draw under model error.
+    pub calibration: Option<std::path::PathBuf>,
     /// Largest magnitude of an iterate in model units (images are in [-1, 1]; x_T ~ N(0, I)).
     pub max_abs: f64,
     /// Measurement noise standard deviation in data units; absent: estimated per frame
@@ -230,6 +238,7 @@ impl Default for SamplerConfig {
             // sampler's mean leaves 0.993-0.997 of the noise's residual; PyMUST simus RF of
             // the same kind of phantom (docs/BENCHMARKS.md, "Independent simulator"): 10.
             model_error_factor: 2.0,
+            calibration: None,
             max_abs: 50.0,
             noise_sigma: None,
             power_iterations: 30,

@@ -643,6 +643,75 @@ fn data_the_model_cannot_explain_are_a_poor_fit_with_a_wider_interval() {
     );
 }
 
+/// With a calibration loaded, a frame the RF term cannot explain is reconstructed from its
+/// echo power: the envelope of aeration `a` is `c(z) K a` for the calibrated depth gain, so
+/// the echo draw explains it, and the estimate says which data term it fitted. Without the
+/// envelope the RF draw under model error is published, as without a calibration. A
+/// calibration file that does not parse is refused, naming the file.
+#[test]
+fn a_poor_fit_is_reconstructed_from_the_echo_power_with_a_calibration() {
+    let ps = tiny_sampler(true);
+    let (us, grid) = ultrasound_op();
+    let op = NormalizedOperator::new(us.clone(), 10, &Device::Cpu).expect("norm");
+    let a = truth(0.0);
+    let flipped = us.forward_array(&a).expect("forward").mapv(|v| -30.0 * v);
+    let mut rng = StdRng::seed_from_u64(8);
+    let d = Normal::new(0.0, 1e-3).expect("normal");
+    let flipped = flipped.mapv(|v| v + d.sample(&mut rng) as f32);
+    let gain = echo::DepthGain {
+        gain_db: 40.0,
+        slope_db_per_cm: -3.0,
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("calibration.toml");
+    let cal = echo::Calibration {
+        depth_gain: gain,
+        frame_sd_db: 0.0,
+        source: "test".into(),
+    };
+    std::fs::write(&path, toml::to_string(&cal).expect("toml")).expect("write");
+    let c = SamplerConfig {
+        noise_sigma: None,
+        calibration: Some(path.clone()),
+        ..cfg(Method::Dds, 10, 4)
+    };
+    let blurred = echo::smooth(a.view());
+    let envelope = Array2::from_shape_fn((N, N), |(iz, ix)| {
+        blurred[[iz, ix]] * gain.at(grid.z[iz]) as f32
+    });
+    let echo_in = frame::Echo {
+        envelope: envelope.view(),
+        z: &grid.z,
+    };
+    let mut rec = Reconstructor::new(ps.clone(), c.clone(), 0.3e-3).expect("rec");
+    let e = done(rec.reconstruct_frame(
+        &op,
+        &flat_data(&flipped),
+        &data_shape(&flipped),
+        Some(echo_in),
+    ));
+    assert!(e.poor_fit && e.misfit > 10.0, "misfit {}", e.misfit);
+    assert_eq!(e.data_term, frame::DataTerm::Echo);
+    assert!(e.residual < 0.2, "echo residual {}", e.residual);
+    assert_eq!(e.nfe % 10, 0);
+    assert!(e.nfe >= 20, "an RF draw and an echo draw: nfe {}", e.nfe);
+
+    let mut rec = Reconstructor::new(ps.clone(), c.clone(), 0.3e-3).expect("rec");
+    let e = done(rec.reconstruct(&op, &flat_data(&flipped), &data_shape(&flipped)));
+    assert_eq!(e.data_term, frame::DataTerm::Rf);
+    assert!(e.poor_fit && e.model_error > 0.0);
+
+    std::fs::write(&path, "depth_gain = 3").expect("write");
+    let err = Reconstructor::new(ps.clone(), c, 0.3e-3)
+        .err()
+        .expect("a bad calibration is refused");
+    assert!(
+        err.to_string().contains("sampler.calibration")
+            && err.to_string().contains("calibration.toml"),
+        "{err}"
+    );
+}
+
 /// `MAX_GUIDANCE_GAIN` is `1 / L` for the objective `||y' - A' (x + 1) / 2||^2 / 2` in
 /// model units on an ultrasound operator: L measured by power iteration on differences
 /// of its gradient, taken by autograd.
