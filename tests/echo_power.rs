@@ -74,11 +74,17 @@ fn a_calibrated_system_is_reconstructed_from_its_echo_power() {
             .arg(&cal)
             .arg("--config")
             .arg(common::repo().join("config/pleura.toml"))
+            .arg("--model")
+            .arg(testdata("model"))
+            .args(["--device", "cpu"])
             .output()
             .expect("run calibrate"),
         "calibrate",
     );
     assert!(printed.contains("from 2 frames"), "{printed}");
+    // Two frames are too few for the response line (at least 4): the interval is widened
+    // by the frame-to-frame echo level instead.
+    assert!(printed.contains("echo response: not fitted"), "{printed}");
     let written: toml::Value = toml::from_str(&std::fs::read_to_string(&cal).unwrap()).unwrap();
     let gain = written["depth_gain"]["gain_db"].as_float().unwrap();
     let slope = written["depth_gain"]["slope_db_per_cm"].as_float().unwrap();

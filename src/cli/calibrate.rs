@@ -5,9 +5,12 @@
 //! Each recording's frames are beamformed as the posterior stage beamforms them (the
 //! configuration's DAS settings) onto the grid of its ground truth (`pleura/aeration`),
 //! and `DepthGain::fit` fits `20 log10 c(z) = gain_db + slope_db_per_cm z` to the echo
-//! amplitude against the blurred aeration over every frame together. The result is written
-//! as a TOML file that `[sampler] calibration` (serve, replay) or `replay --calibration`
-//! load.
+//! amplitude against the blurred aeration over every frame together. Then every frame is
+//! reconstructed from its echo power with that gain and the model (the configuration's
+//! `[sampler]`), and `echo::Response` fits the truth's lung aeration against the
+//! estimate's: the line the echo estimate is corrected by, and the spread its interval
+//! takes. The result is written as a TOML file that `[sampler] calibration` (serve,
+//! replay) or `replay --calibration` load.
 
 use std::path::PathBuf;
 
@@ -16,9 +19,13 @@ use ndarray::Array2;
 
 use pleura::beamform::Beamformer;
 use pleura::config::Config;
+use pleura::diffusion::checkpoint::Model;
 use pleura::grid::Grid;
 use pleura::pipeline::StageSpec;
-use pleura::posterior::echo::{self, Calibration, DepthGain};
+use pleura::posterior::echo::{self, Calibration, DepthGain, Response};
+use pleura::posterior::frame::{Echo, FrameOutcome, Reconstructor};
+use pleura::posterior::lung::LungRegion;
+use pleura::posterior::sampler::PosteriorSampler;
 
 /// Arguments of `pleura calibrate`.
 #[derive(clap::Args)]
@@ -30,9 +37,15 @@ pub struct Args {
     /// Calibration file to write (TOML).
     #[arg(long)]
     pub out: PathBuf,
-    /// Configuration whose DAS settings the posterior stage uses.
+    /// Configuration whose DAS and `[sampler]` settings the posterior stage uses.
     #[arg(long, default_value = "config/pleura.toml")]
     pub config: PathBuf,
+    /// Model directory the echo reconstruction is validated with (as `replay --model`).
+    #[arg(long, default_value = "testdata/model")]
+    pub model: PathBuf,
+    /// Compute device: cpu, cuda:N or auto.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -44,6 +57,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     };
     let das = StageSpec::offline(&config)?.das;
     let mut pairs: Vec<(Array2<f32>, Array2<f32>)> = Vec::new();
+    // Each frame's envelope and truth, for the response.
+    let mut frames_kept: Vec<(Array2<f32>, Array2<f32>)> = Vec::new();
     let mut z_all: Option<Vec<f64>> = None;
     let mut frames = 0;
     for input in &args.inputs {
@@ -69,6 +84,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             bf.envelope_into(frame.data.view(), env.view_mut())
                 .with_context(|| format!("beamforming frame {f} of {}", input.display()))?;
             pairs.push((echo::amplitude(env.view()), echo::smooth(a)));
+            frames_kept.push((env, a.to_owned()));
             frames += 1;
         }
         z_all = Some(truth.grid_z.clone());
@@ -87,9 +103,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .iter()
         .map(|p| p.display().to_string())
         .collect();
-    let cal = Calibration {
+    let mut cal = Calibration {
         depth_gain: fit.gain,
         frame_sd_db: fit.frame_sd_db,
+        response: None,
         source: format!(
             "pleura calibrate {} ({frames} frames, {} pixels, rms {:.2} dB)",
             names.join(" "),
@@ -97,6 +114,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             fit.rms_db
         ),
     };
+    cal.response = response(&args, &config, &cal, &frames_kept, &z)?;
     let text = format!(
         "# The system's depth gain for the echo data term (docs/reconstruction.md, \"Echo power\"):\n\
          # 20 log10 c(z) = gain_db + slope_db_per_cm * z[cm].\n{}",
@@ -104,6 +122,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     );
     std::fs::write(&args.out, text)
         .with_context(|| format!("cannot write {}", args.out.display()))?;
+    if let Some(r) = &cal.response {
+        println!(
+            "echo response: truth = {:.3} + {:.3} x estimate, sd {:.3} over {} frames",
+            r.intercept, r.slope, r.sd, r.frames
+        );
+    } else {
+        println!(
+            "echo response: not fitted (fewer than {} frames with a lung)",
+            echo::MIN_RESPONSE_FRAMES
+        );
+    }
     println!(
         "depth gain {:.2} dB {:+.3} dB/cm from {frames} frames ({} pixels, rms {:.2} dB, \
          frame-to-frame sd {:.2} dB) -> {}",
@@ -115,4 +144,52 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         args.out.display()
     );
     Ok(())
+}
+
+/// Reconstructs every calibration frame from its echo power with `cal` and fits the
+/// truth's lung aeration (the lung region of the truth, as the published aeration's is of
+/// the estimate) against the estimate's.
+fn response(
+    args: &Args,
+    config: &Config,
+    cal: &Calibration,
+    frames: &[(Array2<f32>, Array2<f32>)],
+    z: &[f64],
+) -> anyhow::Result<Option<Response>> {
+    if frames.len() < echo::MIN_RESPONSE_FRAMES {
+        return Ok(None);
+    }
+    let device = pleura::device::select(&args.device)?;
+    let model = Model::load(&args.model, &device)
+        .with_context(|| format!("cannot load the model {}", args.model.display()))?;
+    let sampler = std::sync::Arc::new(PosteriorSampler::new(&model, &device)?);
+    let dz = z.get(1).map_or(f64::NAN, |z1| z1 - z[0]);
+    let cfg = pleura::posterior::SamplerConfig {
+        calibration: None,
+        ..config.sampler.clone()
+    };
+    let mut rec = Reconstructor::new(sampler, cfg, dz)?;
+    let mut pairs = Vec::new();
+    for (i, (env, truth)) in frames.iter().enumerate() {
+        rec.reset();
+        let outcome = rec.reconstruct_echo(
+            Echo {
+                envelope: env.view(),
+                z,
+            },
+            cal,
+        );
+        let FrameOutcome::Done(e) = outcome else {
+            tracing::warn!(
+                frame = i,
+                "echo reconstruction failed; left out of the response"
+            );
+            continue;
+        };
+        if let Some(t) = LungRegion::find(truth.view(), dz).mean(truth.view()) {
+            tracing::info!(frame = i, estimate = e.aeration, truth = t, "echo response");
+            pairs.push((e.aeration, t));
+        }
+    }
+    Ok(Response::fit(&pairs))
 }

@@ -161,9 +161,67 @@ pub struct Calibration {
     /// [`GainFit::frame_sd_db`] of the fit: it widens each echo estimate's interval.
     #[serde(default)]
     pub frame_sd_db: f64,
+    /// How the echo reconstruction's lung aeration answers the truth on the calibration
+    /// frames; absent when the calibration ran without a model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<Response>,
     /// What it was fitted on (recordings, frames), for people.
     #[serde(default)]
     pub source: String,
+}
+
+/// The echo reconstruction's lung aeration against the truth's on the calibration frames:
+/// `truth ~ intercept + slope * estimate`, with the residual's standard deviation `sd`
+/// (n - 2 denominator). The echo estimate regresses toward the middle (on simus RF,
+/// 0.893-0.954 came out as 0.83-0.88 and 0.488 as 0.54-0.55; docs/BENCHMARKS.md), which
+/// the samples' spread does not show: the line undoes it and `sd` is the interval's.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Response {
+    pub intercept: f64,
+    pub slope: f64,
+    pub sd: f64,
+    /// Calibration frames it was fitted on.
+    pub frames: usize,
+}
+
+/// Fewest calibration frames a [`Response`] is fitted from (two parameters and a spread).
+pub const MIN_RESPONSE_FRAMES: usize = 4;
+
+impl Response {
+    /// Least squares of `truth` on `estimate` over `(estimate, truth)` pairs; `None` with
+    /// fewer than [`MIN_RESPONSE_FRAMES`] pairs or estimates that do not vary.
+    pub fn fit(pairs: &[(f64, f64)]) -> Option<Self> {
+        let n = pairs.len();
+        if n < MIN_RESPONSE_FRAMES {
+            return None;
+        }
+        let nf = n as f64;
+        let (me, mt) = pairs
+            .iter()
+            .fold((0.0, 0.0), |(a, b), (e, t)| (a + e / nf, b + t / nf));
+        let see: f64 = pairs.iter().map(|(e, _)| (e - me).powi(2)).sum();
+        if see <= 1e-12 || see.is_nan() {
+            return None;
+        }
+        let slope = pairs.iter().map(|(e, t)| (e - me) * (t - mt)).sum::<f64>() / see;
+        let intercept = mt - slope * me;
+        let ss: f64 = pairs
+            .iter()
+            .map(|(e, t)| (t - intercept - slope * e).powi(2))
+            .sum();
+        Some(Self {
+            intercept,
+            slope,
+            sd: (ss / (nf - 2.0)).sqrt(),
+            frames: n,
+        })
+    }
+
+    /// The truth this estimate answers, clipped to [0, 1].
+    pub fn correct(&self, estimate: f64) -> f64 {
+        (self.intercept + self.slope * estimate).clamp(0.0, 1.0)
+    }
 }
 
 impl Calibration {
@@ -179,6 +237,18 @@ impl Calibration {
         let g = c.depth_gain;
         if !(g.gain_db.is_finite() && g.slope_db_per_cm.is_finite()) {
             return Err(bad(format!("depth gain {g:?} is not finite")));
+        }
+        if let Some(r) = &c.response {
+            let fine = r.intercept.is_finite()
+                && r.slope.is_finite()
+                && r.slope > 0.0
+                && r.sd.is_finite()
+                && r.sd >= 0.0;
+            if !fine {
+                return Err(bad(format!(
+                    "response {r:?}: the slope must be finite and > 0, the sd finite and >= 0"
+                )));
+            }
         }
         if !(c.frame_sd_db.is_finite() && c.frame_sd_db >= 0.0) {
             return Err(bad(format!(
@@ -328,6 +398,40 @@ mod tests {
             .map(|(a, b)| (a - b).abs())
             .fold(0.0, f32::max);
         assert!(worst < 1e-5, "{worst}");
+    }
+
+    /// The shipped calibration of PyMUST simus loads, response included.
+    #[test]
+    fn shipped_simus_calibration_loads() {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("config/calibrations/pymust-simus.toml");
+        let c = Calibration::load(&path).unwrap();
+        assert!((c.depth_gain.gain_db - 83.58).abs() < 0.01, "{c:?}");
+        let r = c.response.expect("a response");
+        assert_eq!(r.frames, 10);
+        assert!((r.slope - 1.398).abs() < 0.001, "{r:?}");
+    }
+
+    /// A line put into pairs comes back out of the fit, with the spread of what is left.
+    #[test]
+    fn response_fit_recovers_a_line() {
+        let pairs: Vec<(f64, f64)> = [0.5, 0.55, 0.65, 0.7, 0.8, 0.85]
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (*e, 0.1 + 1.1 * e + if i % 2 == 0 { 0.01 } else { -0.01 }))
+            .collect();
+        let r = Response::fit(&pairs).unwrap();
+        assert!(
+            (r.slope - 1.1).abs() < 0.05 && (r.intercept - 0.1).abs() < 0.04,
+            "{r:?}"
+        );
+        // Residuals of +-0.01 about the fitted line: sd = sqrt(6 e^2 / 4) = 0.0122 for
+        // e = 0.01 exactly, a little less as the line absorbs part of them.
+        assert!(r.sd > 0.008 && r.sd < 0.0123, "{r:?}");
+        assert_eq!(r.frames, 6);
+        assert_eq!(r.correct(0.9), 1.0);
+        assert!(Response::fit(&pairs[..3]).is_none());
+        assert!(Response::fit(&[(0.5, 0.4); 5]).is_none());
     }
 
     /// A depth gain put into amplitudes comes back out of the fit.

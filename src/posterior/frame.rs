@@ -244,6 +244,20 @@ impl Reconstructor {
         self.reconstruct_frame(op, data, shape, None)
     }
 
+    /// The next frame from its echo power alone, with `cal` (what `pleura calibrate`
+    /// validates a calibration with, on frames of known aeration).
+    pub fn reconstruct_echo(&mut self, echo: Echo<'_>, cal: &Calibration) -> FrameOutcome {
+        let index = self.frame;
+        self.frame += 1;
+        match self.echo_estimate(echo, cal, index) {
+            Ok((_, outcome)) => outcome,
+            Err(e) => FrameOutcome::Failed {
+                reason: e.to_string(),
+                attempts: 0,
+            },
+        }
+    }
+
     /// As [`Reconstructor::reconstruct`], with the frame's DAS envelope for the echo data
     /// term, which a frame the RF term does not explain is reconstructed from when a
     /// calibration is loaded.
@@ -438,7 +452,10 @@ impl Reconstructor {
         self.echo_op = Some(op);
         let (prev, mut outcome) = result?;
         if let FrameOutcome::Done(e) = &mut outcome {
-            widen(e, cal.frame_sd_db);
+            match &cal.response {
+                Some(r) => respond(e, r),
+                None => widen(e, cal.frame_sd_db),
+            }
         }
         Ok((prev, outcome))
     }
@@ -582,6 +599,24 @@ fn widen(e: &mut FrameEstimate, frame_sd_db: f64) {
     let lo = e.aeration - (e.aeration - e.aeration_ci[0]).hypot(h);
     let hi = e.aeration + (e.aeration_ci[1] - e.aeration).hypot(h);
     e.aeration_ci = [lo.max(0.0), hi.min(1.0)];
+}
+
+/// Maps an echo estimate's aeration through the calibration's [`echo::Response`]: the
+/// published aeration, its samples and the interval's sample part go through the line,
+/// and the line's residual sd joins each side in quadrature (`Z95 sd`), clipped to [0, 1].
+fn respond(e: &mut FrameEstimate, r: &echo::Response) {
+    let lo = r.slope * (e.aeration - e.aeration_ci[0]);
+    let hi = r.slope * (e.aeration_ci[1] - e.aeration);
+    e.aeration = r.correct(e.aeration);
+    for a in &mut e.sample_aerations {
+        *a = r.correct(*a);
+    }
+    let h = Z95 * r.sd;
+    e.aeration_ci = [
+        (e.aeration - lo.hypot(h)).max(0.0),
+        (e.aeration + hi.hypot(h)).min(1.0),
+    ];
+    e.category = category(e.aeration);
 }
 
 /// Summary statistics of K aeration samples.

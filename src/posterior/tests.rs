@@ -643,6 +643,9 @@ fn data_the_model_cannot_explain_are_a_poor_fit_with_a_wider_interval() {
     );
 }
 
+/// 1.96 times a response sd of 0.05: the least half width of an interval it widens.
+const Z95_SD_05: f64 = crate::aeration::Z95 * 0.05;
+
 /// With a calibration loaded, a frame the RF term cannot explain is reconstructed from its
 /// echo power: the envelope of aeration `a` is `c(z) K a` for the calibrated depth gain, so
 /// the echo draw explains it, and the estimate says which data term it fitted. Without the
@@ -667,6 +670,7 @@ fn a_poor_fit_is_reconstructed_from_the_echo_power_with_a_calibration() {
     let cal = echo::Calibration {
         depth_gain: gain,
         frame_sd_db: 0.0,
+        response: None,
         source: "test".into(),
     };
     std::fs::write(&path, toml::to_string(&cal).expect("toml")).expect("write");
@@ -695,6 +699,48 @@ fn a_poor_fit_is_reconstructed_from_the_echo_power_with_a_calibration() {
     assert!(e.residual < 0.2, "echo residual {}", e.residual);
     assert_eq!(e.nfe % 10, 0);
     assert!(e.nfe >= 20, "an RF draw and an echo draw: nfe {}", e.nfe);
+
+    // A calibration with a response maps the same estimate through its line and widens
+    // the interval by its spread.
+    let line = echo::Response {
+        intercept: 0.1,
+        slope: 1.2,
+        sd: 0.05,
+        frames: 10,
+    };
+    let with_line = dir.path().join("line.toml");
+    let cal_line = echo::Calibration {
+        response: Some(line),
+        ..cal.clone()
+    };
+    std::fs::write(&with_line, toml::to_string(&cal_line).expect("toml")).expect("write");
+    let mut rec = Reconstructor::new(
+        ps.clone(),
+        SamplerConfig {
+            calibration: Some(with_line),
+            ..c.clone()
+        },
+        0.3e-3,
+    )
+    .expect("rec");
+    let l = done(rec.reconstruct_frame(
+        &op,
+        &flat_data(&flipped),
+        &data_shape(&flipped),
+        Some(echo_in),
+    ));
+    assert!(
+        (l.aeration - line.correct(e.aeration)).abs() < 1e-9,
+        "{} against {}",
+        l.aeration,
+        e.aeration
+    );
+    assert!(
+        l.aeration_ci[1] - l.aeration_ci[0] >= 2.0 * Z95_SD_05 - 1e-9,
+        "{:?}",
+        l.aeration_ci
+    );
+    assert_eq!(l.category, crate::aeration::category(l.aeration));
 
     let mut rec = Reconstructor::new(ps.clone(), c.clone(), 0.3e-3).expect("rec");
     let e = done(rec.reconstruct(&op, &flat_data(&flipped), &data_shape(&flipped)));
