@@ -286,12 +286,7 @@ fn print_run(name: &str, fps: f64, r: &LatencyRun) {
 pub fn run(args: IngestArgs) -> Result<()> {
     let rec = Recording::open(&args.recording)
         .with_context(|| format!("opening {}", args.recording.display()))?;
-    let base = if args.config.exists() {
-        Config::load(&args.config)?
-    } else {
-        tracing::warn!(path = %args.config.display(), "no configuration file, using defaults");
-        Config::default()
-    };
+    let base = super::config_or_defaults(&args.config)?;
     let frame_mb = wire::frame_shape(rec.scan()).iter().product::<usize>() as f64 * 2.0 / 1e6;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

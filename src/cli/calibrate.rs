@@ -49,12 +49,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let config = if args.config.exists() {
-        Config::load(&args.config)?
-    } else {
-        tracing::warn!(path = %args.config.display(), "no configuration file, using defaults");
-        Config::default()
-    };
+    let config = super::config_or_defaults(&args.config)?;
     let das = StageSpec::offline(&config)?.das;
     let mut pairs: Vec<(Array2<f32>, Array2<f32>)> = Vec::new();
     // Each frame's envelope and truth, for the response.

@@ -17,7 +17,7 @@ pub mod serve;
 pub mod simulate;
 pub mod train;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use pleura::recording::{Recording, TrackChoice};
@@ -31,6 +31,17 @@ pub struct RecordingArgs {
     /// channel data).
     #[arg(long)]
     pub track: Option<TrackChoice>,
+}
+
+/// The configuration at `path` (a command's `--config`), or the defaults, with a warning,
+/// when there is no file there.
+pub fn config_or_defaults(path: &Path) -> anyhow::Result<pleura::config::Config> {
+    if path.exists() {
+        Ok(pleura::config::Config::load(path)?)
+    } else {
+        tracing::warn!(path = %path.display(), "no configuration file, using defaults");
+        Ok(pleura::config::Config::default())
+    }
 }
 
 impl RecordingArgs {

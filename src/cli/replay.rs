@@ -42,7 +42,7 @@ use anyhow::Context;
 use ndarray::{Array1, Array2, Array3};
 use sha2::{Digest, Sha256};
 
-use pleura::config::{Config, StageKind};
+use pleura::config::StageKind;
 use pleura::diffusion::checkpoint;
 use pleura::eval::files::{ReconWriter, Truth};
 use pleura::grid::Grid;
@@ -98,12 +98,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let config = if args.config.exists() {
-        Config::load(&args.config)?
-    } else {
-        tracing::warn!(path = %args.config.display(), "no configuration file, using defaults");
-        Config::default()
-    };
+    let config = super::config_or_defaults(&args.config)?;
     let mut cfg = config.sampler.clone();
     if let Some(m) = args.sampler {
         cfg.method = m;
