@@ -44,6 +44,9 @@
 #                        (default: all)
 #   --set-dps K=V, --set-ddim K=V, --set-dds K=V
 #                        override a [sampler] setting of those rows (repeatable)
+#   --calibration FILE   echo-power calibration for every sampler row (`replay
+#                        --calibration`; `pleura calibrate`, docs/reconstruction.md "Echo
+#                        power"); the rows' names get "-calibrated"
 #   --skip-dps           leave out full DPS
 #   --resume             keep reconstructions that already exist in OUT_DIR
 #
@@ -95,6 +98,7 @@ while [ $# -gt 0 ]; do
     --set-dps) SET_DPS+=("$2"); shift 2 ;;
     --set-ddim) SET_DDIM+=("$2"); shift 2 ;;
     --set-dds) SET_DDS+=("$2"); shift 2 ;;
+    --calibration) CALIBRATION=$2; shift 2 ;;
     --skip-dps) SKIP_DPS=1; shift ;;
     --resume) RESUME=1; shift ;;
     -h | --help) usage 0 ;;
@@ -197,6 +201,11 @@ replay_row() {
   shift 5
   local kv
   for kv in "$@"; do name+="-${kv/=/}"; done
+  local cal=()
+  if [ -n "${CALIBRATION:-}" ]; then
+    name+="-calibrated"
+    cal=(--calibration "$CALIBRATION")
+  fi
   local cfg
   cfg=$(make_config "$name" "$@")
   echo "$name|$sampler|$steps|$*" >> "$ROWS"
@@ -208,7 +217,8 @@ replay_row() {
     if ! kept "$name" "$seq"; then
       run "$PLEURA" replay "$OUT/data/$seq.h5" --out "$OUT/recon/$name-$seq.h5" \
         --config "$cfg" --model "$MODEL" --sampler "$sampler" --steps "$steps" \
-        --samples "$SAMPLES" --device cpu ${limit[@]+"${limit[@]}"} 2> "$OUT/recon/$name-$seq.log"
+        --samples "$SAMPLES" --device cpu ${limit[@]+"${limit[@]}"} ${cal[@]+"${cal[@]}"} \
+        2> "$OUT/recon/$name-$seq.log"
     fi
     evaluate "$name" "$seq"
   done
