@@ -351,9 +351,11 @@ impl Reconstructor {
             self.poor_fit = true;
         }
         if let (Some(cal), Some(echo)) = (self.calibration.clone(), echo) {
-            let (prev, outcome) = self.echo_estimate(echo, &cal, index)?;
+            // The next frame starts cold: the RF term explains no echo estimate, so a warm
+            // start from it would be a scene change on every frame.
+            let (_, outcome) = self.echo_estimate(echo, &cal, index)?;
             let FrameOutcome::Done(mut e) = outcome else {
-                return Ok((prev, outcome));
+                return Ok((None, outcome));
             };
             e.misfit = est.misfit;
             e.model_error = meas.model_error(est.residual) * meas.unit;
@@ -362,7 +364,7 @@ impl Reconstructor {
             e.noise_source = est.noise_source;
             e.restarts += est.restarts + 1;
             e.nfe += est.nfe;
-            return Ok((prev, FrameOutcome::Done(e)));
+            return Ok((None, FrameOutcome::Done(e)));
         }
         // More residual than noise leaves: model error. Draw again with it counted as
         // noise, so that the samples spread as far as the data then allow. The draw starts
