@@ -399,32 +399,13 @@ fn posterior_stage_matches_replay_and_reloads_its_model() {
             String::from_utf8_lossy(&run.stderr)
         );
         let f = hdf5::File::open(&out).unwrap();
-        let read = |name: &str| -> Vec<f64> {
-            f.dataset(name)
-                .and_then(|d| d.read_raw::<f64>())
-                .unwrap_or_else(|e| panic!("{name}: {e}"))
-        };
-        let strings = |name: &str| -> Vec<String> {
-            f.dataset(name)
-                .and_then(|d| d.read_raw::<hdf5::types::VarLenUnicode>())
-                .unwrap_or_else(|e| panic!("{name}: {e}"))
-                .iter()
-                .map(|s| s.to_string())
-                .collect()
-        };
         Replayed {
-            aeration: read("pleura/recon/aeration"),
-            ci: read("pleura/recon/aeration_ci"),
-            category: f
-                .dataset("pleura/recon/category")
-                .and_then(|d| d.read_raw::<u8>())
-                .unwrap(),
-            mean: f
-                .dataset("pleura/recon/mean")
-                .and_then(|d| d.read_raw::<f32>())
-                .unwrap(),
-            start: strings("pleura/recon/start"),
-            failed_reason: strings("pleura/recon/failed_reason"),
+            aeration: common::h5_read(&f, "pleura/recon/aeration"),
+            ci: common::h5_read(&f, "pleura/recon/aeration_ci"),
+            category: common::h5_read(&f, "pleura/recon/category"),
+            mean: common::h5_read(&f, "pleura/recon/mean"),
+            start: common::h5_strings(&f, "pleura/recon/start"),
+            failed_reason: common::h5_strings(&f, "pleura/recon/failed_reason"),
         }
     };
     // Plays the recording once and checks every published frame against `expected`:
@@ -543,15 +524,9 @@ fn beamform_matches_the_das_stage() {
         String::from_utf8_lossy(&run.stderr)
     );
     let f = hdf5::File::open(&out).unwrap();
-    let envelope = f.dataset("envelope").unwrap().read_raw::<f32>().unwrap();
-    let bmode = f.dataset("bmode").unwrap().read_raw::<u8>().unwrap();
-    let reasons: Vec<String> = f
-        .dataset("failed_reason")
-        .and_then(|d| d.read_raw::<hdf5::types::VarLenUnicode>())
-        .unwrap()
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let envelope: Vec<f32> = common::h5_read(&f, "envelope");
+    let bmode: Vec<u8> = common::h5_read(&f, "bmode");
+    let reasons = common::h5_strings(&f, "failed_reason");
     let pixels = x.2 * z.2;
     let sha = |bytes: &[u8]| {
         Sha256::digest(bytes)
@@ -640,26 +615,14 @@ fn posterior_stage_serves_a_real_128_element_scan_as_replay_does() {
         String::from_utf8_lossy(&run.stderr)
     );
     let f = hdf5::File::open(&out).unwrap();
-    let mean: Vec<f32> = f
-        .dataset("pleura/recon/mean")
-        .and_then(|d| d.read_raw::<f32>())
-        .unwrap();
-    let aeration: Vec<f64> = f
-        .dataset("pleura/recon/aeration")
-        .and_then(|d| d.read_raw::<f64>())
-        .unwrap();
+    let mean: Vec<f32> = common::h5_read(&f, "pleura/recon/mean");
+    let aeration: Vec<f64> = common::h5_read(&f, "pleura/recon/aeration");
     assert_eq!(mean.len(), 120 * 120);
     assert!(aeration[0].is_finite(), "{aeration:?}");
     // The operator explains none of the disk's echoes: a poor fit, drawn again under
     // model error (docs/reconstruction.md, "Model error").
-    let misfit: Vec<f64> = f
-        .dataset("pleura/recon/misfit")
-        .and_then(|d| d.read_raw::<f64>())
-        .unwrap();
-    let poor: Vec<u8> = f
-        .dataset("pleura/recon/poor_fit")
-        .and_then(|d| d.read_raw::<u8>())
-        .unwrap();
+    let misfit: Vec<f64> = common::h5_read(&f, "pleura/recon/misfit");
+    let poor: Vec<u8> = common::h5_read(&f, "pleura/recon/poor_fit");
     assert_eq!(poor, [1]);
     assert!(misfit[0] > 2.0, "misfit {misfit:?}");
     assert!(

@@ -52,15 +52,6 @@ fn replay(input: &Path, out: &Path, calibration: Option<&Path>) {
     ok(cmd.output().expect("run replay"), "replay");
 }
 
-fn strings(f: &hdf5::File, name: &str) -> Vec<String> {
-    f.dataset(name)
-        .and_then(|d| d.read_raw::<hdf5::types::VarLenUnicode>())
-        .unwrap_or_else(|e| panic!("{name}: {e}"))
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
-}
-
 #[test]
 fn a_calibrated_system_is_reconstructed_from_its_echo_power() {
     let dir = common::tempdir();
@@ -98,11 +89,8 @@ fn a_calibrated_system_is_reconstructed_from_its_echo_power() {
     let out = dir.path().join("echo.h5");
     replay(&input, &out, Some(&cal));
     let f = hdf5::File::open(&out).unwrap();
-    assert_eq!(strings(&f, "pleura/recon/data_term"), ["echo"]);
-    let poor = f
-        .dataset("pleura/recon/poor_fit")
-        .and_then(|d| d.read_raw::<u8>())
-        .unwrap();
+    assert_eq!(common::h5_strings(&f, "pleura/recon/data_term"), ["echo"]);
+    let poor: Vec<u8> = common::h5_read(&f, "pleura/recon/poor_fit");
     assert_eq!(poor, [1], "the operator does not explain simus's RF");
     let e = eval(&out, &input);
 
@@ -139,10 +127,7 @@ fn a_calibrated_system_is_reconstructed_from_its_echo_power() {
     let out = dir.path().join("rf.h5");
     replay(&input, &out, None);
     let f = hdf5::File::open(&out).unwrap();
-    assert_eq!(strings(&f, "pleura/recon/data_term"), ["rf"]);
-    let ci = f
-        .dataset("pleura/recon/aeration_ci")
-        .and_then(|d| d.read_raw::<f64>())
-        .unwrap();
+    assert_eq!(common::h5_strings(&f, "pleura/recon/data_term"), ["rf"]);
+    let ci: Vec<f64> = common::h5_read(&f, "pleura/recon/aeration_ci");
     assert!(ci[1] - ci[0] > 0.2, "interval {ci:?}");
 }

@@ -51,11 +51,9 @@ pub struct Args {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let config = super::config_or_defaults(&args.config)?;
     let das = StageSpec::offline(&config)?.das;
-    let mut pairs: Vec<(Array2<f32>, Array2<f32>)> = Vec::new();
-    // Each frame's envelope and truth, for the response.
+    // Each frame's envelope and truth.
     let mut frames_kept: Vec<(Array2<f32>, Array2<f32>)> = Vec::new();
     let mut z_all: Option<Vec<f64>> = None;
-    let mut frames = 0;
     for input in &args.inputs {
         let rec = pleura::recording::Recording::open(input)
             .with_context(|| format!("cannot open recording {}", input.display()))?;
@@ -78,15 +76,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let mut env = Array2::<f32>::zeros((grid.nz(), grid.nx()));
             bf.envelope_into(frame.data.view(), env.view_mut())
                 .with_context(|| format!("beamforming frame {f} of {}", input.display()))?;
-            pairs.push((echo::amplitude(env.view()), echo::smooth(a)));
             frames_kept.push((env, a.to_owned()));
-            frames += 1;
         }
         z_all = Some(truth.grid_z.clone());
     }
     let Some(z) = z_all else {
         bail!("no recordings");
     };
+    let frames = frames_kept.len();
+    let pairs: Vec<(Array2<f32>, Array2<f32>)> = frames_kept
+        .iter()
+        .map(|(env, a)| (echo::amplitude(env.view()), echo::smooth(a.view())))
+        .collect();
     let Some(fit) = DepthGain::fit(pairs.iter().map(|(b, k)| (b.view(), k.view())), &z) else {
         bail!(
             "no pixel of aeration above {} at two depths: nothing to fit the depth gain to",

@@ -358,7 +358,7 @@ impl Reconstructor {
                 return Ok((None, outcome));
             };
             e.misfit = est.misfit;
-            e.model_error = meas.model_error(est.residual) * meas.unit;
+            e.model_error = meas.model_error(est.residual) * op.norm();
             e.poor_fit = true;
             e.noise_sigma = est.noise_sigma;
             e.noise_source = est.noise_source;
@@ -371,22 +371,46 @@ impl Reconstructor {
         // cold: a warm start would hold every sample near the previous frame's estimate,
         // which these data did not support either (measured on simus RF: intervals 0.035
         // wide warm against 0.48 cold, docs/reconstruction.md, "Model error").
-        let model_error = meas.model_error(est.residual);
-        let tempered = meas.with_model_error(model_error);
         let kind = match kind {
             StartKind::Warm => StartKind::Cold,
             other => other,
         };
-        let (prev, outcome) = self.sample(&cfg, op, &tempered, Start::Cold, kind, index)?;
+        let (prev, outcome, model_error) =
+            self.redraw_under_model_error(&cfg, op, &meas, &est, kind, index)?;
         let FrameOutcome::Done(mut poor) = outcome else {
             return Ok((prev, outcome));
         };
         poor.misfit = est.misfit;
-        poor.model_error = model_error * meas.unit;
+        poor.model_error = model_error * op.norm();
         poor.poor_fit = true;
-        poor.restarts += est.restarts + 1;
-        poor.nfe += est.nfe;
         Ok((prev, FrameOutcome::Done(poor)))
+    }
+
+    /// Draws the frame again, cold, with the model error that `first`'s residual leaves
+    /// counted as noise ([`Measurement::with_model_error`]); the draw's estimate counts
+    /// `first`'s attempts and evaluations too. Also returns the model error (normalised
+    /// units per sample).
+    fn redraw_under_model_error(
+        &self,
+        cfg: &SamplerConfig,
+        op: &NormalizedOperator,
+        meas: &Measurement,
+        first: &FrameEstimate,
+        kind: StartKind,
+        index: u64,
+    ) -> Result<(Option<Previous>, FrameOutcome, f64), PosteriorError> {
+        let model_error = meas.model_error(first.residual);
+        let tempered = meas.with_model_error(model_error);
+        let (prev, outcome) = self.sample(cfg, op, &tempered, Start::Cold, kind, index)?;
+        let outcome = match outcome {
+            FrameOutcome::Done(mut e) => {
+                e.restarts += first.restarts + 1;
+                e.nfe += first.nfe;
+                FrameOutcome::Done(e)
+            }
+            failed => failed,
+        };
+        Ok((prev, outcome, model_error))
     }
 
     /// The frame from its echo power ([`echo`]): a cold draw on the echo data over the
@@ -413,47 +437,34 @@ impl Reconstructor {
                 &device,
             )?);
         }
-        let Some(op) = self.echo_op.take() else {
+        let Some(op) = self.echo_op.as_ref() else {
             unreachable!("built above")
         };
         let flat: Vec<f32> = data.iter().copied().collect();
         let level = flat.iter().map(|v| *v as f64).sum::<f64>() / flat.len() as f64;
-        let result = (|| -> Result<(Option<Previous>, FrameOutcome), PosteriorError> {
-            let meas = Measurement::new(
-                &op,
-                &flat,
-                &[nz, nx],
-                Some(echo::NOISE_FRACTION * level),
-                &device,
-            )?;
-            let cfg = SamplerConfig {
-                method: super::Method::Dds,
-                lambda: echo::LAMBDA,
-                ..self.cfg.clone()
-            };
-            let (prev, outcome) =
-                self.sample(&cfg, &op, &meas, Start::Cold, StartKind::Cold, index)?;
-            let FrameOutcome::Done(mut est) = outcome else {
-                return Ok((prev, outcome));
-            };
-            est.data_term = DataTerm::Echo;
-            if est.residual / meas.noise_floor() <= self.cfg.model_error_factor {
-                return Ok((prev, FrameOutcome::Done(est)));
+        let meas = Measurement::new(
+            op,
+            &flat,
+            &[nz, nx],
+            Some(echo::NOISE_FRACTION * level),
+            &device,
+        )?;
+        let cfg = SamplerConfig {
+            method: super::Method::Dds,
+            lambda: echo::LAMBDA,
+            ..self.cfg.clone()
+        };
+        let (mut prev, mut outcome) =
+            self.sample(&cfg, op, &meas, Start::Cold, StartKind::Cold, index)?;
+        if let FrameOutcome::Done(est) = &outcome {
+            if est.residual / meas.noise_floor() > self.cfg.model_error_factor {
+                let first = est.clone();
+                (prev, outcome, _) =
+                    self.redraw_under_model_error(&cfg, op, &meas, &first, StartKind::Cold, index)?;
             }
-            let tempered = meas.with_model_error(meas.model_error(est.residual));
-            let (prev, outcome) =
-                self.sample(&cfg, &op, &tempered, Start::Cold, StartKind::Cold, index)?;
-            let FrameOutcome::Done(mut e) = outcome else {
-                return Ok((prev, outcome));
-            };
-            e.data_term = DataTerm::Echo;
-            e.restarts += est.restarts + 1;
-            e.nfe += est.nfe;
-            Ok((prev, FrameOutcome::Done(e)))
-        })();
-        self.echo_op = Some(op);
-        let (prev, mut outcome) = result?;
+        }
         if let FrameOutcome::Done(e) = &mut outcome {
+            e.data_term = DataTerm::Echo;
             match &cal.response {
                 Some(r) => respond(e, r),
                 None => widen(e, cal.frame_sd_db),
@@ -465,7 +476,7 @@ impl Reconstructor {
     /// Draws the frame's samples from `start` (restarting after divergences, redrawing
     /// DPS draws that do not fit) and summarises them.
     fn sample(
-        &mut self,
+        &self,
         cfg: &SamplerConfig,
         op: &NormalizedOperator,
         meas: &Measurement,

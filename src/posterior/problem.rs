@@ -209,8 +209,6 @@ pub struct Measurement {
     pub sigma: f64,
     /// The measured (or configured) noise standard deviation per sample in data units.
     pub sigma_data: f64,
-    /// Data units per normalised unit: the operator's norm `||A||`.
-    pub unit: f64,
     pub noise_source: NoiseSource,
     /// Number of data samples M.
     pub n_samples: usize,
@@ -271,7 +269,6 @@ impl Measurement {
             y_norm,
             sigma: sigma_data / op.norm,
             sigma_data,
-            unit: op.norm,
             noise_source,
             n_samples: data.len(),
         })

@@ -134,3 +134,19 @@ pub fn decode_png(path: &Path) -> (u32, u32, Vec<[u8; 3]>) {
         .collect();
     (info.width, info.height, px)
 }
+
+/// Dataset `name` of `f`, flattened, panicking with its name when it is missing or
+/// mistyped.
+pub fn h5_read<T: hdf5::H5Type>(f: &hdf5::File, name: &str) -> Vec<T> {
+    f.dataset(name)
+        .and_then(|d| d.read_raw::<T>())
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+/// String dataset `name` of `f` (variable-length UTF-8), flattened.
+pub fn h5_strings(f: &hdf5::File, name: &str) -> Vec<String> {
+    h5_read::<hdf5::types::VarLenUnicode>(f, name)
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
