@@ -349,7 +349,9 @@ fn bridge_to_daemon_to_python_subscriber() {
 /// the aeration, its interval, category and start kind agree with `pleura replay` of the
 /// same file with the same settings: the daemon and replay run the same pipeline. Then
 /// the model on disk is replaced and SIGHUP reloads it: the next stream is reconstructed
-/// with the new model, again as replay does, on the same connection.
+/// with the new model, again as replay does, on the same connection. The echo-power
+/// calibration in force is reported by `/status`, `/metrics` and replay's file, and a
+/// reload brings the new one.
 #[test]
 fn posterior_stage_matches_replay_and_reloads_its_model() {
     use common::lung;
@@ -357,6 +359,18 @@ fn posterior_stage_matches_replay_and_reloads_its_model() {
     let g = pleura::testing::tiny_grid();
     let model = dir.path().join("model");
     lung::write_model(&model, &g, 1);
+    let calibration = dir.path().join("calibration.toml");
+    let write_calibration = |gain_db: f64| {
+        std::fs::write(
+            &calibration,
+            format!(
+                "frame_sd_db = 0.25\nsource = \"test\"\n\n[depth_gain]\n\
+                 gain_db = {gain_db:?}\nslope_db_per_cm = -2.5\n"
+            ),
+        )
+        .unwrap();
+    };
+    write_calibration(83.5);
     let frames = 5u64;
     // Frame 2 holds a NaN: both roads fail on it, for the same reason.
     let input = dir.path().join("lung.zea.h5");
@@ -367,11 +381,34 @@ fn posterior_stage_matches_replay_and_reloads_its_model() {
             "stage = \"posterior\"\nmodel = \"{}\"\ndevice = \"cpu\"\nqueue_capacity = 8",
             model.display()
         ),
-        "[sampler]\nmethod = \"dds\"\nsteps = 10\nsamples = 3\nseed = 7",
+        &format!(
+            "[sampler]\nmethod = \"dds\"\nsteps = 10\nsamples = 3\nseed = 7\n\
+             calibration = \"{}\"",
+            calibration.display()
+        ),
     );
+    // The calibration in force, as `/status`, `/metrics` and replay's file report it.
+    let reported_gain = |d: &Served| {
+        let (code, body) = http_get(&d.admin, "/status");
+        assert_eq!(code, 200, "{body}");
+        let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let c = &status["in_force"]["calibration"];
+        assert_eq!(c["file"].as_str(), calibration.to_str(), "{c}");
+        assert_eq!(c["depth_gain"]["slope_db_per_cm"], -2.5, "{c}");
+        assert_eq!(c["frame_sd_db"], 0.25, "{c}");
+        let m = d.metrics();
+        assert_eq!(m["pleura_calibration_loaded"], 1.0);
+        assert_eq!(m["pleura_calibration_slope_db_per_cm"], -2.5);
+        assert_eq!(
+            m["pleura_calibration_gain_db"],
+            c["depth_gain"]["gain_db"].as_f64().unwrap()
+        );
+        m["pleura_calibration_gain_db"]
+    };
 
     // What `pleura replay` writes per frame with the model on disk.
     struct Replayed {
+        gain_db: f64,
         aeration: Vec<f64>,
         ci: Vec<f64>,
         category: Vec<u8>,
@@ -399,7 +436,16 @@ fn posterior_stage_matches_replay_and_reloads_its_model() {
             String::from_utf8_lossy(&run.stderr)
         );
         let f = hdf5::File::open(&out).unwrap();
+        let cal: hdf5::types::VarLenUnicode = f
+            .group("pleura/recon")
+            .unwrap()
+            .attr("calibration")
+            .unwrap()
+            .read_scalar()
+            .unwrap();
+        let cal: serde_json::Value = serde_json::from_str(cal.as_str()).unwrap();
         Replayed {
+            gain_db: cal["depth_gain"]["gain_db"].as_f64().unwrap(),
             aeration: common::h5_read(&f, "pleura/recon/aeration"),
             ci: common::h5_read(&f, "pleura/recon/aeration_ci"),
             category: common::h5_read(&f, "pleura/recon/category"),
@@ -459,9 +505,13 @@ fn posterior_stage_matches_replay_and_reloads_its_model() {
     assert_eq!(first.start, ["cold", "warm", "", "cold", "warm"]);
     let d = serve_with(dir.path(), &config);
     stream(&d, &first, "bridge-1.log");
+    assert_eq!(first.gain_db, 83.5);
+    assert_eq!(reported_gain(&d), 83.5);
 
     lung::write_model(&model, &g, 2);
+    write_calibration(71.25);
     let second = replay("replay-2.h5");
+    assert_eq!(second.gain_db, 71.25);
     assert!(
         (second.aeration[0] - first.aeration[0]).abs() > 1e-6,
         "another model gives another reconstruction: {} {}",
@@ -473,6 +523,11 @@ fn posterior_stage_matches_replay_and_reloads_its_model() {
         d.log_text().contains("configuration reloaded")
     });
     stream(&d, &second, "bridge-2.log");
+    assert_eq!(
+        reported_gain(&d),
+        71.25,
+        "the reloaded calibration is in force"
+    );
     let m = d.metrics();
     assert_eq!(
         m["pleura_frames_processed_total"],

@@ -48,10 +48,10 @@ use pleura::eval::files::{ReconWriter, Truth};
 use pleura::grid::Grid;
 use pleura::logging::Chain;
 use pleura::pipeline::{self, FrameInput, StageSpec};
-use pleura::posterior::frame::FrameOutcome;
+use pleura::posterior::frame::{DataTerm, FrameOutcome};
 use pleura::posterior::Method;
 use pleura::render::{
-    self, Estimate, FrameLabel, PanelInput, Reconstruction, TrendPoint, TrendValue,
+    self, Estimate, FrameLabel, PanelInput, PoorFit, Reconstruction, TrendPoint, TrendValue,
 };
 
 /// Arguments of `pleura replay`.
@@ -247,6 +247,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                         aeration: e.aeration,
                         ci: e.aeration_ci,
                         category: e.category,
+                        poor_fit: e.poor_fit.then_some(PoorFit {
+                            misfit: e.misfit,
+                            echo: e.data_term == DataTerm::Echo,
+                        }),
                     }),
                     TrendValue::Estimate {
                         aeration: e.aeration,
@@ -295,6 +299,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         model: args.model.display().to_string(),
         model_sha256: model_hash,
         sampler: serde_json::to_string(&cfg)?,
+        calibration: match stage.calibration() {
+            Some((_, c)) => serde_json::to_string(c)?,
+            None => String::new(),
+        },
         operator_norm,
         device: stage.device(),
     };
@@ -345,6 +353,8 @@ struct Attrs {
     model: String,
     model_sha256: String,
     sampler: String,
+    /// The echo-power calibration in force (JSON), empty without one.
+    calibration: String,
     operator_norm: f64,
     device: String,
 }
@@ -436,6 +446,7 @@ impl Output {
             ("model", &attrs.model),
             ("model_sha256", &attrs.model_sha256),
             ("sampler", &attrs.sampler),
+            ("calibration", &attrs.calibration),
             ("device", &attrs.device),
         ] {
             w.attr(name, value)?;

@@ -17,7 +17,7 @@ use ndarray::ArrayView2;
 use crate::aeration;
 use crate::metrics::{Metrics, StateTable};
 use crate::protocol::{FieldData, ResultMessage};
-use crate::render::{self, Estimate, FrameLabel, PanelInput, Reconstruction, RenderError};
+use crate::render::{self, Estimate, FrameLabel, PanelInput, PoorFit, Reconstruction, RenderError};
 use crate::render::{TrendPoint, TrendValue};
 
 /// Trend points kept per stream (the most recent).
@@ -138,6 +138,15 @@ fn grid_of(r: Option<&ResultMessage>) -> (&[f64], &[f64]) {
 }
 
 /// The aeration a result published with its interval, when it has them.
+/// The result's poor fit, as its `poor_fit`, `misfit` and `data_term` fields say
+/// (docs/protocol.md).
+fn poor_fit(r: &ResultMessage) -> Option<PoorFit> {
+    (scalar(r, "poor_fit") == Some(1.0)).then(|| PoorFit {
+        misfit: scalar(r, "misfit").unwrap_or(f64::NAN),
+        echo: scalar(r, "data_term") == Some(1.0),
+    })
+}
+
 fn published(r: &ResultMessage) -> Option<(f64, [f64; 2])> {
     let a = scalar(r, "aeration")?;
     match f64s(r, "aeration_ci")? {
@@ -266,6 +275,9 @@ impl LiveView {
                         }
                         if let Some(c) = scalar(r, "category") {
                             j["category"] = aeration::category_label(c as u8).into();
+                        }
+                        if let Some(p) = poor_fit(r) {
+                            j["poor_fit"] = p.note().into();
                         }
                         j["latency_ms"] = (r.latency_ns as f64 * 1e-6).into();
                     }
@@ -404,6 +416,7 @@ impl RenderJob {
                 aeration,
                 ci,
                 category: scalar(r, "category").map_or(u8::MAX, |c| c as u8),
+                poor_fit: poor_fit(r),
             }),
             _ => Reconstruction::None,
         };
@@ -513,6 +526,37 @@ pub(crate) mod tests {
         live.set_max_streams(1);
         assert_eq!(metrics.entries(StateTable::LiveStreams), 1);
         assert_eq!(metrics.evictions(StateTable::LiveStreams), 2);
+    }
+
+    /// A result published as a poor fit is marked in the stream's state with what its
+    /// fields say (misfit, data term); a good fit is not.
+    #[test]
+    fn poor_fits_are_marked() {
+        let live = LiveView::new(4, Arc::new(Metrics::new()));
+        let with = |poor_fit: u8, data_term: u8| {
+            let mut r = (*result(5, 0, 0.6)).clone();
+            let u8_field = |name: &str, v: u8| Field {
+                name: name.into(),
+                shape: Vec::new(),
+                data: FieldData::U8(vec![v]),
+            };
+            r.fields.extend([
+                Field::scalar("misfit", 9.84),
+                u8_field("poor_fit", poor_fit),
+                u8_field("data_term", data_term),
+            ]);
+            live.result(Arc::new(r));
+            live.state_json()[0].get("poor_fit").cloned()
+        };
+        assert_eq!(with(0, 0), None);
+        assert_eq!(
+            with(1, 0).unwrap(),
+            "POOR FIT of the RF (misfit 9.8): interval widened by the model error"
+        );
+        assert_eq!(
+            with(1, 1).unwrap(),
+            "POOR FIT of the RF (misfit 9.8): estimate from the calibrated echo power"
+        );
     }
 
     /// Figures are rendered once per result and re-rendered when a new one arrives;

@@ -44,6 +44,7 @@ pub mod validate;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -56,6 +57,7 @@ use crate::config::{Config, ConfigError, DaemonConfig, IngestMode};
 use crate::logging::Chain;
 use crate::metrics::{http, Metrics, StateTable};
 use crate::pipeline::{self, FrameInput, PipelineError, ScanCheck, ScanLimits, StageSpec};
+use crate::posterior::echo::Calibration;
 use crate::protocol::{self, Key, ResultMessage, StatusMessage};
 use crate::wire;
 use live::LiveView;
@@ -437,6 +439,7 @@ impl Daemon {
             "daemon running"
         );
         metrics.set_device(&in_force.device);
+        metrics.set_calibration(in_force.calibration());
         metrics.set_in_force(in_force.describe());
         let live = Arc::new(LiveView::new(config.max_streams, metrics.clone()));
         let admin_task = tokio::spawn(http::serve(admin, metrics.clone(), live.clone()));
@@ -570,6 +573,8 @@ struct InForce {
     check: ScanCheck,
     stage: &'static str,
     device: String,
+    /// The stage's echo-power calibration and its file.
+    calibration: Option<(PathBuf, Calibration)>,
 }
 
 impl InForce {
@@ -578,9 +583,17 @@ impl InForce {
             check: stage.scan_check(ScanLimits::from_config(&daemon)),
             stage: stage.name(),
             device: stage.device(),
+            calibration: stage
+                .calibration()
+                .map(|(path, c)| (path.to_path_buf(), c.clone())),
             daemon,
             key,
         }
+    }
+
+    /// The calibration in force, as the metrics take it.
+    fn calibration(&self) -> Option<&Calibration> {
+        self.calibration.as_ref().map(|(_, c)| c)
     }
 
     /// What `/status` reports as in force.
@@ -592,6 +605,11 @@ impl InForce {
             "stage": self.stage,
             "device": self.device,
             "model": d.model,
+            "calibration": self.calibration.as_ref().map(|(file, c)| {
+                let mut v = serde_json::to_value(c).unwrap_or_default();
+                v["file"] = file.display().to_string().into();
+                v
+            }),
             "queue_capacity": d.queue_capacity,
             "status_interval_ms": d.status_interval_ms,
             "max_message_bytes": d.max_message_bytes,
@@ -684,6 +702,7 @@ async fn reload_task(
                 }
                 let next = Arc::new(next);
                 metrics.set_device(&next.device);
+                metrics.set_calibration(next.calibration());
                 metrics.set_in_force(next.describe());
                 metrics.set_last_reload(None);
                 metrics.reloads.fetch_add(1, Relaxed);
@@ -996,6 +1015,7 @@ fn worker_loop(
             stage = next;
             counted = 0;
             metrics.set_device(&stage.device());
+            metrics.set_calibration(stage.calibration().map(|(_, c)| c));
         }
         let started = Instant::now();
         let outcome = wire::payload_to_array(&frame.payload, frame.dtype, frame.shape)

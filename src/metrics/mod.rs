@@ -10,6 +10,8 @@ use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+use crate::posterior::echo::Calibration;
+
 /// Why an incoming message was rejected (the `reason` label of
 /// `pleura_messages_rejected_total`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -232,6 +234,8 @@ pub struct Metrics {
     /// Where the processing stage runs (`cpu`, `cuda:0`, ...); changes when a reload
     /// brings a stage on another device.
     device: std::sync::RwLock<String>,
+    /// The echo data term's calibration the stage in use loaded (`[sampler] calibration`).
+    calibration: std::sync::RwLock<Option<Calibration>>,
     /// The configuration in force, as `/status` reports it.
     in_force: std::sync::RwLock<serde_json::Value>,
     /// The outcome of the last configuration reload (null before any).
@@ -368,10 +372,64 @@ impl Metrics {
         v
     }
 
+    /// Records the echo data term's calibration of the stage in use (None: none loaded).
+    pub fn set_calibration(&self, calibration: Option<&Calibration>) {
+        *self.calibration.write().unwrap_or_else(|p| p.into_inner()) = calibration.cloned();
+    }
+
     /// Records where the processing stage runs.
     pub fn set_device(&self, device: &str) {
         let mut d = self.device.write().unwrap_or_else(|p| p.into_inner());
         device.clone_into(&mut d);
+    }
+
+    /// The calibration gauges: whether one is loaded, and what it holds when it is.
+    fn render_calibration(&self, out: &mut String) {
+        let calibration = self
+            .calibration
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let gauge = |out: &mut String, name: &str, help: &str, v: f64| {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} gauge");
+            let _ = writeln!(out, "{name} {v}");
+        };
+        gauge(
+            out,
+            "pleura_calibration_loaded",
+            "Whether an echo-power calibration ([sampler] calibration) is loaded: 1 or 0.",
+            f64::from(u8::from(calibration.is_some())),
+        );
+        let Some(c) = calibration else {
+            return;
+        };
+        gauge(
+            out,
+            "pleura_calibration_gain_db",
+            "Calibrated echo amplitude of aeration 1 at depth 0, dB of the DAS envelope's units.",
+            c.depth_gain.gain_db,
+        );
+        gauge(
+            out,
+            "pleura_calibration_slope_db_per_cm",
+            "Calibrated depth gain slope (TGC and attenuation), dB/cm.",
+            c.depth_gain.slope_db_per_cm,
+        );
+        gauge(
+            out,
+            "pleura_calibration_frame_sd_db",
+            "Frame-to-frame spread of the echo level about the calibrated gain, dB.",
+            c.frame_sd_db,
+        );
+        if let Some(r) = c.response {
+            gauge(
+                out,
+                "pleura_calibration_response_sd",
+                "Residual spread of the truth's lung aeration about the calibrated response line.",
+                r.sd,
+            );
+        }
     }
 
     /// The Prometheus text exposition.
@@ -558,6 +616,7 @@ impl Metrics {
         );
         let _ = writeln!(out, "# TYPE pleura_device_info gauge");
         let _ = writeln!(out, "pleura_device_info{{device=\"{device}\"}} 1");
+        self.render_calibration(&mut out);
         self.latency.render(
             &mut out,
             "pleura_latency_seconds",

@@ -27,7 +27,7 @@
 pub mod das;
 pub mod posterior;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use ndarray::{Array2, Array4};
@@ -36,6 +36,7 @@ use crate::beamform::{BeamformError, DasOptions, DasPlan};
 use crate::config::{Config, DaemonConfig, StageKind};
 use crate::grid::{Grid, GridError, GridExtent};
 use crate::operator::{OperatorError, OperatorOptions};
+use crate::posterior::echo::Calibration;
 use crate::posterior::{PosteriorError, SamplerConfig};
 use crate::recording::Scan;
 use crate::wire::WireError;
@@ -212,6 +213,12 @@ pub trait Stage: Send {
     /// stay within `[daemon] max_operators` since the stage was built.
     fn operator_cache(&self) -> CacheCount {
         CacheCount::default()
+    }
+
+    /// The echo data term's calibration in force and its file (`[sampler] calibration`),
+    /// reported in `/status` and `/metrics`; None for a stage without one.
+    fn calibration(&self) -> Option<(&Path, &Calibration)> {
+        None
     }
 }
 

@@ -10,6 +10,7 @@
 //! [`OperatorCache`], so a scan seen before costs nothing), and the DAS plan on the same
 //! grid. A new scan also starts the sequence afresh (the next frame starts cold).
 
+use std::path::Path;
 use std::sync::Arc;
 
 use candle_core::Device;
@@ -23,6 +24,7 @@ use crate::beamform::{self, Beamformer, DasOptions};
 use crate::diffusion::checkpoint::Model;
 use crate::grid::{Grid, GridExtent, DEFAULT_PITCH, DEFAULT_Z_MIN};
 use crate::operator::{OperatorCache, OperatorOptions};
+use crate::posterior::echo::Calibration;
 use crate::posterior::frame::{Echo, FrameOutcome, Reconstructor};
 use crate::posterior::problem::{LinearOperator, NormalizedOperator};
 use crate::posterior::sampler::PosteriorSampler;
@@ -519,6 +521,10 @@ impl Stage for PosteriorStage {
 
     fn device(&self) -> String {
         crate::device::describe(&self.device)
+    }
+
+    fn calibration(&self) -> Option<(&Path, &Calibration)> {
+        self.recon.calibration()
     }
 
     fn prepare(&mut self, scan_id: u64, scan: &Arc<Scan>) -> Result<(), PipelineError> {

@@ -28,6 +28,7 @@
 //! samples' from mean(m) to their bound, scaled, and 1.96 boundary standard deviations),
 //! clipped to [0, 1]. The published per-pixel standard deviation is scaled the same way.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use candle_core::Tensor;
@@ -225,6 +226,15 @@ impl Reconstructor {
     /// The settings.
     pub fn config(&self) -> &SamplerConfig {
         &self.cfg
+    }
+
+    /// The echo data term's calibration and the file it was loaded from, when
+    /// `[sampler] calibration` names one.
+    pub fn calibration(&self) -> Option<(&Path, &Calibration)> {
+        self.cfg
+            .calibration
+            .as_deref()
+            .zip(self.calibration.as_ref())
     }
 
     /// Forgets the previous frame: the next one starts cold.

@@ -17,7 +17,7 @@ use std::sync::OnceLock;
 
 use plotters::drawing::DrawingAreaErrorKind;
 
-pub use panel::{panel_png, Estimate, FrameLabel, PanelInput, Reconstruction};
+pub use panel::{panel_png, Estimate, FrameLabel, PanelInput, PoorFit, Reconstruction};
 pub use trend::{trend_png, TrendPoint, TrendValue};
 
 /// The font every figure uses (DejaVu Sans; licence in `assets/fonts/LICENSE-DejaVu`).

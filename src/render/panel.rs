@@ -31,6 +31,8 @@ const RECONSTRUCTION: &str = "Reconstruction: aeration (mean)";
 const UNCERTAINTY: &str = "Uncertainty: std of aeration";
 const RED: RGBColor = RGBColor(200, 30, 30);
 const GREY_TEXT: RGBColor = RGBColor(80, 80, 80);
+/// The headline of an estimate the RF data term did not explain.
+const AMBER: RGBColor = RGBColor(180, 95, 0);
 
 /// A reconstruction's estimate, as published.
 #[derive(Clone, Debug)]
@@ -44,6 +46,32 @@ pub struct Estimate<'a> {
     pub ci: [f64; 2],
     /// 0, 1 or 2 ([`crate::aeration::category`]).
     pub category: u8,
+    /// `None` where the RF data term explained the frame to its noise; else how badly
+    /// it did, and what the published estimate rests on (docs/reconstruction.md, "Model
+    /// error").
+    pub poor_fit: Option<PoorFit>,
+}
+
+/// A frame the RF data term did not explain.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PoorFit {
+    /// The RF residual over the noise's (1 where the model explains the data).
+    pub misfit: f64,
+    /// Whether the estimate was reconstructed from the echo power (a calibration is
+    /// loaded) rather than drawn again from the RF under model error.
+    pub echo: bool,
+}
+
+impl PoorFit {
+    /// The caption's note: what the misfit was and what the estimate rests on.
+    pub fn note(&self) -> String {
+        let rests_on = if self.echo {
+            "estimate from the calibrated echo power"
+        } else {
+            "interval widened by the model error"
+        };
+        format!("POOR FIT of the RF (misfit {:.1}): {rests_on}", self.misfit)
+    }
 }
 
 /// What the frame's reconstruction gave.
@@ -283,10 +311,16 @@ fn draw_caption(area: &Area<'_>, input: &PanelInput<'_>) -> Result<(), RenderErr
                 100.0 * e.ci[1],
                 category_label(e.category)
             ),
-            BLACK,
+            if e.poor_fit.is_some() { AMBER } else { BLACK },
         ),
         Reconstruction::Failed(reason) => (format!("FAILED: {}", one_line(reason, 110)), RED),
         Reconstruction::None => ("B-mode only: no reconstruction".to_string(), BLACK),
+    };
+    let poor_fit = match &input.reconstruction {
+        Reconstruction::Estimate(Estimate {
+            poor_fit: Some(p), ..
+        }) => format!("  |  {}", p.note()),
+        _ => String::new(),
     };
     let l = &input.label;
     let stream = l
@@ -298,7 +332,10 @@ fn draw_caption(area: &Area<'_>, input: &PanelInput<'_>) -> Result<(), RenderErr
     } else {
         "frame"
     };
-    let detail = format!("{stream}{frame} {}  |  t = {:.3} s", l.frame, l.time_s);
+    let detail = format!(
+        "{stream}{frame} {}  |  t = {:.3} s{poor_fit}",
+        l.frame, l.time_s
+    );
     area.draw(&Text::new(
         headline,
         (MARGIN as i32 + 4, 10),
@@ -534,6 +571,7 @@ mod tests {
                 aeration: 0.72,
                 ci: [0.71, 0.73],
                 category: 1,
+                poor_fit: None,
             }),
             truth: Some(mean.view()),
             label: FrameLabel {
@@ -626,5 +664,62 @@ mod tests {
         })
         .unwrap_err();
         assert!(err.to_string().contains("(15, 16)"), "{err}");
+    }
+
+    /// A poor fit is marked in the caption: the headline turns amber, and the note says
+    /// the misfit and what the estimate rests on; a good fit has no amber at all.
+    #[test]
+    fn poor_fit_is_marked_in_the_caption() {
+        let n = 16;
+        let (x, z) = (
+            grid(n),
+            (0..n).map(|i| 3e-3 + i as f64 * 0.3e-3).collect::<Vec<_>>(),
+        );
+        let mean = Array2::from_elem((n, n), 0.5f32);
+        let std = Array2::from_elem((n, n), 0.01f32);
+        let amber_in_caption = |poor_fit: Option<PoorFit>| {
+            let png = panel_png(&PanelInput {
+                grid_x: &x,
+                grid_z: &z,
+                envelope: None,
+                reconstruction: Reconstruction::Estimate(Estimate {
+                    mean: mean.view(),
+                    std: std.view(),
+                    aeration: 0.5,
+                    ci: [0.2, 0.8],
+                    category: 0,
+                    poor_fit,
+                }),
+                truth: None,
+                label: FrameLabel {
+                    stream: None,
+                    frame: 1,
+                    time_s: 0.1,
+                },
+            })
+            .unwrap();
+            let (w, _, rgb) = decode(&png);
+            (0..CAPTION_H)
+                .flat_map(|y| (0..w).map(move |x| (x, y)))
+                .filter(|&(x, y)| {
+                    let [r, g, b] = pixel(&rgb, w, x, y);
+                    r > 140 && (60..130).contains(&g) && b < 40
+                })
+                .count()
+        };
+        assert_eq!(amber_in_caption(None), 0);
+        let poor = PoorFit {
+            misfit: 9.84,
+            echo: false,
+        };
+        assert!(amber_in_caption(Some(poor)) > 100);
+        assert_eq!(
+            poor.note(),
+            "POOR FIT of the RF (misfit 9.8): interval widened by the model error"
+        );
+        let echo = PoorFit { echo: true, ..poor };
+        assert!(echo
+            .note()
+            .ends_with("estimate from the calibrated echo power"));
     }
 }
