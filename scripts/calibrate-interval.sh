@@ -102,8 +102,9 @@ export PLEURA OUT MODE FRAMES MODEL CFG LOG RESUME
 one() {
   local s=$1 data=$OUT/data/seq-$1.h5 recon=$OUT/recon/$MODE-$1.h5
   if ! { [ "$RESUME" = 1 ] && [ -f "$data" ]; }; then
-    echo "$PLEURA simulate --out $data --frames $FRAMES --seed $s" >> "$LOG"
-    "$PLEURA" simulate --out "$data" --frames "$FRAMES" --seed "$s" > /dev/null
+    # The RF term's own model: the spread scale is the RF term's (speckle RF is a poor fit).
+    echo "$PLEURA simulate --out $data --frames $FRAMES --seed $s --scatterers born" >> "$LOG"
+    "$PLEURA" simulate --out "$data" --frames "$FRAMES" --seed "$s" --scatterers born > /dev/null
   fi
   if ! { [ "$RESUME" = 1 ] && [ -f "$recon" ]; }; then
     echo "$PLEURA replay $data --out $recon --config $CFG --model $MODEL --device cpu" >> "$LOG"

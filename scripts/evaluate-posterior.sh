@@ -27,9 +27,13 @@
 #
 # Options:
 #   --model DIR          model checkpoint (default testdata/model)
-#   --rf pleura|simus    who makes the RF: pleura simulate's operator (default) or PyMUST
-#                        simus (needs the Python of PLEURA_PYTHON, default .venv/bin/python,
-#                        with pymust and h5py)
+#   --rf pleura|pleura-born|simus
+#                        who makes the RF: pleura simulate with speckle (its default since
+#                        issue 19: the RF term does not explain it; give --calibration),
+#                        pleura simulate --scatterers born (the RF term's own model, the
+#                        "inverse crime" of the tables before issue 19), or PyMUST simus
+#                        (needs the Python of PLEURA_PYTHON, default .venv/bin/python, with
+#                        pymust and h5py)
 #   --simus-per-pixel N  scatterers per pixel of the simus RF (default 4)
 #   --config FILE        base configuration (default config/pleura.toml)
 #   --seeds "S1 S2"      evaluation seeds (default "1001 1002"; must be > 512)
@@ -113,9 +117,9 @@ for s in $SEEDS; do
   fi
 done
 case $RF in
-  pleura) ;;
+  pleura | pleura-born) ;;
   simus) PYTHON=${PLEURA_PYTHON:-.venv/bin/python} ;;
-  *) echo "evaluate-posterior: --rf must be pleura or simus, not $RF" >&2; exit 1 ;;
+  *) echo "evaluate-posterior: --rf must be pleura, pleura-born or simus, not $RF" >&2; exit 1 ;;
 esac
 [ -f "$CONFIG" ] || { echo "evaluate-posterior: no configuration $CONFIG" >&2; exit 1; }
 [ -d "$MODEL" ] || { echo "evaluate-posterior: no model directory $MODEL" >&2; exit 1; }
@@ -172,13 +176,21 @@ for s in $SEEDS; do
   seq=seq-$s
   sequences+=("$seq")
   if ! { [ "$RESUME" = 1 ] && [ -f "$OUT/data/$seq.h5" ]; }; then
-    if [ "$RF" = simus ]; then
-      run "$PLEURA" simulate --out "$OUT/data/$seq.pleura.h5" --frames "$FRAMES" --seed "$s"
-      run "$PYTHON" scripts/simus_rf.py "$OUT/data/$seq.pleura.h5" "$OUT/data/$seq.h5" \
-        --seed "$s" --per-pixel "$SIMUS_PER_PIXEL"
-    else
-      run "$PLEURA" simulate --out "$OUT/data/$seq.h5" --frames "$FRAMES" --seed "$s"
-    fi
+    case $RF in
+      simus)
+        # simus makes the RF again on the phantom file's scan (the image grid's, as before
+        # speckle became simulate's default).
+        run "$PLEURA" simulate --out "$OUT/data/$seq.pleura.h5" --frames "$FRAMES" --seed "$s" \
+          --scatterers born
+        run "$PYTHON" scripts/simus_rf.py "$OUT/data/$seq.pleura.h5" "$OUT/data/$seq.h5" \
+          --seed "$s" --per-pixel "$SIMUS_PER_PIXEL"
+        ;;
+      pleura-born)
+        run "$PLEURA" simulate --out "$OUT/data/$seq.h5" --frames "$FRAMES" --seed "$s" \
+          --scatterers born
+        ;;
+      *) run "$PLEURA" simulate --out "$OUT/data/$seq.h5" --frames "$FRAMES" --seed "$s" ;;
+    esac
   fi
 done
 

@@ -87,7 +87,8 @@ correctness() {
   run $f bench sampler --device "$DEVICE" --check-against cpu --sizes 64 --samples 1,4 \
     --steps 20 --frames 4 --repeats 1
   # The shipped model's grid is pleura's default 64 x 64 grid of 0.3 mm from 2 mm.
-  run replay-compare.txt simulate --grid 64,64,0.3,2 --frames 4 --seed 7 --out "$WORK/rec.h5"
+  run replay-compare.txt simulate --grid 64,64,0.3,2 --frames 4 --seed 7 --out "$WORK/rec.h5" \
+    --scatterers born
   for d in cpu "$DEVICE"; do
     local name=${d%%:*}
     run replay-compare.txt replay "$WORK/rec.h5" --out "$OUT/replay-$name.h5" \

@@ -17,11 +17,12 @@ mkdir -p testdata
 cargo run --quiet --example make_testdata -- \
   ../shared/data/pwi_disk/pwi_disk.zea.h5 testdata/pwi_disk_4frames.zea.h5 4
 cargo run --quiet --release --bin pleura -- simulate --out testdata/lung_sequence.zea.h5 \
-  --frames 4 --seed 9001 --grid 64,64,0.3,2
+  --frames 4 --seed 9001 --grid 64,64,0.3,2 --scatterers born
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 for seed in 12001 12002 12003; do
-  cargo run --quiet --release --bin pleura -- simulate --out "$tmp/p-$seed.h5" --frames 1 --seed "$seed"
+  cargo run --quiet --release --bin pleura -- simulate --out "$tmp/p-$seed.h5" --frames 1 --seed "$seed" \
+    --scatterers born
   .venv/bin/python scripts/simus_rf.py "$tmp/p-$seed.h5" "$tmp/s-$seed.h5" --seed "$seed"
   # Copied object by object: the script's in-place replacement of the RF leaves the
   # phantom's RF as unreclaimed space (1.1 MB against 0.6 MB).

@@ -69,6 +69,48 @@ fn simulate_reconstruct_evaluate() {
         rec.read_frame(1).expect("f").data,
         rec2.read_frame(1).expect("f").data
     );
+    // Speckle by default, said in the file; --scatterers born makes other RF of the same
+    // phantom.
+    let scatterers = |p: &std::path::Path| -> String {
+        let f = hdf5::File::open(p).expect("open");
+        let a: hdf5::types::VarLenUnicode = f
+            .group("pleura")
+            .and_then(|g| g.attr("scatterers"))
+            .and_then(|a| a.read_scalar())
+            .expect("pleura/ scatterers attribute");
+        a.to_string()
+    };
+    assert!(scatterers(&sim).starts_with("speckle: 4 scatterers per pixel"));
+    let born = dir.path().join("born.h5");
+    run(&[
+        "simulate",
+        "--out",
+        born.to_str().expect("p"),
+        "--frames",
+        "2",
+        "--seed",
+        "5",
+        "--grid",
+        "12,12,1.2,2",
+        "--angles",
+        "-5,5",
+        "--snr-db",
+        "30",
+        "--elements",
+        "24",
+        "--scatterers",
+        "born",
+    ]);
+    assert!(scatterers(&born).starts_with("first-order Born model"));
+    assert_eq!(Truth::read(&born).expect("truth").aeration, truth.aeration);
+    assert_ne!(
+        Recording::open(&born)
+            .expect("open")
+            .read_frame(1)
+            .expect("f")
+            .data,
+        rec.read_frame(1).expect("f").data
+    );
 
     for method in ["das", "tikhonov"] {
         let out = dir.path().join(format!("{method}.h5"));

@@ -254,10 +254,15 @@ fn build_case(size: usize, args: &Args, device: &Device) -> Result<Case> {
     // same frames.
     let sim = MeasurementOperator::new(&scan, &grid, OperatorOptions::default(), &Device::Cpu)?;
     let (_, phantom) = sequence(args.seed, &grid, args.frames.max(1));
-    let frames = pleura::simulate::channel_data(&sim, &phantom, Some(SNR_DB), args.seed)?
-        .into_iter()
-        .map(|(y, _)| y)
-        .collect();
+    let frames = pleura::simulate::channel_data(
+        &sim,
+        phantom.iter().map(|f| &f.aeration),
+        Some(SNR_DB),
+        args.seed,
+    )?
+    .into_iter()
+    .map(|(y, _)| y)
+    .collect();
     Ok(Case {
         model,
         grid,

@@ -9,6 +9,7 @@ use pleura::grid::{Grid, DEFAULT_PITCH, DEFAULT_SIZE, DEFAULT_Z_MIN};
 use pleura::recording::Layout;
 use pleura::simulate::output::{write_images, write_png, write_recording, SimulationSpec};
 use pleura::simulate::probe::LinearProbe;
+use pleura::simulate::speckle::{Scatterers, Speckle};
 
 /// Arguments of `pleura simulate`.
 #[derive(clap::Args)]
@@ -50,6 +51,23 @@ pub struct Args {
     /// Also write each frame's aeration map as a PNG into this folder.
     #[arg(long)]
     pub png: Option<PathBuf>,
+    /// What the RF is made of (docs/simulator.md, "Scatterers").
+    #[arg(long, value_enum, default_value_t = ScattererKind::Speckle)]
+    pub scatterers: ScattererKind,
+    /// With --scatterers speckle: scatterers per pixel.
+    #[arg(long, default_value_t = Speckle::default().per_pixel)]
+    pub per_pixel: usize,
+}
+
+/// `--scatterers`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ScattererKind {
+    /// Sub-resolution scatterers at random positions, zero-mean reflectivity whose
+    /// standard deviation is the aeration (tissue speckle).
+    Speckle,
+    /// One in-phase reflector per pixel, reflectivity equal to the aeration: the
+    /// operator's own model (RF that the posterior's RF data term explains exactly).
+    Born,
 }
 
 /// Parses "NX,NZ,PITCH_MM,ZMIN_MM".
@@ -130,6 +148,16 @@ pub fn run(args: Args) -> Result<()> {
         if args.elements < 2 {
             bail!("--elements must be at least 2, got {}", args.elements);
         }
+        let scatterers = match args.scatterers {
+            ScattererKind::Born => Scatterers::Born,
+            ScattererKind::Speckle if args.per_pixel == 0 => {
+                bail!("--per-pixel must be at least 1, got 0")
+            }
+            ScattererKind::Speckle => Scatterers::Speckle(Speckle {
+                per_pixel: args.per_pixel,
+                ..Speckle::default()
+            }),
+        };
         let spec = SimulationSpec {
             seed: args.seed,
             n_frames: args.frames,
@@ -142,6 +170,7 @@ pub fn run(args: Args) -> Result<()> {
             snr_db,
             frame_rate: args.frame_rate,
             layout: args.layout,
+            scatterers,
         };
         let rep = write_recording(&args.out, &spec, &Device::Cpu)
             .with_context(|| format!("writing {}", args.out.display()))?;

@@ -3,15 +3,15 @@
 pub mod output;
 pub mod phantom;
 pub mod probe;
+pub mod speckle;
 
-use ndarray::Array4;
+use ndarray::{Array2, Array4};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
 
 use crate::grid::Grid;
 use crate::operator::{MeasurementOperator, OperatorError};
-use phantom::PhantomFrame;
 
 /// Seed offset of the noise stream, so that noise and phantom draws are independent.
 const NOISE_STREAM: u64 = 0x6e6f_6973_6500_0001;
@@ -31,19 +31,20 @@ pub fn add_noise(signal: &mut Array4<f32>, snr_db: f64, rng: &mut StdRng) -> f64
     sigma
 }
 
-/// Channel data of each phantom frame through `op`, with noise at `snr_db` (none when
-/// `None`), drawn from a stream derived from `seed`. Returns the frames and noise sigmas.
-pub fn channel_data(
+/// Channel data of each image through `op` (the phantom's aeration, or a speckle
+/// lattice's reflectivity), with noise at `snr_db` (none when `None`), drawn from a stream
+/// derived from `seed`. Returns the frames and noise sigmas.
+pub fn channel_data<'a>(
     op: &MeasurementOperator,
-    frames: &[PhantomFrame],
+    images: impl IntoIterator<Item = &'a Array2<f32>>,
     snr_db: Option<f64>,
     seed: u64,
 ) -> Result<Vec<(Array4<f32>, f64)>, OperatorError> {
     let mut rng = StdRng::seed_from_u64(seed ^ NOISE_STREAM);
-    frames
-        .iter()
-        .map(|f| {
-            let mut y = op.forward_array(&f.aeration)?;
+    images
+        .into_iter()
+        .map(|image| {
+            let mut y = op.forward_array(image)?;
             let sigma = match snr_db {
                 Some(s) => add_noise(&mut y, s, &mut rng),
                 None => 0.0,

@@ -10,7 +10,8 @@ use ndarray::{Array1, Array2, Array3};
 
 use super::phantom::{sequence, PhantomFrame};
 use super::probe::LinearProbe;
-use crate::grid::Grid;
+use super::speckle::{ScattererField, Scatterers};
+use crate::grid::{Grid, GridError};
 use crate::operator::{MeasurementOperator, OperatorError, OperatorOptions};
 use crate::recording::{
     close_on_exec, Compression, Frame, GroundTruthGrid, Layout, Recorder, RecorderOptions,
@@ -23,6 +24,8 @@ pub enum SimulateError {
     Operator(#[from] OperatorError),
     #[error(transparent)]
     Recording(#[from] RecordingError),
+    #[error("the speckle lattice: {0}")]
+    Lattice(#[from] GridError),
     #[error("{path}: {what}: {source}")]
     Hdf5 {
         path: PathBuf,
@@ -58,6 +61,9 @@ pub struct SimulationSpec {
     pub frame_rate: f64,
     /// The zea layout written.
     pub layout: Layout,
+    /// What the RF is made of: speckle (the default of `pleura simulate`) or the
+    /// operator's own one reflector per pixel.
+    pub scatterers: Scatterers,
 }
 
 /// What a simulation wrote.
@@ -103,16 +109,37 @@ pub fn write_recording(
             value: spec.frame_rate.to_string(),
         });
     }
-    let mut scan = spec.probe.plane_wave_scan(&spec.angles_deg, &spec.grid);
+    // Speckle's scatterers lie on a lattice finer than the image grid: the records cover
+    // its deepest cells too.
+    let field = match spec.scatterers {
+        Scatterers::Born => None,
+        Scatterers::Speckle(s) => Some(ScattererField::draw(&spec.grid, s, spec.seed)?),
+    };
+    let source_grid = field.as_ref().map_or(&spec.grid, |f| &f.lattice);
+    let mut scan = spec.probe.plane_wave_scan(&spec.angles_deg, source_grid);
     let n_tx = scan.n_tx();
     let period = 1.0 / spec.frame_rate;
     scan.time_to_next_transmit = Some(Array2::from_elem(
         (spec.n_frames, n_tx),
         period / n_tx as f64,
     ));
-    let op = MeasurementOperator::new(&scan, &spec.grid, OperatorOptions::default(), device)?;
+    let op = MeasurementOperator::new(&scan, source_grid, OperatorOptions::default(), device)?;
     let (_, frames) = sequence(spec.seed, &spec.grid, spec.n_frames);
-    let data = super::channel_data(&op, &frames, spec.snr_db, spec.seed)?;
+    let data = match &field {
+        None => super::channel_data(
+            &op,
+            frames.iter().map(|f| &f.aeration),
+            spec.snr_db,
+            spec.seed,
+        )?,
+        Some(field) => {
+            let reflectivity: Vec<Array2<f32>> = frames
+                .iter()
+                .map(|f| field.reflectivity(&f.aeration))
+                .collect();
+            super::channel_data(&op, &reflectivity, spec.snr_db, spec.seed)?
+        }
+    };
     let options = RecorderOptions {
         sample_type: SampleType::Float32,
         flush_every: Duration::from_secs(5),
@@ -121,11 +148,12 @@ pub fn write_recording(
         probe_name: format!("pleura-sim-linear-{}", spec.probe.n_el),
         us_machine: "pleura simulate".into(),
         description: format!(
-            "Simulated lung phantom, seed {}, {} frames, plane waves at {:?} deg, SNR {} (first-order Born model, docs/simulator.md)",
+            "Simulated lung phantom, seed {}, {} frames, plane waves at {:?} deg, SNR {} ({}, docs/simulator.md)",
             spec.seed,
             spec.n_frames,
             spec.angles_deg,
-            spec.snr_db.map(|s| format!("{s} dB")).unwrap_or_else(|| "none".into())
+            spec.snr_db.map(|s| format!("{s} dB")).unwrap_or_else(|| "none".into()),
+            spec.scatterers.describe()
         ),
         ground_truth_grid: Some(GroundTruthGrid {
             grid_x: spec.grid.x.clone(),
@@ -168,6 +196,22 @@ pub fn write_recording(
             .with_data(&means)
             .create("mean_aeration")
             .map(|_| ()),
+    )?;
+    let scatterers: VarLenUnicode =
+        spec.scatterers
+            .describe()
+            .parse()
+            .map_err(|_| SimulateError::Option {
+                field: "scatterers",
+                value: "not valid text".into(),
+            })?;
+    h5(
+        path,
+        "pleura scatterers attribute",
+        g.new_attr::<VarLenUnicode>()
+            .shape(())
+            .create("scatterers")
+            .and_then(|a| a.write_scalar(&scatterers)),
     )?;
     Ok(SimulationReport {
         noise_sigma: data.iter().map(|(_, s)| *s).collect(),
