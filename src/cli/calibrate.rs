@@ -120,8 +120,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("cannot write {}", args.out.display()))?;
     if let Some(r) = &cal.response {
         println!(
-            "echo response: truth = {:.3} + {:.3} x estimate, sd {:.3} over {} frames",
-            r.intercept, r.slope, r.sd, r.frames
+            "echo response: truth = {:.3} + {:.3} x estimate, sd {:.3} over {} frames \
+             (95 % prediction interval +-{:.3} at their mean estimate {:.3})",
+            r.intercept,
+            r.slope,
+            r.sd,
+            r.frames,
+            r.half_width(r.estimate_mean),
+            r.estimate_mean
         );
     } else {
         println!(

@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use super::problem::LinearOperator;
 use super::PosteriorError;
+use crate::aeration::t95;
 
 /// Standard deviation, in pixels, of the Gaussian that smooths the echo power and that the
 /// operator blurs by. On simus RF of 20 phantoms (0.3 mm pixels, 5 MHz, 60 % bandwidth) the
@@ -174,7 +175,8 @@ pub struct Calibration {
 /// `truth ~ intercept + slope * estimate`, with the residual's standard deviation `sd`
 /// (n - 2 denominator). The echo estimate regresses toward the middle (on simus RF,
 /// 0.893-0.954 came out as 0.83-0.88 and 0.488 as 0.54-0.55; docs/BENCHMARKS.md), which
-/// the samples' spread does not show: the line undoes it and `sd` is the interval's.
+/// the samples' spread does not show: the line undoes it, and the interval is the line's
+/// 95 % prediction interval for a new estimate ([`Response::half_width`]).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Response {
@@ -183,6 +185,14 @@ pub struct Response {
     pub sd: f64,
     /// Calibration frames it was fitted on.
     pub frames: usize,
+    /// Mean of the calibration frames' estimates.
+    #[serde(default)]
+    pub estimate_mean: f64,
+    /// Sum of the squared deviations of the calibration frames' estimates from their mean
+    /// (0 in files written before it was kept: the prediction interval then leaves out
+    /// the line's slope uncertainty).
+    #[serde(default)]
+    pub estimate_ss: f64,
 }
 
 /// Fewest calibration frames a [`Response`] is fitted from (two parameters and a spread).
@@ -215,7 +225,23 @@ impl Response {
             slope,
             sd: (ss / (nf - 2.0)).sqrt(),
             frames: n,
+            estimate_mean: me,
+            estimate_ss: see,
         })
+    }
+
+    /// Half-width of the 95 % prediction interval of the truth for a new `estimate`: the
+    /// least-squares line's, `t95(n - 2) sd sqrt(1 + 1/n + (estimate - mean)^2 / ss)`
+    /// (Student's t, because `sd` is estimated from the n calibration frames; the two
+    /// terms after 1, the uncertainty of the line itself).
+    pub fn half_width(&self, estimate: f64) -> f64 {
+        let n = self.frames as f64;
+        let leverage = if self.estimate_ss > 0.0 {
+            (estimate - self.estimate_mean).powi(2) / self.estimate_ss
+        } else {
+            0.0
+        };
+        t95(n - 2.0) * self.sd * (1.0 + 1.0 / n + leverage).sqrt()
     }
 
     /// The truth this estimate answers, clipped to [0, 1].
@@ -430,6 +456,19 @@ mod tests {
         assert!(r.sd > 0.008 && r.sd < 0.0123, "{r:?}");
         assert_eq!(r.frames, 6);
         assert_eq!(r.correct(0.9), 1.0);
+        // The prediction interval, by hand: mean of the estimates 0.675, their squared
+        // deviations 0.09375; t(0.975, 4) = 2.7764 (scipy).
+        assert!((r.estimate_mean - 0.675).abs() < 1e-12);
+        assert!((r.estimate_ss - 0.09375).abs() < 1e-12);
+        let by_hand = |e: f64| {
+            2.776_445_105_197_793
+                * r.sd
+                * (1.0 + 1.0 / 6.0 + (e - 0.675f64).powi(2) / 0.09375).sqrt()
+        };
+        for e in [0.675, 0.5, 0.95] {
+            assert!((r.half_width(e) / by_hand(e) - 1.0).abs() < 4e-4, "{e}");
+        }
+        assert!(r.half_width(0.95) > r.half_width(0.675));
         assert!(Response::fit(&pairs[..3]).is_none());
         assert!(Response::fit(&[(0.5, 0.4); 5]).is_none());
     }

@@ -626,15 +626,16 @@ fn widen(e: &mut FrameEstimate, frame_sd_db: f64) {
 
 /// Maps an echo estimate's aeration through the calibration's [`echo::Response`]: the
 /// published aeration, its samples and the interval's sample part go through the line,
-/// and the line's residual sd joins each side in quadrature (`Z95 sd`), clipped to [0, 1].
+/// and the line's 95 % prediction half-width for this estimate
+/// ([`echo::Response::half_width`]) joins each side in quadrature, clipped to [0, 1].
 fn respond(e: &mut FrameEstimate, r: &echo::Response) {
     let lo = r.slope * (e.aeration - e.aeration_ci[0]);
     let hi = r.slope * (e.aeration_ci[1] - e.aeration);
+    let h = r.half_width(e.aeration);
     e.aeration = r.correct(e.aeration);
     for a in &mut e.sample_aerations {
         *a = r.correct(*a);
     }
-    let h = Z95 * r.sd;
     e.aeration_ci = [
         (e.aeration - lo.hypot(h)).max(0.0),
         (e.aeration + hi.hypot(h)).min(1.0),

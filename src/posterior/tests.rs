@@ -643,9 +643,6 @@ fn data_the_model_cannot_explain_are_a_poor_fit_with_a_wider_interval() {
     );
 }
 
-/// 1.96 times a response sd of 0.05: the least half width of an interval it widens.
-const Z95_SD_05: f64 = crate::aeration::Z95 * 0.05;
-
 /// With a calibration loaded, a frame the RF term cannot explain is reconstructed from its
 /// echo power: the envelope of aeration `a` is `c(z) K a` for the calibrated depth gain, so
 /// the echo draw explains it, and the estimate says which data term it fitted. Without the
@@ -707,6 +704,8 @@ fn a_poor_fit_is_reconstructed_from_the_echo_power_with_a_calibration() {
         slope: 1.2,
         sd: 0.05,
         frames: 10,
+        estimate_mean: 0.6,
+        estimate_ss: 0.2,
     };
     let with_line = dir.path().join("line.toml");
     let cal_line = echo::Calibration {
@@ -736,7 +735,7 @@ fn a_poor_fit_is_reconstructed_from_the_echo_power_with_a_calibration() {
         e.aeration
     );
     assert!(
-        l.aeration_ci[1] - l.aeration_ci[0] >= 2.0 * Z95_SD_05 - 1e-9,
+        l.aeration_ci[1] - l.aeration_ci[0] >= 2.0 * line.half_width(e.aeration) - 1e-9,
         "{:?}",
         l.aeration_ci
     );
