@@ -867,6 +867,25 @@ fn bundled_testdata_is_the_first_frames_of_pwi_disk() {
     assert!(size < 1_000_000, "testdata is {size} bytes");
 }
 
+/// An offline command whose reader goes away (`pleura info ... | head -c 1`) ends as Unix
+/// tools do, without a panic: its stdout here is a pipe whose read end is already closed.
+#[test]
+fn a_closed_stdout_ends_an_offline_command_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = common::pleura()
+        .arg("info")
+        .arg(common::testdata("pwi_disk_4frames.zea.h5"))
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{:?}", out.status);
+}
+
 #[test]
 fn info_prints_a_summary_and_json() {
     let path = common::testdata("pwi_disk_4frames.zea.h5");
