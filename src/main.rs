@@ -50,6 +50,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve(_) | Command::Bench(_)) {
+        restore_sigpipe();
+    }
     // The daemon takes `[log]` from its configuration file, so it sets logging up itself.
     if !matches!(cli.command, Command::Serve(_)) {
         cli.log.init(None);
@@ -74,5 +77,16 @@ fn main() -> ExitCode {
             eprintln!("error: {err:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Lets SIGPIPE end an offline command whose reader went away (`pleura info F | head`), as
+/// Unix tools end, instead of a panic in `println!` at EPIPE. The daemon, and the benches
+/// that run one, keep Rust's ignored SIGPIPE: a peer that disconnects is an error on its
+/// socket, not an exit.
+fn restore_sigpipe() {
+    // SAFETY: signal(2) with SIG_DFL installs no handler; it runs before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
