@@ -636,6 +636,49 @@ fn beamform_matches_the_das_stage() {
     assert!(status.success(), "{log}");
 }
 
+/// The worker logs failed frames at most once per `reject_log_interval_ms`, and a reload
+/// brings the new interval to it: at an hour, two streams with a NaN frame each give one
+/// "frame failed" line; reloaded at 0, two more give a line each. Every failure is counted.
+#[test]
+fn a_reload_brings_the_failure_log_interval() {
+    let dir = common::tempdir();
+    let g = pleura::testing::tiny_grid();
+    let input = dir.path().join("lung.zea.h5");
+    common::lung::write_recording(&input, &g, &g, 3, Some(1));
+    let config = |interval_ms: u64| {
+        write_config(
+            dir.path(),
+            &format!("stage = \"das\"\nqueue_capacity = 8\nreject_log_interval_ms = {interval_ms}"),
+            "",
+        )
+    };
+    let d = serve_with(dir.path(), &config(3_600_000));
+    let failed_lines = |d: &Served| d.log_text().matches("frame failed").count();
+    let play_twice = |d: &Served, round: &str| {
+        for k in 0..2 {
+            let log = dir.path().join(format!("{round}-{k}.log"));
+            let mut scanner = play_file(&input, &d.ingest, &["--fps", "20"], &log);
+            assert!(scanner.wait().unwrap().success());
+        }
+    };
+    play_twice(&d, "a");
+    d.wait_metric("pleura_frames_failed_total", 2.0, Duration::from_secs(30));
+    assert_eq!(failed_lines(&d), 1, "{}", d.log_text());
+
+    config(0);
+    d.signal(libc::SIGHUP);
+    wait_for("the reload", Duration::from_secs(30), || {
+        d.log_text().contains("configuration reloaded")
+    });
+    play_twice(&d, "b");
+    d.wait_metric("pleura_frames_failed_total", 4.0, Duration::from_secs(30));
+    wait_for("a line per failure", Duration::from_secs(10), || {
+        failed_lines(&d) == 3
+    });
+    let (status, _, _, log) = d.terminate();
+    assert!(status.success(), "{log}");
+}
+
 /// `pleura serve` with the posterior stage takes real Verasonics RF (128 elements, samples
 /// from 7.4 mm) from the virtual scanner and publishes, on the grid that follows the scan
 /// (120 x 120 at the model's 0.3 mm), what `pleura replay` writes for the same frame, bit
