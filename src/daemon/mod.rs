@@ -448,7 +448,7 @@ impl Daemon {
         let (result_tx, result_rx) = mpsc::channel::<ResultMessage>(RESULT_QUEUE);
         let (applied_tx, applied_rx) = watch::channel(in_force.clone());
 
-        let (stage_tx, stage_rx) = std::sync::mpsc::channel::<Box<dyn pipeline::Stage>>();
+        let (stage_tx, stage_rx) = std::sync::mpsc::channel::<Takeover>();
         let worker = {
             let queue = queue.clone();
             let metrics = metrics.clone();
@@ -469,6 +469,7 @@ impl Daemon {
             publish_events,
             metrics.clone(),
             Throttle::new(Duration::from_millis(config.reject_log_interval_ms)),
+            applied_rx.clone(),
         ));
         let sink = tokio::spawn(sink_task(
             publisher,
@@ -682,12 +683,19 @@ fn keep_start_only_settings(next: &mut DaemonConfig, started: &DaemonConfig) -> 
     *next != before
 }
 
+/// What a reload hands the worker: the stage that takes over at the next frame, and how
+/// often it may log failed frames.
+struct Takeover {
+    stage: Box<dyn pipeline::Stage>,
+    failure_log_interval: Duration,
+}
+
 /// Applies every reload all or nothing: the stage goes to the worker (it takes over at
 /// the next frame) and the rest to ingest and sink only once all of it was prepared.
 async fn reload_task(
     mut reload: watch::Receiver<Config>,
     started: Arc<InForce>,
-    stages: std::sync::mpsc::Sender<Box<dyn pipeline::Stage>>,
+    stages: std::sync::mpsc::Sender<Takeover>,
     applied: watch::Sender<Arc<InForce>>,
     metrics: Arc<Metrics>,
 ) {
@@ -697,7 +705,11 @@ async fn reload_task(
         match prepare(config, &started.daemon).await {
             Ok((next, stage)) => {
                 warn_exposed(&next.daemon, next.key.as_ref());
-                if stages.send(stage).is_err() {
+                let takeover = Takeover {
+                    stage,
+                    failure_log_interval: Duration::from_millis(next.daemon.reject_log_interval_ms),
+                };
+                if stages.send(takeover).is_err() {
                     break;
                 }
                 let next = Arc::new(next);
@@ -746,6 +758,12 @@ impl Throttle {
             last: None,
             suppressed: 0,
         }
+    }
+
+    /// Logs at most once per `interval` from now on (a reload's), keeping the count of
+    /// what was left out.
+    fn set_interval(&mut self, interval: Duration) {
+        self.interval = interval;
     }
 
     /// Some(events left out since the last line) when a line is due at `now`; None when
@@ -975,9 +993,18 @@ impl IngestTask {
 /// 1024 subscriptions is disconnected by the socket), and counts the connections it
 /// refuses (`max_connections`, a failed or slow handshake) in
 /// `pleura_consumer_errors_total`.
-async fn watch_consumers(mut events: SocketEvents, metrics: Arc<Metrics>, mut refused: Throttle) {
+async fn watch_consumers(
+    mut events: SocketEvents,
+    metrics: Arc<Metrics>,
+    mut refused: Throttle,
+    mut applied: watch::Receiver<Arc<InForce>>,
+) {
     use zeromq::SocketEvent as E;
     while let Some(ev) = futures::StreamExt::next(&mut events).await {
+        if applied.has_changed().unwrap_or(false) {
+            let ms = applied.borrow_and_update().daemon.reject_log_interval_ms;
+            refused.set_interval(Duration::from_millis(ms));
+        }
         match ev {
             E::Accepted(endpoint, peer) => {
                 tracing::debug!(%endpoint, ?peer, "publish: a consumer connected")
@@ -1000,7 +1027,7 @@ async fn watch_consumers(mut events: SocketEvents, metrics: Arc<Metrics>, mut re
 
 fn worker_loop(
     mut stage: Box<dyn pipeline::Stage>,
-    stages: std::sync::mpsc::Receiver<Box<dyn pipeline::Stage>>,
+    stages: std::sync::mpsc::Receiver<Takeover>,
     queue: &LatestQueue<AcceptedFrame>,
     metrics: &Metrics,
     mut failures: Throttle,
@@ -1012,7 +1039,8 @@ fn worker_loop(
         metrics.queue_depth.store(queue.len() as u64, Relaxed);
         // A reloaded stage takes over between frames; the newest one wins.
         while let Ok(next) = stages.try_recv() {
-            stage = next;
+            stage = next.stage;
+            failures.set_interval(next.failure_log_interval);
             counted = 0;
             metrics.set_device(&stage.device());
             metrics.set_calibration(stage.calibration().map(|(_, c)| c));

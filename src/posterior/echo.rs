@@ -437,7 +437,10 @@ mod tests {
         assert_eq!(r.frames, 10);
         assert!((r.slope - 1.398).abs() < 0.001, "{r:?}");
         // The prediction interval at the mean estimate: t(0.975, 8) 0.0246 sqrt(1.1).
-        assert!((r.half_width(r.estimate_mean) - 0.0595).abs() < 5e-4, "{r:?}");
+        assert!(
+            (r.half_width(r.estimate_mean) - 0.0595).abs() < 5e-4,
+            "{r:?}"
+        );
     }
 
     /// A line put into pairs comes back out of the fit, with the spread of what is left.
