@@ -147,6 +147,18 @@ fn poor_fit(r: &ResultMessage) -> Option<PoorFit> {
     })
 }
 
+/// Characters of a failure reason the store keeps per stream (the page shows one line of
+/// it, the panel two): what `max_streams` streams hold stays bounded whatever a reason says.
+const MAX_REASON_CHARS: usize = 512;
+
+/// `reason`, cut to [`MAX_REASON_CHARS`] with an ellipsis.
+fn bounded_reason(reason: String) -> String {
+    match reason.char_indices().nth(MAX_REASON_CHARS) {
+        None => reason,
+        Some((cut, _)) => format!("{}...", &reason[..cut]),
+    }
+}
+
 fn published(r: &ResultMessage) -> Option<(f64, [f64; 2])> {
     let a = scalar(r, "aeration")?;
     match f64s(r, "aeration_ci")? {
@@ -241,7 +253,7 @@ impl LiveView {
             let latest = Latest::Failed {
                 sequence: result.sequence,
                 timestamp_ns: result.timestamp_ns,
-                reason,
+                reason: bounded_reason(reason),
             };
             self.record(result.stream_id, latest, Some(TrendValue::Failed));
             return;
@@ -512,6 +524,7 @@ pub(crate) mod tests {
         live.result(failed(3, 1, "non-finite samples"));
         let three = &live.state_json()[0];
         assert_eq!(three["failed"], 1);
+
         assert_eq!(three["failed_reason"], "non-finite samples");
         assert!(three.get("aeration").is_none());
 
@@ -526,6 +539,23 @@ pub(crate) mod tests {
         live.set_max_streams(1);
         assert_eq!(metrics.entries(StateTable::LiveStreams), 1);
         assert_eq!(metrics.evictions(StateTable::LiveStreams), 2);
+    }
+
+    /// A failure reason of any length is kept to MAX_REASON_CHARS characters.
+    #[test]
+    fn failure_reasons_are_bounded() {
+        let live = LiveView::new(4, Arc::new(Metrics::new()));
+        let long = "é".repeat(10 * MAX_REASON_CHARS);
+        live.result(failed(4, 0, &long));
+        let kept = live.state_json()[0]["failed_reason"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(kept.chars().count(), MAX_REASON_CHARS + 3);
+        assert!(kept.starts_with("éé") && kept.ends_with("é..."));
+        let short = "a".repeat(MAX_REASON_CHARS);
+        live.result(failed(4, 1, &short));
+        assert_eq!(live.state_json()[0]["failed_reason"], short.as_str());
     }
 
     /// A result published as a poor fit is marked in the stream's state with what its
