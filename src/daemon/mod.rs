@@ -484,6 +484,7 @@ impl Daemon {
                     path.clone(),
                     config.record_layout,
                     config.record_queue,
+                    Duration::from_millis(config.reject_log_interval_ms),
                     metrics.clone(),
                 )
                 .map_err(DaemonError::Thread)?;

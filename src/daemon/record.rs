@@ -12,6 +12,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use crate::logging::Chain;
 use crate::metrics::Metrics;
@@ -19,6 +20,7 @@ use crate::protocol::Dtype;
 use crate::recording::{Layout, Recorder, RecorderOptions, RecordingError, SampleType};
 
 use super::validate::AcceptedFrame;
+use super::Throttle;
 
 /// Why the recorder did not record a frame, or could not create or close its file.
 #[derive(Debug, thiserror::Error)]
@@ -75,18 +77,20 @@ pub struct RecordSink {
 
 impl RecordSink {
     /// Starts the recorder thread writing to `path` in `layout` with a queue of `capacity`
-    /// frames.
+    /// frames, logging frames it cannot record at most once per `log_interval` (the
+    /// `reject_log_interval_ms` it started with; every one is counted).
     pub fn start(
         path: PathBuf,
         layout: Layout,
         capacity: usize,
+        log_interval: Duration,
         metrics: Arc<Metrics>,
     ) -> std::io::Result<(Self, JoinHandle<()>)> {
         let (tx, rx) = sync_channel(capacity.max(1));
         let m = metrics.clone();
         let handle = std::thread::Builder::new()
             .name("pleura-recorder".into())
-            .spawn(move || recorder_loop(path, layout, rx, &m))?;
+            .spawn(move || recorder_loop(path, layout, rx, &m, Throttle::new(log_interval)))?;
         Ok((RecordSink { tx, metrics }, handle))
     }
 
@@ -101,7 +105,24 @@ impl RecordSink {
     }
 }
 
-fn recorder_loop(path: PathBuf, layout: Layout, rx: Receiver<AcceptedFrame>, metrics: &Metrics) {
+fn recorder_loop(
+    path: PathBuf,
+    layout: Layout,
+    rx: Receiver<AcceptedFrame>,
+    metrics: &Metrics,
+    mut not_recorded: Throttle,
+) {
+    // A frame not recorded: counted, and logged unless one was logged within the interval.
+    let mut lost = |e: RecordError| {
+        metrics.frames_not_recorded.fetch_add(1, Relaxed);
+        if let Some(left_out) = not_recorded.due(Instant::now()) {
+            tracing::error!(
+                error = %Chain(&e),
+                left_out,
+                "frame not recorded ({left_out} more not recorded since the last report)"
+            );
+        }
+    };
     // The recorded (stream id, scan id): scan ids belong to their stream.
     let mut recorder: Option<((u64, u64), Recorder)> = None;
     let mut failed = false;
@@ -114,8 +135,7 @@ fn recorder_loop(path: PathBuf, layout: Layout, rx: Receiver<AcceptedFrame>, met
         let samples = match sample_type(&frame) {
             Ok(t) => t,
             Err(e) => {
-                tracing::error!(error = %Chain(&e), "frame not recorded");
-                metrics.frames_not_recorded.fetch_add(1, Relaxed);
+                lost(e);
                 continue;
             }
         };
@@ -164,16 +184,12 @@ fn recorder_loop(path: PathBuf, layout: Layout, rx: Receiver<AcceptedFrame>, met
             Ok(()) => {
                 metrics.frames_recorded.fetch_add(1, Relaxed);
             }
-            Err(source) => {
-                let e = RecordError::Append {
-                    stream_id: frame.stream_id,
-                    scan_id: frame.scan_id,
-                    sequence: frame.sequence,
-                    source,
-                };
-                tracing::error!(error = %Chain(&e), "frame not recorded");
-                metrics.frames_not_recorded.fetch_add(1, Relaxed);
-            }
+            Err(source) => lost(RecordError::Append {
+                stream_id: frame.stream_id,
+                scan_id: frame.scan_id,
+                sequence: frame.sequence,
+                source,
+            }),
         }
     }
     if let Some((_, rec)) = recorder {
@@ -187,5 +203,68 @@ fn recorder_loop(path: PathBuf, layout: Layout, rx: Receiver<AcceptedFrame>, met
                 tracing::error!(error = %Chain(&e), "recording not closed cleanly");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// A log sink the test reads back.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// A run of frames the recorder cannot record is counted frame by frame and logged
+    /// once per interval, with how many were left out.
+    #[test]
+    fn unrecordable_frames_are_logged_once_per_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let scan = Arc::new(crate::testing::tiny_scan());
+        let (tx, rx) = sync_channel(64);
+        for sequence in 0..50 {
+            tx.send(AcceptedFrame {
+                scan_id: 1,
+                scan: scan.clone(),
+                stream_id: 7,
+                sequence,
+                timestamp_ns: sequence * 1000,
+                dtype: Dtype::F64,
+                shape: [1, 1, 1, 1],
+                payload: bytes::Bytes::from_static(&[0; 8]),
+            })
+            .unwrap();
+        }
+        drop(tx);
+        let metrics = Metrics::new();
+        let logs = Captured::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            recorder_loop(
+                dir.path().join("rec.h5"),
+                Layout::Zea,
+                rx,
+                &metrics,
+                Throttle::new(Duration::from_secs(3600)),
+            )
+        });
+        assert_eq!(metrics.frames_not_recorded.load(Relaxed), 50);
+        let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.matches("frame not recorded").count(), 1, "{text}");
+        assert!(text.contains("float64 samples"), "{text}");
     }
 }
