@@ -16,15 +16,14 @@ fn run(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-#[test]
-fn simulate_reconstruct_evaluate() {
-    let dir = common::tempdir();
-    let sim = dir.path().join("sim.h5");
-    let sim_s = sim.to_str().expect("path");
-    run(&[
+/// `pleura simulate` of the tests' small sequence (seed 5, 2 frames, 12 x 12 pixels of
+/// 1.2 mm, 24 elements, 2 plane waves, 30 dB) into `out`, with `extra` arguments.
+fn simulate(out: &std::path::Path, extra: &[&str]) {
+    let out = out.to_str().expect("path");
+    let mut args = vec![
         "simulate",
         "--out",
-        sim_s,
+        out,
         "--frames",
         "2",
         "--seed",
@@ -37,7 +36,17 @@ fn simulate_reconstruct_evaluate() {
         "30",
         "--elements",
         "24",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    run(&args);
+}
+
+#[test]
+fn simulate_reconstruct_evaluate() {
+    let dir = common::tempdir();
+    let sim = dir.path().join("sim.h5");
+    let sim_s = sim.to_str().expect("path");
+    simulate(&sim, &[]);
     let rec = Recording::open(&sim).expect("open simulated recording");
     assert_eq!(rec.n_frames(), 2);
     assert_eq!(rec.scan().n_tx(), 2);
@@ -47,23 +56,7 @@ fn simulate_reconstruct_evaluate() {
     assert!(truth.lung_mask.is_some());
     // The same seed gives the same file contents.
     let again = dir.path().join("again.h5");
-    run(&[
-        "simulate",
-        "--out",
-        again.to_str().expect("p"),
-        "--frames",
-        "2",
-        "--seed",
-        "5",
-        "--grid",
-        "12,12,1.2,2",
-        "--angles",
-        "-5,5",
-        "--snr-db",
-        "30",
-        "--elements",
-        "24",
-    ]);
+    simulate(&again, &[]);
     let rec2 = Recording::open(&again).expect("open");
     assert_eq!(
         rec.read_frame(1).expect("f").data,
@@ -82,25 +75,7 @@ fn simulate_reconstruct_evaluate() {
     };
     assert!(scatterers(&sim).starts_with("speckle: 4 scatterers per pixel"));
     let born = dir.path().join("born.h5");
-    run(&[
-        "simulate",
-        "--out",
-        born.to_str().expect("p"),
-        "--frames",
-        "2",
-        "--seed",
-        "5",
-        "--grid",
-        "12,12,1.2,2",
-        "--angles",
-        "-5,5",
-        "--snr-db",
-        "30",
-        "--elements",
-        "24",
-        "--scatterers",
-        "born",
-    ]);
+    simulate(&born, &["--scatterers", "born"]);
     assert!(scatterers(&born).starts_with("first-order Born model"));
     assert_eq!(Truth::read(&born).expect("truth").aeration, truth.aeration);
     assert_ne!(
