@@ -12,6 +12,13 @@ use std::time::Duration;
 
 use crate::posterior::echo::Calibration;
 
+/// Writes one gauge of the Prometheus text exposition: its help, type and value.
+fn gauge(out: &mut String, name: &str, help: &str, v: impl std::fmt::Display) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} gauge");
+    let _ = writeln!(out, "{name} {v}");
+}
+
 /// Why an incoming message was rejected (the `reason` label of
 /// `pleura_messages_rejected_total`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -390,11 +397,6 @@ impl Metrics {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        let gauge = |out: &mut String, name: &str, help: &str, v: f64| {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} gauge");
-            let _ = writeln!(out, "{name} {v}");
-        };
         gauge(
             out,
             "pleura_calibration_loaded",
@@ -573,11 +575,6 @@ impl Metrics {
                 );
             }
         }
-        let gauge = |out: &mut String, name: &str, help: &str, v: u64| {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} gauge");
-            let _ = writeln!(out, "{name} {v}");
-        };
         gauge(
             &mut out,
             "pleura_queue_depth",

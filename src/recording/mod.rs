@@ -10,7 +10,7 @@ pub mod writer;
 pub mod zea;
 
 pub use error::RecordingError;
-pub use h5::close_on_exec;
+pub use h5::{close_on_exec, write_string_attr};
 pub use reader::{Frame, GroundTruth, Recording, SampleType};
 pub use scan::{Scan, TransmitKind};
 pub use writer::{Compression, GroundTruthGrid, Recorder, RecorderOptions};

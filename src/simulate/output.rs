@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use candle_core::Device;
-use hdf5::types::VarLenUnicode;
 use ndarray::{Array1, Array2, Array3};
 
 use super::phantom::{sequence, PhantomFrame};
@@ -14,8 +13,8 @@ use super::speckle::{ScattererField, Scatterers};
 use crate::grid::{Grid, GridError};
 use crate::operator::{MeasurementOperator, OperatorError, OperatorOptions};
 use crate::recording::{
-    close_on_exec, Compression, Frame, GroundTruthGrid, Layout, Recorder, RecorderOptions,
-    RecordingError, SampleType,
+    close_on_exec, write_string_attr, Compression, Frame, GroundTruthGrid, Layout, Recorder,
+    RecorderOptions, RecordingError, SampleType,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -197,21 +196,11 @@ pub fn write_recording(
             .create("mean_aeration")
             .map(|_| ()),
     )?;
-    let scatterers: VarLenUnicode =
-        spec.scatterers
-            .describe()
-            .parse()
-            .map_err(|_| SimulateError::Option {
-                field: "scatterers",
-                value: "not valid text".into(),
-            })?;
-    h5(
-        path,
-        "pleura scatterers attribute",
-        g.new_attr::<VarLenUnicode>()
-            .shape(())
-            .create("scatterers")
-            .and_then(|a| a.write_scalar(&scatterers)),
+    write_string_attr(
+        &g,
+        "scatterers",
+        &spec.scatterers.describe(),
+        "pleura/scatterers",
     )?;
     Ok(SimulationReport {
         noise_sigma: data.iter().map(|(_, s)| *s).collect(),
@@ -311,19 +300,11 @@ pub fn write_images(
             .create("lung_mask")
             .map(|_| ()),
     )?;
-    let desc: VarLenUnicode = "pleura simulated lung aeration phantoms (docs/simulator.md)"
-        .parse()
-        .map_err(|_| SimulateError::Option {
-            field: "description",
-            value: "not valid text".into(),
-        })?;
-    h5(
-        path,
+    write_string_attr(
+        &f,
         "description",
-        f.new_attr::<VarLenUnicode>()
-            .shape(())
-            .create("description")
-            .and_then(|a| a.write_scalar(&desc)),
+        "pleura simulated lung aeration phantoms (docs/simulator.md)",
+        "description",
     )?;
     Ok(frames)
 }
