@@ -53,6 +53,7 @@ pub fn tiny_scan() -> Scan {
         element_width: Some(0.9e-3),
         time_to_next_transmit: Some(array![[1e-4, 1e-4]]),
         fractional_bandwidth: None,
+        tgc_gain_curve: None,
     }
 }
 

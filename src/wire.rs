@@ -186,6 +186,13 @@ pub fn scan_to_fields(scan: &Scan) -> Vec<Field> {
     if let Some(b) = scan.fractional_bandwidth {
         fields.push(Field::scalar("fractional_bandwidth", b));
     }
+    if let Some(tgc) = &scan.tgc_gain_curve {
+        fields.push(Field::f64(
+            "tgc_gain_curve",
+            vec![scan.n_ax as u32],
+            tgc.clone(),
+        ));
+    }
     fields
 }
 
@@ -227,6 +234,11 @@ pub fn scan_from_fields(fields: &[Field]) -> Result<Scan, WireError> {
         None => None,
         Some((shape, v)) => Some(matrix_from("time_to_next_transmit", shape, v, None, n_tx)?),
     };
+    let n_ax = count(fields, "n_ax")?;
+    let tgc_gain_curve = match values(fields, "tgc_gain_curve")? {
+        None => None,
+        Some(_) => Some(vector(fields, "tgc_gain_curve", n_ax)?),
+    };
     let scan = Scan {
         probe_geometry,
         sampling_frequency: positive(fields, "sampling_frequency")?,
@@ -237,7 +249,7 @@ pub fn scan_from_fields(fields: &[Field]) -> Result<Scan, WireError> {
             },
         )?,
         sound_speed: positive(fields, "sound_speed")?,
-        n_ax: count(fields, "n_ax")?,
+        n_ax,
         n_ch,
         initial_times: vector(fields, "initial_times", n_tx)?,
         t0_delays: matrix(fields, "t0_delays", Some(n_tx), n_el)?,
@@ -249,6 +261,7 @@ pub fn scan_from_fields(fields: &[Field]) -> Result<Scan, WireError> {
         element_width: scalar(fields, "element_width")?,
         time_to_next_transmit,
         fractional_bandwidth: scalar(fields, "fractional_bandwidth")?,
+        tgc_gain_curve,
     };
     scan.validate()
         .map_err(|e| WireError::Invalid(e.to_string()))?;
@@ -429,10 +442,13 @@ mod tests {
 
     #[test]
     fn scan_round_trips_through_fields() {
-        let scan = tiny_scan();
+        let mut scan = tiny_scan();
         let back = scan_from_fields(&scan_to_fields(&scan)).unwrap();
         assert_eq!(back, scan);
         assert_eq!(frame_shape(&back), [2, 16, 4, 1]);
+        scan.tgc_gain_curve = Some((0..16).map(|a| 1.1f64.powi(a)).collect());
+        let back = scan_from_fields(&scan_to_fields(&scan)).unwrap();
+        assert_eq!(back.tgc_gain_curve, scan.tgc_gain_curve);
     }
 
     #[test]
@@ -453,6 +469,13 @@ mod tests {
         }
         let err = scan_from_fields(&fields).unwrap_err().to_string();
         assert!(err.contains("t0_delays") && err.contains("[2, 4]"), "{err}");
+        let mut fields = scan_to_fields(&tiny_scan());
+        fields.push(Field::f64("tgc_gain_curve", vec![15], vec![1.0; 15]));
+        let err = scan_from_fields(&fields).unwrap_err().to_string();
+        assert!(
+            err.contains("tgc_gain_curve") && err.contains("[15]") && err.contains("[16]"),
+            "{err}"
+        );
         let mut fields = scan_to_fields(&tiny_scan());
         fields.push(Field::scalar("n_ax", 2.5));
         fields.retain(|f| !(f.name == "n_ax" && f.as_f64() == Some(&[16.0])));

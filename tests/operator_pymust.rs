@@ -73,6 +73,7 @@ fn scan_for(delays: &[f64], n_ax: usize, focus: f64) -> Scan {
         element_width: Some(WIDTH),
         time_to_next_transmit: None,
         fractional_bandwidth: Some(0.6),
+        tgc_gain_curve: None,
     }
 }
 

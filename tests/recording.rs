@@ -139,6 +139,8 @@ fn scan_of(n_tx: usize, n_ax: usize, n_el: usize, n_ch: usize) -> Scan {
         element_width: Some(0.27e-3),
         time_to_next_transmit: Some(Array2::from_elem((1, n_tx), 1e-4)),
         fractional_bandwidth: Some(0.6),
+        // Quarter steps: exact in the float32 zea stores the curve in.
+        tgc_gain_curve: Some((0..n_ax).map(|a| 1.0 + 0.25 * a as f64).collect()),
     }
 }
 
@@ -322,6 +324,12 @@ fn check_round_trip(
     );
     assert_eq!(shape("scan/tx_apodizations"), vec![n_tx, n_el]);
     assert_eq!(shape("scan/transmit_origins"), vec![n_tx, 3]);
+    assert_eq!(ds[&at("scan/tgc_gain_curve")]["dtype"], "float32");
+    assert_same(
+        &values("scan/tgc_gain_curve"),
+        scan.tgc_gain_curve.as_ref().unwrap(),
+        "tgc_gain_curve",
+    );
     assert_same(
         &values("scan/polar_angles"),
         &scan.polar_angles,
@@ -371,6 +379,7 @@ fn check_round_trip(
     assert_eq!(rec.layout(), layout);
     assert_eq!(rec.scan().probe_geometry, scan.probe_geometry);
     assert_eq!(rec.scan().fractional_bandwidth, scan.fractional_bandwidth);
+    assert_eq!(rec.scan().tgc_gain_curve, scan.tgc_gain_curve);
     for i in 0..n {
         assert_eq!(rec.read_frame(i).unwrap(), frame(scan, i));
     }

@@ -260,3 +260,79 @@ fn replay_reconstructs_a_real_128_element_scan_on_its_own_grid() {
     assert!((0.0..=1.0).contains(&aer[0]), "{}", aer[0]);
     assert!(ci[[0, 0]] <= aer[0] && aer[0] <= ci[[0, 1]], "{ci}");
 }
+
+/// A recording whose samples carry the scanner's time-gain compensation (a 30 dB ramp
+/// over the record, written as zea's `scan/tgc_gain_curve`) reconstructs as the same
+/// recording without it: the posterior stage divides the curve out before the DAS image,
+/// the RF term and the echo power, so the operator sees the echo it models.
+#[test]
+fn replay_divides_out_the_recorded_tgc() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let g = tiny_grid();
+    let model = dir.path().join("model");
+    write_model(&model, &g, 1);
+    let plain = dir.path().join("plain.zea.h5");
+    write_recording(&plain, &g, &g, 2, None);
+    let source = pleura::recording::Recording::open(&plain).expect("open");
+    let mut scan = source.scan().clone();
+    let n_ax = scan.n_ax;
+    let curve: Vec<f64> = (0..n_ax)
+        .map(|a| 10f64.powf(30.0 * a as f64 / (n_ax - 1) as f64 / 20.0))
+        .collect();
+    scan.tgc_gain_curve = Some(curve.clone());
+    let gained = dir.path().join("tgc.zea.h5");
+    let options = RecorderOptions {
+        sample_type: pleura::recording::SampleType::Float32,
+        ..RecorderOptions::default()
+    };
+    let mut rec = Recorder::create(&gained, &scan, options).expect("recorder");
+    for i in 0..source.n_frames() {
+        let mut frame = source.read_frame(i).expect("frame");
+        for (a, mut sample) in frame.data.axis_iter_mut(ndarray::Axis(1)).enumerate() {
+            // Stored as float32, as zea does: the gain the data carry is that one.
+            let gain = curve[a] as f32;
+            sample.mapv_inplace(|v| v * gain);
+        }
+        rec.append(&frame).expect("append");
+    }
+    rec.finish().expect("finish");
+
+    let replay = |input: &Path, out: &Path| {
+        let run = common::pleura()
+            .args(["replay"])
+            .arg(input)
+            .arg("--out")
+            .arg(out)
+            .arg("--model")
+            .arg(&model)
+            .args(["--sampler", "dds", "--steps", "10", "--samples", "3"])
+            .args(["--device", "cpu", "--config"])
+            .arg(common::repo().join("config/pleura.toml"))
+            .output()
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(run.status.success(), "replay failed: {stderr}");
+        let f = hdf5::File::open(out).expect("open out");
+        let mean: Array3<f32> = dataset(&f, "pleura/recon/mean");
+        let das: Array3<f32> = dataset(&f, "pleura/recon/das");
+        let aer: Array1<f64> = dataset(&f, "pleura/recon/aeration");
+        (mean, das, aer)
+    };
+    let (m0, d0, a0) = replay(&plain, &dir.path().join("plain.out.h5"));
+    let (m1, d1, a1) = replay(&gained, &dir.path().join("tgc.out.h5"));
+    let worst = |x: &Array3<f32>, y: &Array3<f32>| {
+        x.iter()
+            .zip(y)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0.0f32, f32::max)
+    };
+    assert!(worst(&d0, &d1) < 1e-4, "DAS differs by {}", worst(&d0, &d1));
+    assert!(
+        worst(&m0, &m1) < 1e-3,
+        "mean differs by {}",
+        worst(&m0, &m1)
+    );
+    for (p, q) in a0.iter().zip(&a1) {
+        assert!((p - q).abs() < 1e-3, "aeration {a0} against {a1}");
+    }
+}

@@ -213,20 +213,22 @@ fn files_zea_writes_go_through_info_beamform_and_replay() {
 #[test]
 fn zea_accepts_what_pleura_writes() {
     let dir = common::tempdir();
-    let sim = |name: &str, layout: &str| {
+    let sim = |name: &str, layout: &str, tgc: &str| {
         let out = dir.path().join(name);
         run_ok(
             common::pleura()
                 .args([
                     "simulate", "--frames", "2", "--seed", "11", "--layout", layout,
                 ])
+                .args(["--tgc-db-per-cm", tgc])
                 .arg("--out")
                 .arg(&out),
         );
         out
     };
-    let current = sim("current.zea.h5", "zea");
-    let legacy = sim("legacy.zea.h5", "legacy");
+    // The current layout with a scanner's TGC (1.5 dB/cm), as zea's `scan/tgc_gain_curve`.
+    let current = sim("current.zea.h5", "zea", "1.5");
+    let legacy = sim("legacy.zea.h5", "legacy", "0");
     let checked = common::zea_peer(&[OsStr::new("check"), current.as_os_str(), legacy.as_os_str()]);
 
     let c = &checked[0];
@@ -236,6 +238,22 @@ fn zea_accepts_what_pleura_writes() {
     assert_eq!(c["probe_name"], "pleura-sim-linear-64");
     let rec = Recording::open(&current).unwrap();
     assert_eq!(rec.layout(), Layout::Zea);
+    let tgc = rec
+        .scan()
+        .tgc_gain_curve
+        .clone()
+        .expect("the TGC curve read back");
+    let want = serde_json::json!([tgc.len(), tgc[0], tgc[tgc.len() - 1]]);
+    assert_eq!(c["tgc"], want, "zea reads the curve pleura wrote");
+    // 1.5 dB/cm over the recorded depth, from the first sample at 0 m.
+    let depth_cm = (tgc.len() - 1) as f64 / rec.scan().sampling_frequency * rec.scan().sound_speed
+        / 2.0
+        * 100.0;
+    let last_db = 20.0 * tgc[tgc.len() - 1].log10();
+    assert!(
+        tgc[0] == 1.0 && (last_db - 1.5 * depth_cm).abs() < 1e-3,
+        "{last_db} dB over {depth_cm} cm"
+    );
     assert_eq!(
         c["raw_shape"],
         serde_json::json!([2, 3, rec.scan().n_ax, 64, 1])

@@ -82,6 +82,7 @@ pub fn linear_array_scan(array: &LinearArray, transmits: &[Transmit]) -> Scan {
         element_width: Some(array.pitch * 0.9),
         time_to_next_transmit: None,
         fractional_bandwidth: None,
+        tgc_gain_curve: None,
     }
 }
 

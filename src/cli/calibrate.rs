@@ -74,7 +74,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         for (f, a) in truth.aeration.outer_iter().enumerate() {
             let frame = rec.read_frame(f)?;
             let mut env = Array2::<f32>::zeros((grid.nz(), grid.nx()));
-            bf.envelope_into(frame.data.view(), env.view_mut())
+            // As the posterior stage: the echo before the scanner's TGC.
+            let rf = rec.scan().undo_tgc(&frame.data);
+            bf.envelope_into(rf.view(), env.view_mut())
                 .with_context(|| format!("beamforming frame {f} of {}", input.display()))?;
             frames_kept.push((env, a.to_owned()));
         }

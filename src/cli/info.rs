@@ -60,6 +60,9 @@ struct Summary {
     n_ax: usize,
     n_ch: usize,
     signal: &'static str,
+    /// The recorded time-gain compensation's range, dB (first and last sample), when the
+    /// file gives one.
+    tgc_db: Option<[f64; 2]>,
     /// Depth span of the recorded samples for the first transmit (two-way travel), m.
     depth_range_m: [f64; 2],
     transmits: Vec<Transmit>,
@@ -116,6 +119,10 @@ fn summarise(rec: &Recording) -> anyhow::Result<Summary> {
         n_ax: scan.n_ax,
         n_ch: scan.n_ch,
         signal: if scan.n_ch == 2 { "I/Q" } else { "RF" },
+        tgc_db: scan.tgc_gain_curve.as_ref().and_then(|g| {
+            let db = |v: &f64| 20.0 * v.log10();
+            Some([db(g.first()?), db(g.last()?)])
+        }),
         depth_range_m: [t0 * scan.sound_speed / 2.0, t1 * scan.sound_speed / 2.0],
         transmits,
         n_frames: rec.n_frames(),
@@ -209,6 +216,9 @@ fn print_human(s: &Summary) {
         s.depth_range_m[0] * 1e3,
         s.depth_range_m[1] * 1e3
     );
+    if let Some([first, last]) = s.tgc_db {
+        println!("TGC:           {first:.1} dB at the first sample, {last:.1} dB at the last (divided out before reconstruction)");
+    }
     println!("transmits:     {}", s.transmits.len());
     for (i, t) in s.transmits.iter().enumerate() {
         let focus = t

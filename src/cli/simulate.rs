@@ -57,6 +57,10 @@ pub struct Args {
     /// With --scatterers speckle: scatterers per pixel.
     #[arg(long, default_value_t = Speckle::default().per_pixel)]
     pub per_pixel: usize,
+    /// Time-gain compensation of the simulated scanner, dB per cm of depth, applied to the
+    /// RF and recorded as `scan/tgc_gain_curve` (0: none).
+    #[arg(long, default_value_t = 0.0)]
+    pub tgc_db_per_cm: f64,
 }
 
 /// `--scatterers`.
@@ -171,6 +175,7 @@ pub fn run(args: Args) -> Result<()> {
             frame_rate: args.frame_rate,
             layout: args.layout,
             scatterers,
+            tgc_db_per_cm: args.tgc_db_per_cm,
         };
         let rep = write_recording(&args.out, &spec, &Device::Cpu)
             .with_context(|| format!("writing {}", args.out.display()))?;

@@ -459,8 +459,10 @@ impl PosteriorStage {
         let Some(p) = self.planned.as_mut() else {
             unreachable!("prepare() leaves a plan")
         };
+        // The operator models the echo before the scanner's time-gain compensation.
+        let rf = frame.scan.undo_tgc(frame.data);
         let mut das = Array2::<f32>::zeros((p.grid.nz(), p.grid.nx()));
-        let outcome = match p.das.envelope_into(frame.data.view(), das.view_mut()) {
+        let outcome = match p.das.envelope_into(rf.view(), das.view_mut()) {
             Err(e) => {
                 self.recon.reset();
                 das.fill(0.0);
@@ -470,8 +472,8 @@ impl PosteriorStage {
                 }
             }
             Ok(()) => {
-                let data = frame.data.as_slice().map_or_else(
-                    || std::borrow::Cow::Owned(frame.data.iter().copied().collect()),
+                let data = rf.as_slice().map_or_else(
+                    || std::borrow::Cow::Owned(rf.iter().copied().collect()),
                     std::borrow::Cow::Borrowed,
                 );
                 // The envelope in data units, for the echo data term.
@@ -479,9 +481,9 @@ impl PosteriorStage {
                     envelope: das.view(),
                     z: &p.grid.z,
                 };
-                let outcome =
-                    self.recon
-                        .reconstruct_frame(&p.op, &data, frame.data.shape(), Some(echo));
+                let outcome = self
+                    .recon
+                    .reconstruct_frame(&p.op, &data, rf.shape(), Some(echo));
                 let peak = beamform::bmode::max_of(das.view());
                 if peak > 0.0 {
                     das.mapv_inplace(|v| v / peak);

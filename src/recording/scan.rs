@@ -4,8 +4,10 @@
 //! its centre, z depth). Per-transmit arrays are indexed by transmit, per-element arrays by
 //! element in the order of `probe_geometry`.
 
+use std::borrow::Cow;
+
 use hdf5::Group;
-use ndarray::Array2;
+use ndarray::{Array2, Array4, Axis};
 
 use super::error::{num, RecordingError};
 use super::h5;
@@ -58,6 +60,12 @@ pub struct Scan {
     /// Fractional -6 dB bandwidth of the probe (0.15 for 15 %), when known
     /// (stored as the `scan` group attribute `fractional_bandwidth_percent`).
     pub fractional_bandwidth: Option<f64>,
+    /// The time-gain compensation the scanner applied to every recorded sample, a
+    /// linear factor per axial sample (n_ax), when the file or the scanner gives it
+    /// (zea's `scan/tgc_gain_curve`: "divide by this curve to undo the TGC"). The
+    /// posterior stage and `pleura calibrate` divide it out ([`Scan::undo_tgc`]): the
+    /// echo the operator models is the one before the scanner's gain.
+    pub tgc_gain_curve: Option<Vec<f64>>,
 }
 
 impl Scan {
@@ -157,6 +165,18 @@ fn check_len(field: &str, v: &[f64], n: usize) -> Result<(), RecordingError> {
     }
 }
 
+/// The optional `tgc_gain_curve` of the scan group `scan` at `path`, of length `n_ax`.
+pub(crate) fn tgc_gain_curve(
+    scan: &Group,
+    path: &str,
+    n_ax: usize,
+) -> Result<Option<Vec<f64>>, RecordingError> {
+    let field = format!("{path}/tgc_gain_curve");
+    h5::dataset_opt(scan, "tgc_gain_curve", &field)?
+        .map(|_| h5::vec_f64(scan, "tgc_gain_curve", &field, n_ax))
+        .transpose()
+}
+
 impl Scan {
     /// Checks that the parameters are physically meaningful and mutually consistent:
     /// frequencies and sound speed finite and positive, every per-transmit and per-element
@@ -181,6 +201,26 @@ impl Scan {
         }
         if self.n_ax == 0 {
             return Err(RecordingError::value("scan/n_ax", 0, "must be positive"));
+        }
+        if let Some(tgc) = &self.tgc_gain_curve {
+            if tgc.len() != self.n_ax {
+                return Err(RecordingError::shape(
+                    "scan/tgc_gain_curve",
+                    vec![tgc.len()],
+                    format!("[n_ax = {}]", self.n_ax),
+                ));
+            }
+            if let Some((i, v)) = tgc
+                .iter()
+                .enumerate()
+                .find(|(_, v)| !(v.is_finite() && **v > 0.0))
+            {
+                return Err(RecordingError::value(
+                    format!("scan/tgc_gain_curve[{i}]"),
+                    num(*v),
+                    "must be finite and positive (a gain the samples can be divided by)",
+                ));
+            }
         }
         if !(self.n_ch == 1 || self.n_ch == 2) {
             return Err(RecordingError::value(
@@ -353,6 +393,7 @@ impl Scan {
                     )
                 })
                 .transpose()?;
+        let tgc_gain_curve = tgc_gain_curve(&scan, "scan", n_ax)?;
         let fractional_bandwidth = h5::f64_attr(
             &scan,
             "fractional_bandwidth_percent",
@@ -406,6 +447,7 @@ impl Scan {
             element_width: optional_scalar("element_width")?,
             time_to_next_transmit,
             fractional_bandwidth,
+            tgc_gain_curve,
         };
         s.validate()?;
         Ok(s)
@@ -438,7 +480,32 @@ impl Scan {
         ] {
             h5::write_array(scan, name, &field(name), a)?;
         }
+        if let Some(tgc) = &self.tgc_gain_curve {
+            // float32, as zea's schema has it.
+            let v: Vec<f32> = tgc.iter().map(|g| *g as f32).collect();
+            h5::write_array(
+                scan,
+                "tgc_gain_curve",
+                &field("tgc_gain_curve"),
+                &ndarray::ArrayView1::from(&v),
+            )?;
+        }
         Ok(())
+    }
+
+    /// `data` (n_tx, n_ax, n_el, n_ch) with the scanner's time-gain compensation divided
+    /// out, sample by sample along the axis n_ax; `data` itself when the scan records
+    /// none.
+    pub fn undo_tgc<'a>(&self, data: &'a Array4<f32>) -> Cow<'a, Array4<f32>> {
+        let Some(tgc) = &self.tgc_gain_curve else {
+            return Cow::Borrowed(data);
+        };
+        let mut out = data.clone();
+        for (mut sample, g) in out.axis_iter_mut(Axis(1)).zip(tgc) {
+            let inv = (1.0 / g) as f32;
+            sample.mapv_inplace(|v| v * inv);
+        }
+        Cow::Owned(out)
     }
 
     /// Writes the fixed part of a legacy `scan` group (everything but `n_frames` and
@@ -507,6 +574,7 @@ mod tests {
             element_width: None,
             time_to_next_transmit: None,
             fractional_bandwidth: None,
+            tgc_gain_curve: None,
         }
     }
 
@@ -568,6 +636,34 @@ mod tests {
         let mut s = scan();
         s.time_to_next_transmit = Some(Array2::from_elem((3, 2), -1e-4));
         assert!(err(&s).contains("scan/time_to_next_transmit[0, 0]` = -0.0001"));
+        let mut s = scan();
+        s.tgc_gain_curve = Some(vec![1.0; 9]);
+        let e = err(&s);
+        assert!(
+            e.contains("scan/tgc_gain_curve") && e.contains("[9]") && e.contains("n_ax = 10"),
+            "{e}"
+        );
+        let mut s = scan();
+        s.tgc_gain_curve = Some((0..10).map(|a| 1.0 - 0.25 * a as f64).collect());
+        assert!(
+            err(&s).contains("scan/tgc_gain_curve[4]` = 0"),
+            "{}",
+            err(&s)
+        );
+    }
+
+    #[test]
+    fn undoing_the_tgc_divides_each_axial_sample_by_its_gain() {
+        let mut s = scan();
+        let data = Array4::from_shape_fn((2, 10, 4, 1), |(t, a, e, _)| {
+            (t * 100 + a * 10 + e) as f32 - 50.0
+        });
+        assert!(matches!(s.undo_tgc(&data), Cow::Borrowed(_)));
+        s.tgc_gain_curve = Some((0..10).map(|a| 2f64.powi(a)).collect());
+        let undone = s.undo_tgc(&data);
+        for ((t, a, e, c), v) in undone.indexed_iter() {
+            assert_eq!(*v, data[[t, a, e, c]] / (1u32 << a) as f32, "{t} {a} {e}");
+        }
     }
 
     #[test]

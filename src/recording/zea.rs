@@ -389,6 +389,7 @@ pub(crate) fn read_scan(
             "probe/probe_bandwidth_percent",
         )?
         .map(|p| p / 100.0),
+        tgc_gain_curve: super::scan::tgc_gain_curve(scan, path, n_ax)?,
     };
     s.validate().map_err(|e| e.in_zea_layout(path))?;
     Ok(s)

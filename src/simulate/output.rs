@@ -63,6 +63,10 @@ pub struct SimulationSpec {
     /// What the RF is made of: speckle (the default of `pleura simulate`) or the
     /// operator's own one reflector per pixel.
     pub scatterers: Scatterers,
+    /// Time-gain compensation the simulated scanner applies, dB per cm of depth (two-way
+    /// travel time times half the sound speed, from the first transmit's first sample);
+    /// 0 for none. The curve is written as `scan/tgc_gain_curve`.
+    pub tgc_db_per_cm: f64,
 }
 
 /// What a simulation wrote.
@@ -114,6 +118,12 @@ pub fn write_recording(
         Scatterers::Born => None,
         Scatterers::Speckle(s) => Some(ScattererField::draw(&spec.grid, s, spec.seed)?),
     };
+    if !(spec.tgc_db_per_cm.is_finite() && spec.tgc_db_per_cm >= 0.0) {
+        return Err(SimulateError::Option {
+            field: "tgc_db_per_cm",
+            value: spec.tgc_db_per_cm.to_string(),
+        });
+    }
     let source_grid = field.as_ref().map_or(&spec.grid, |f| &f.lattice);
     let mut scan = spec.probe.plane_wave_scan(&spec.angles_deg, source_grid);
     let n_tx = scan.n_tx();
@@ -124,7 +134,7 @@ pub fn write_recording(
     ));
     let op = MeasurementOperator::new(&scan, source_grid, OperatorOptions::default(), device)?;
     let (_, frames) = sequence(spec.seed, &spec.grid, spec.n_frames);
-    let data = match &field {
+    let mut data = match &field {
         None => super::channel_data(
             &op,
             frames.iter().map(|f| &f.aeration),
@@ -139,6 +149,23 @@ pub fn write_recording(
             super::channel_data(&op, &reflectivity, spec.snr_db, spec.seed)?
         }
     };
+    if spec.tgc_db_per_cm > 0.0 {
+        let curve: Vec<f64> = (0..scan.n_ax)
+            .map(|a| {
+                let t = scan.initial_times[0] + a as f64 / scan.sampling_frequency;
+                let depth_cm = t * scan.sound_speed / 2.0 * 100.0;
+                10f64.powf(spec.tgc_db_per_cm * depth_cm / 20.0)
+            })
+            .collect();
+        for (y, _) in &mut data {
+            for (mut sample, g) in y.axis_iter_mut(ndarray::Axis(1)).zip(&curve) {
+                // The gain the file's float32 curve says, so that dividing by it undoes it.
+                let g = *g as f32;
+                sample.mapv_inplace(|v| v * g);
+            }
+        }
+        scan.tgc_gain_curve = Some(curve);
+    }
     let options = RecorderOptions {
         sample_type: SampleType::Float32,
         flush_every: Duration::from_secs(5),

@@ -123,6 +123,7 @@ impl LinearProbe {
             element_width: Some(self.element_width),
             time_to_next_transmit: None,
             fractional_bandwidth: Some(self.fractional_bandwidth),
+            tgc_gain_curve: None,
         }
     }
 

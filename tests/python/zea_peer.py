@@ -9,7 +9,8 @@
     zea_peer.py check FILE...
         Opens each FILE as zea does (`validate_file`, `zea.File`, `File.validate_spec`) and
         prints JSON per file: whether each step passed, the warnings zea logged, and what
-        zea reads (frames, raw data checksum, image shape, custom groups).
+        zea reads (frames, raw data checksum, image shape, custom groups, and for a
+        one-track file its scan's TGC curve: length, first and last value).
 """
 
 import json
@@ -148,6 +149,9 @@ def check_with(path, handler):
             out["image_extent_m"] = [float(c[..., 0].min()), float(c[..., 0].max()),
                                      float(c[..., 2].min()), float(c[..., 2].max())]
         out["probe_name"] = f.probe_name if hasattr(f, "probe_name") else None
+        if len(tracks) == 1 and "scan" in f["tracks/track_0"]:
+            tgc = f.scan.tgc_gain_curve
+            out["tgc"] = None if tgc is None else [len(tgc), float(tgc[0]), float(tgc[-1])]
     out["warnings"] = list(handler.messages)
     return out
 
