@@ -474,6 +474,23 @@ fn a_child_started_while_a_file_is_open_does_not_keep_it_locked() {
         .arg("30")
         .spawn()
         .expect("start sleep");
+    // `spawn` returns once the child's exec is under way, and exec closes the inherited
+    // close-on-exec descriptors a moment later: until then the child's copy holds HDF5's
+    // lock (more so while other tests have many descriptors open). A descriptor without
+    // close-on-exec stays for the child's life.
+    let held = || {
+        std::fs::read_dir(format!("/proc/{}/fd", child.id()))
+            .map(|fds| {
+                fds.filter_map(Result::ok)
+                    .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t == path))
+            })
+            .unwrap_or(false)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while held() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(!held(), "the child inherited the recording's descriptor");
     drop(read);
     let rewritten = Recorder::create(&path, &scan, options(SampleType::Int16, None));
     child.kill().unwrap();
