@@ -37,19 +37,12 @@ pub struct Args {
     /// Calibration file to write (TOML).
     #[arg(long)]
     pub out: PathBuf,
-    /// Configuration whose DAS and `[sampler]` settings the posterior stage uses.
-    #[arg(long, default_value = "config/pleura.toml")]
-    pub config: PathBuf,
-    /// Model directory the echo reconstruction is validated with (as `replay --model`).
-    #[arg(long, default_value = "testdata/model")]
-    pub model: PathBuf,
-    /// Compute device: cpu, cuda:N or auto.
-    #[arg(long, default_value = "auto")]
-    pub device: String,
+    #[command(flatten)]
+    pub stage: super::StageArgs,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let config = super::config_or_defaults(&args.config)?;
+    let config = super::config_or_defaults(&args.stage.config)?;
     let das = StageSpec::offline(&config)?.das;
     // Each frame's envelope and truth.
     let mut frames_kept: Vec<(Array2<f32>, Array2<f32>)> = Vec::new();
@@ -163,9 +156,9 @@ fn response(
     if frames.len() < echo::MIN_RESPONSE_FRAMES {
         return Ok(None);
     }
-    let device = pleura::device::select(&args.device)?;
-    let model = Model::load(&args.model, &device)
-        .with_context(|| format!("cannot load the model {}", args.model.display()))?;
+    let device = pleura::device::select(&args.stage.device)?;
+    let model = Model::load(&args.stage.model, &device)
+        .with_context(|| format!("cannot load the model {}", args.stage.model.display()))?;
     let sampler = std::sync::Arc::new(PosteriorSampler::new(&model, &device)?);
     let dz = z.get(1).map_or(f64::NAN, |z1| z1 - z[0]);
     let cfg = pleura::posterior::SamplerConfig {

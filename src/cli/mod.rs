@@ -33,6 +33,22 @@ pub struct RecordingArgs {
     pub track: Option<TrackChoice>,
 }
 
+/// The configuration, prior and device the posterior stage of an offline command runs
+/// with (`replay`, `calibrate`).
+#[derive(clap::Args)]
+pub struct StageArgs {
+    /// Configuration file: its DAS settings, and its `[sampler]` section (the defaults of
+    /// the sampler options).
+    #[arg(long, default_value = "config/pleura.toml")]
+    pub config: PathBuf,
+    /// Model directory (a checkpoint, or a training output directory with `latest`).
+    #[arg(long, default_value = "testdata/model")]
+    pub model: PathBuf,
+    /// Compute device: cpu, cuda:N or auto.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+}
+
 /// The configuration at `path` (a command's `--config`), or the defaults, with a warning,
 /// when there is no file there.
 pub fn config_or_defaults(path: &Path) -> anyhow::Result<pleura::config::Config> {

@@ -62,12 +62,8 @@ pub struct Args {
     /// Output HDF5 file (replaced).
     #[arg(long)]
     pub out: PathBuf,
-    /// Configuration file; its `[sampler]` section gives the defaults of the options below.
-    #[arg(long, default_value = "config/pleura.toml")]
-    pub config: PathBuf,
-    /// Model directory (a checkpoint, or a training output directory with `latest`).
-    #[arg(long, default_value = "testdata/model")]
-    pub model: PathBuf,
+    #[command(flatten)]
+    pub stage: super::StageArgs,
     /// Sampler: dps, ddim-dps or dds.
     #[arg(long)]
     pub sampler: Option<Method>,
@@ -89,16 +85,13 @@ pub struct Args {
     /// published aeration) and the aeration trend of the replay, `aeration.png`.
     #[arg(long)]
     pub png: Option<PathBuf>,
-    /// Compute device: cpu, cuda:N or auto.
-    #[arg(long, default_value = "auto")]
-    pub device: String,
     /// Reconstruct at most this many frames (from the first).
     #[arg(long)]
     pub max_frames: Option<usize>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let config = super::config_or_defaults(&args.config)?;
+    let config = super::config_or_defaults(&args.stage.config)?;
     let mut cfg = config.sampler.clone();
     if let Some(m) = args.sampler {
         cfg.method = m;
@@ -117,12 +110,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     cfg.validate()?;
 
-    let model_hash = model_sha256(&args.model)?;
+    let model_hash = model_sha256(&args.stage.model)?;
     let rec = args.recording.open()?;
     let spec = StageSpec {
         kind: StageKind::Posterior,
-        model: args.model.clone(),
-        device: args.device.clone(),
+        model: args.stage.model.clone(),
+        device: args.stage.device.clone(),
         sampler: cfg.clone(),
         ..StageSpec::offline(&config)?
     };
@@ -296,7 +289,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let attrs = Attrs {
         method: format!("posterior sampling ({})", cfg.method),
         source: args.recording.input.display().to_string(),
-        model: args.model.display().to_string(),
+        model: args.stage.model.display().to_string(),
         model_sha256: model_hash,
         sampler: serde_json::to_string(&cfg)?,
         calibration: match stage.calibration() {
