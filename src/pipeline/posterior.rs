@@ -441,6 +441,14 @@ impl PosteriorStage {
             seconds = started.elapsed().as_secs_f64(),
             "operator and DAS plan built"
         );
+        if let Some(tgc) = &scan.tgc_gain_curve {
+            let db = |g: Option<&f64>| g.map_or(f64::NAN, |g| 20.0 * g.log10());
+            tracing::info!(
+                first_db = db(tgc.first()),
+                last_db = db(tgc.last()),
+                "the scan records a TGC curve: its samples are divided by it"
+            );
+        }
         self.recon.reset();
         self.planned = Some(Planned {
             scan: scan.clone(),
