@@ -375,6 +375,9 @@ fn posterior_stage_matches_replay_and_reloads_its_model() {
     // Frame 2 holds a NaN: both roads fail on it, for the same reason.
     let input = dir.path().join("lung.zea.h5");
     lung::write_recording(&input, &g, &g, frames as usize, Some(2));
+    // A scanner's TGC, recorded: both roads divide it out, serve after it crossed the
+    // wire in the scan message.
+    lung::add_tgc(&input, 20.0);
     let config = write_config(
         dir.path(),
         &format!(

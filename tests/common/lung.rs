@@ -96,3 +96,32 @@ pub fn write_recording(
             .expect("corrupt");
     }
 }
+
+/// Gives the recording at `path` a scanner's time-gain compensation in place: a ramp of
+/// `db` over its record, every sample multiplied by the curve (float32, as the file keeps
+/// it) and the curve written as `tracks/track_0/scan/tgc_gain_curve`. Returns the curve.
+pub fn add_tgc(path: &Path, db: f64) -> Vec<f64> {
+    let file = hdf5::File::open_rw(path)
+        .and_then(pleura::recording::close_on_exec)
+        .expect("reopen");
+    let raw = file
+        .dataset("tracks/track_0/data/raw_data")
+        .expect("raw_data");
+    let mut data: ndarray::Array5<f32> = raw.read().expect("read raw_data");
+    let n_ax = data.shape()[2];
+    let curve: Vec<f32> = (0..n_ax)
+        .map(|a| 10f64.powf(db * a as f64 / (n_ax - 1) as f64 / 20.0) as f32)
+        .collect();
+    for (mut sample, g) in data.axis_iter_mut(ndarray::Axis(2)).zip(&curve) {
+        sample.mapv_inplace(|v| v * g);
+    }
+    raw.write(&data).expect("write raw_data");
+    file.group("tracks/track_0/scan")
+        .and_then(|s| {
+            s.new_dataset_builder()
+                .with_data(&ndarray::Array1::from(curve.clone()))
+                .create("tgc_gain_curve")
+        })
+        .expect("write tgc_gain_curve");
+    curve.iter().map(|g| f64::from(*g)).collect()
+}
