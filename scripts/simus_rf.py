@@ -2,7 +2,7 @@
 """RF of pleura's phantoms made by another simulator: PyMUST's `simus`.
 
     scripts/simus_rf.py PHANTOM.h5 OUT.h5 [--per-pixel N] [--snr-db S|inf] [--seed S]
-                        [--attenuation A]
+                        [--attenuation A] [--tgc-db-per-cm G]
 
 PHANTOM.h5 is a `pleura simulate` recording (zea layout, one track, RF, the ground truth
 under `pleura/`). OUT.h5 is a copy of it whose channel data
@@ -27,6 +27,11 @@ The medium (docs/BENCHMARKS.md, "Independent simulator: PyMUST simus"):
   rescaling, no sign change).
 - Noise: white Gaussian noise added at --snr-db (default 20) = 10 log10(mean(rf^2) /
   sigma^2) over the frame, as `pleura simulate` defines its SNR; "inf" for none.
+- TGC: --tgc-db-per-cm G (default 0, none) multiplies every sample, noise included (the
+  scanner's amplifier follows its front end), by 10^(G d / 20), d the depth in cm of the
+  sample's two-way travel time from the first transmit's record start, and writes that
+  curve (float32) as `tracks/track_0/scan/tgc_gain_curve`, as `pleura simulate
+  --tgc-db-per-cm` does. A curve the phantom file had is removed first.
 Every draw comes from numpy's PCG64 seeded by (--seed, frame index), so a seed gives
 the same file. Prints each frame's simus time.
 """
@@ -56,7 +61,10 @@ def parse_args(argv):
     ap.add_argument("--snr-db", default="20", help='channel SNR, dB, or "inf" (default 20)')
     ap.add_argument("--seed", type=int, default=0, help="seed of positions, reflectivities, noise")
     ap.add_argument("--attenuation", type=float, default=0.5, help="dB/cm/MHz (default 0.5)")
+    ap.add_argument("--tgc-db-per-cm", type=float, default=0.0, help="scanner TGC, dB/cm (default 0)")
     a = ap.parse_args(argv)
+    if not (np.isfinite(a.tgc_db_per_cm) and a.tgc_db_per_cm >= 0):
+        ap.error(f"--tgc-db-per-cm must be finite and not negative, got {a.tgc_db_per_cm}")
     if a.per_pixel < 1:
         ap.error("--per-pixel must be at least 1")
     a.snr_db = None if a.snr_db.strip() == "inf" else float(a.snr_db)
@@ -130,6 +138,11 @@ def main(argv):
         truth = f["pleura/aeration"][()]
         gx, gz = f["pleura/grid_x"][()], f["pleura/grid_z"][()]
         data = np.zeros(raw.shape, dtype=np.float32)
+        scan = f["tracks/track_0/scan"]
+        if "tgc_gain_curve" in scan:
+            del scan["tgc_gain_curve"]
+        depth_cm = (t_init[0] + np.arange(n_ax) / p.fs) * p.c / 2 * 100
+        tgc = (10 ** (a.tgc_db_per_cm * depth_cm / 20)).astype(np.float32)
         for i in range(n_frames):
             rng = np.random.default_rng([a.seed, i])
             x, z, rc = scatterers(truth[i], gx, gz, a.per_pixel, rng)
@@ -139,19 +152,21 @@ def main(argv):
             if a.snr_db is not None:
                 sigma = np.sqrt(np.mean(rf**2) / 10 ** (a.snr_db / 10))
                 rf += sigma * rng.standard_normal(rf.shape)
-            data[i, ..., 0] = rf
+            data[i, ..., 0] = rf * tgc[None, :, None]
             print(f"frame {i}: {x.size} scatterers, simus {secs:.1f} s, rf rms {np.sqrt(np.mean(rf**2)):.3e}")
         del f["tracks/track_0/data/raw_data"]
         f["tracks/track_0/data"].create_dataset(
             "raw_data", data=data, chunks=(1,) + data.shape[1:], compression="gzip", compression_opts=4
         )
+        if a.tgc_db_per_cm > 0:
+            scan.create_dataset("tgc_gain_curve", data=tgc)
         snr = "none" if a.snr_db is None else f"{a.snr_db:g} dB"
         f.attrs["us_machine"] = "PyMUST simus (scripts/simus_rf.py)"
         f.attrs["description"] = (
             f"Aeration maps of: {f.attrs['description']}. RF not pleura's: PyMUST "
             f"{importlib.metadata.version('pymust')} simus, {a.per_pixel} scatterers per pixel, "
             f"reflectivity std = aeration, attenuation {a.attenuation:g} dB/cm/MHz, "
-            f"noise SNR {snr}, seed {a.seed} (scripts/simus_rf.py)"
+            f"noise SNR {snr}, TGC {a.tgc_db_per_cm:g} dB/cm, seed {a.seed} (scripts/simus_rf.py)"
         )
 
 

@@ -23,6 +23,7 @@ const DEEP: f64 = 20e-3;
 const MAKE: &str = r#"
 import shutil, subprocess, sys, h5py, numpy as np
 src, out, scale, att, script = sys.argv[1:6]
+extra = sys.argv[6:]
 edited = out + ".phantom.h5"
 shutil.copyfile(src, edited)
 with h5py.File(edited, "r+") as f:
@@ -32,21 +33,32 @@ with h5py.File(edited, "r+") as f:
         a[:, int(np.argmin(abs(gz - z))), :] = float(scale)
     f["pleura/aeration"][...] = a
 subprocess.run([sys.executable, script, edited, out, "--per-pixel", "1", "--snr-db", "inf",
-                "--seed", "3", "--attenuation", att], check=True)
+                "--seed", "3", "--attenuation", att] + extra, check=True)
 "#;
 
 fn simus(phantom: &Path, out: &Path, scale: f32, attenuation: f64) -> Recording {
+    simus_with(phantom, out, scale, attenuation, &[])
+}
+
+/// As [`simus`], with more options of the script.
+fn simus_with(
+    phantom: &Path,
+    out: &Path,
+    scale: f32,
+    attenuation: f64,
+    extra: &[&str],
+) -> Recording {
     let script = common::repo().join("scripts/simus_rf.py");
-    common::run_python(
-        MAKE,
-        &[
-            phantom.to_str().expect("path"),
-            out.to_str().expect("path"),
-            &scale.to_string(),
-            &attenuation.to_string(),
-            script.to_str().expect("path"),
-        ],
-    );
+    let (scale, attenuation) = (scale.to_string(), attenuation.to_string());
+    let mut args = vec![
+        phantom.to_str().expect("path"),
+        out.to_str().expect("path"),
+        &scale,
+        &attenuation,
+        script.to_str().expect("path"),
+    ];
+    args.extend_from_slice(extra);
+    common::run_python(MAKE, &args);
     Recording::open(out).expect("pleura opens the simus recording")
 }
 
@@ -96,6 +108,13 @@ fn simus_rf_is_read_by_pleura_and_has_the_stated_physics() {
     let plain = simus(&phantom, &dir.path().join("plain.h5"), 1.0, 0.0);
     let attenuated = simus(&phantom, &dir.path().join("att.h5"), 1.0, 0.5);
     let half = simus(&phantom, &dir.path().join("half.h5"), 0.5, 0.5);
+    let gained = simus_with(
+        &phantom,
+        &dir.path().join("tgc.h5"),
+        1.0,
+        0.5,
+        &["--tgc-db-per-cm", "2"],
+    );
 
     // Ground truth kept: the edited map, on the phantom's grid.
     let truth = attenuated
@@ -125,6 +144,29 @@ fn simus_rf_is_read_by_pleura_and_has_the_stated_physics() {
         (6.0..=7.5).contains(&loss_db),
         "attenuation lowers the deep echo by {loss_db:.2} dB relative to the shallow one"
     );
+
+    // A scanner's TGC: the same RF times 10^(2 d / 20), d the sample's depth in cm, and
+    // the curve in the file.
+    assert!(attenuated.scan().tgc_gain_curve.is_none());
+    let tgc = gained.scan().tgc_gain_curve.clone().expect("the TGC curve");
+    let y_tgc = gained.read_frame(0).expect("frame").data;
+    for (a, g) in tgc.iter().enumerate() {
+        let depth_cm = (scan.initial_times[0] + a as f64 / fs) * c / 2.0 * 100.0;
+        assert!(
+            (g / 10f64.powf(2.0 * depth_cm / 20.0) - 1.0).abs() < 1e-6,
+            "sample {a}"
+        );
+        let (p, q) = (
+            y_tgc.index_axis(ndarray::Axis(1), a),
+            y_att.index_axis(ndarray::Axis(1), a),
+        );
+        for (u, v) in p.iter().zip(q) {
+            assert!(
+                (u - v * *g as f32).abs() <= 1e-5 * v.abs().max(1e-30),
+                "sample {a}"
+            );
+        }
+    }
 
     // Reflectivity amplitude linear in the aeration (same scatterers, half the aeration).
     let lin = rms(&y_half) / rms(&y_att);
