@@ -119,10 +119,7 @@ fn summarise(rec: &Recording) -> anyhow::Result<Summary> {
         n_ax: scan.n_ax,
         n_ch: scan.n_ch,
         signal: if scan.n_ch == 2 { "I/Q" } else { "RF" },
-        tgc_db: scan.tgc_gain_curve.as_ref().and_then(|g| {
-            let db = |v: &f64| 20.0 * v.log10();
-            Some([db(g.first()?), db(g.last()?)])
-        }),
+        tgc_db: scan.tgc_db_range(),
         depth_range_m: [t0 * scan.sound_speed / 2.0, t1 * scan.sound_speed / 2.0],
         transmits,
         n_frames: rec.n_frames(),

@@ -441,11 +441,10 @@ impl PosteriorStage {
             seconds = started.elapsed().as_secs_f64(),
             "operator and DAS plan built"
         );
-        if let Some(tgc) = &scan.tgc_gain_curve {
-            let db = |g: Option<&f64>| g.map_or(f64::NAN, |g| 20.0 * g.log10());
+        if let Some([first_db, last_db]) = scan.tgc_db_range() {
             tracing::info!(
-                first_db = db(tgc.first()),
-                last_db = db(tgc.last()),
+                first_db,
+                last_db,
                 "the scan records a TGC curve: its samples are divided by it"
             );
         }

@@ -493,6 +493,13 @@ impl Scan {
         Ok(())
     }
 
+    /// The recorded TGC at the first and the last sample, dB; `None` without a curve.
+    pub fn tgc_db_range(&self) -> Option<[f64; 2]> {
+        let tgc = self.tgc_gain_curve.as_ref()?;
+        let db = |g: &f64| 20.0 * g.log10();
+        Some([db(tgc.first()?), db(tgc.last()?)])
+    }
+
     /// `data` (n_tx, n_ax, n_el, n_ch) with the scanner's time-gain compensation divided
     /// out, sample by sample along the axis n_ax; `data` itself when the scan records
     /// none.
@@ -660,6 +667,8 @@ mod tests {
         });
         assert!(matches!(s.undo_tgc(&data), Cow::Borrowed(_)));
         s.tgc_gain_curve = Some((0..10).map(|a| 2f64.powi(a)).collect());
+        let [first, last] = s.tgc_db_range().unwrap();
+        assert!(first == 0.0 && (last - 180.0 * 2f64.log10()).abs() < 1e-12);
         let undone = s.undo_tgc(&data);
         for ((t, a, e, c), v) in undone.indexed_iter() {
             assert_eq!(*v, data[[t, a, e, c]] / (1u32 << a) as f32, "{t} {a} {e}");
